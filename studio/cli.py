@@ -1,0 +1,87 @@
+"""`python -m studio ...`: the command line. Every command reads the same JSON config as the UI.
+
+Heavy libraries (torch, diffusers) are imported inside the handlers so that `--help`, config
+errors and queue commands answer at once.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+EXIT_CONFIG_ERROR = 2
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="JSON config file (a preset or a saved job)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one setting; VALUE is parsed as JSON when it can be, else taken as a string",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m studio", description="Training Studio command line")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="run one training job in the foreground")
+    _add_config_args(p)
+    p.add_argument("--no-progress", action="store_true", help="no tqdm bar (progress.jsonl is still written)")
+
+    p = sub.add_parser("preprocess", help="scan the dataset and build or refresh its cache")
+    _add_config_args(p)
+
+    p = sub.add_parser("tiny-model", help="write a tiny random model folder (offline tests and demo)")
+    p.add_argument("family", help="sd15, sdxl, sd3, flux, acestep or causal_lm")
+    p.add_argument("out_dir")
+
+    p = sub.add_parser("export", help="export a finished run's adapter")
+    p.add_argument("run_dir")
+    p.add_argument("--format", choices=["peft", "kohya", "merged"], default="peft")
+    p.add_argument("--out", default=None, help="output path (default: inside the run folder)")
+
+    sub.add_parser("env", help="environment check: versions, devices, free disk")
+
+    p = sub.add_parser("queue", help="the persistent job queue (add, list, run, stop, ...)")
+    p.add_argument("queue_args", nargs=argparse.REMAINDER, help="queue sub-command and its arguments")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from studio.config.errors import ConfigError
+
+    try:
+        if args.command == "train":
+            from studio.train.run import train_from_cli
+
+            return train_from_cli(args.config, args.overrides, progress_bar=not args.no_progress)
+        if args.command == "preprocess":
+            from studio.data.preprocess import preprocess_from_cli
+
+            return preprocess_from_cli(args.config, args.overrides)
+        if args.command == "tiny-model":
+            from studio.families.tiny import write_tiny_model
+
+            path = write_tiny_model(args.family, args.out_dir)
+            print(f"tiny {args.family} model written to {path}")
+            return 0
+        if args.command == "export":
+            from studio.adapters.export import export_from_cli
+
+            return export_from_cli(args.run_dir, args.format, args.out)
+        if args.command == "env":
+            from studio.envcheck import print_env
+
+            return print_env()
+        if args.command == "queue":
+            from studio.queue.cli import main as queue_main
+
+            return queue_main(args.queue_args)
+    except ConfigError as err:
+        print(f"config error:\n{err}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    return 1

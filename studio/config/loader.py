@@ -1,0 +1,113 @@
+"""Turn a preset / JSON file / dict plus `--set` overrides into a validated `JobConfig`.
+
+Merge order (later wins): schema defaults < the family's defaults < the file < `--set` overrides.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Iterable
+
+from pydantic import ValidationError
+
+from studio.config.errors import ConfigError
+from studio.config.family_defaults import family_defaults
+from studio.config.schema import SECTIONS, JobConfig
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    """Recursively merge `over` into a copy of `base` (dicts merge, everything else replaces)."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """`section.key=value` -> (["section", "key"], value); value is JSON when it parses, else a string."""
+    if "=" not in item:
+        raise ConfigError([(item, "an override must look like section.key=value")])
+    path, raw = item.split("=", 1)
+    keys = [k for k in path.strip().split(".") if k]
+    if len(keys) < 2 or keys[0] not in SECTIONS:
+        raise ConfigError([(path, f"expected section.key with a section among: {', '.join(SECTIONS)}")])
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return keys, value
+
+
+def apply_overrides(data: dict, overrides: Iterable[str]) -> dict:
+    out = copy.deepcopy(data)
+    for item in overrides:
+        keys, value = parse_override(item)
+        node = out
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ConfigError([(".".join(keys), f"'{key}' is not a section")])
+        node[keys[-1]] = value
+    return out
+
+
+def read_json(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError([(str(path), "config file not found")])
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ConfigError([(str(path), f"not valid JSON: {err}")]) from None
+    if not isinstance(data, dict):
+        raise ConfigError([(str(path), "the config must be a JSON object")])
+    data.pop("$schema", None)
+    data.pop("description", None)  # presets carry a one-line description for the UI
+    return data
+
+
+def validate(data: dict) -> JobConfig:
+    """Validate a full or partial config dict (family defaults are merged underneath)."""
+    family = (data.get("model") or {}).get("family", "sd15")
+    merged = deep_merge(family_defaults(family), data)
+    try:
+        return JobConfig.model_validate(merged)
+    except ValidationError as err:
+        raise ConfigError([(_loc(e["loc"]), _msg(e)) for e in err.errors()]) from None
+
+
+def load_config(source: str | Path | dict, overrides: Iterable[str] = ()) -> JobConfig:
+    data = source if isinstance(source, dict) else read_json(source)
+    return validate(apply_overrides(data, overrides))
+
+
+def finalize_job(cfg: JobConfig, name: str | None = None) -> JobConfig:
+    """Fill the job name (auto `{family}_{YYYYMMDD_HHMMSS}`) and default run folder."""
+    from studio.paths import studio_home
+
+    out = cfg.model_copy(deep=True)
+    out.job.name = name or out.job.name or default_job_name(out.model.family)
+    if not out.job.output_dir:
+        out.job.output_dir = str(studio_home() / "runs" / out.job.name)
+    return out
+
+
+def default_job_name(family: str, now: datetime | None = None) -> str:
+    return f"{family}_{(now or datetime.now()).strftime('%Y%m%d_%H%M%S')}"
+
+
+def _loc(loc: tuple) -> str:
+    return ".".join(str(part) for part in loc if not str(part).startswith("function-"))
+
+
+def _msg(error: dict) -> str:
+    if error["type"] == "extra_forbidden":
+        return "unknown setting (check the spelling; unknown keys are not allowed)"
+    if error["type"] == "literal_error":
+        return f"{error['msg']} (got {error.get('input')!r})"
+    return f"{error['msg']} (got {error.get('input')!r})"

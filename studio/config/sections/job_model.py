@@ -1,0 +1,54 @@
+"""`job` and `model` sections (FIELDS §1, §2)."""
+from __future__ import annotations
+
+from typing import Literal
+
+from studio.config.fields import ALL_FAMILIES, IMAGE_FAMILIES, Section, setting
+
+Family = Literal["sd15", "sdxl", "sd3", "flux", "acestep", "causal_lm"]
+
+
+class JobSection(Section):
+    name: str = setting("", "Job name shown in the queue and used for the run folder. Leave empty for "
+                        "an automatic `{family}_{YYYYMMDD_HHMMSS}` name. Must be unique in the queue.")
+    run_name: str = setting("", "Free label for your own bookkeeping (artist, experiment, version). It does "
+                            "not change training; it is shown in the queue and TensorBoard.", group="advanced")
+    output_dir: str = setting("", "Run folder: adapter, checkpoints, logs and samples go here. Empty means "
+                              "`STUDIO_HOME/runs/<job name>`. Created if missing.", widget="path")
+
+
+class ModelSection(Section):
+    family: Family = setting("sd15", "Model architecture. Decides which settings apply and how the model "
+                             "is loaded, trained and sampled.")
+    path: str = setting("", "Base model: a local diffusers/transformers folder, a Hugging Face hub id "
+                        "(e.g. `stable-diffusion-v1-5/stable-diffusion-v1-5`), a single `.safetensors` "
+                        "checkpoint (SD/SDXL), or `tiny:<family>` for the built-in offline test model.",
+                        widget="path")
+    variant: str = setting("", "Family variant. ACE-Step: turbo / base / sft. Causal LM: sft (chat "
+                           "fine-tuning) or pretrain (plain text). Empty for image families.",
+                           families=("acestep", "causal_lm"))
+    revision: str = setting("", "Hub branch, tag or commit to load (hub ids only). Empty = main.",
+                            group="advanced")
+    weight_variant: str = setting("", "Weight variant inside a hub repo, e.g. `fp16`. Empty = the default "
+                                  "weights.", group="advanced", families=IMAGE_FAMILIES)
+    prediction_type: Literal["auto", "epsilon", "v_prediction"] = setting(
+        "auto", "What the UNet predicts. `auto` reads it from the model's scheduler config; set "
+        "`v_prediction` for v-models (SD 2.x-v and some fine-tunes) whose config does not say so.",
+        group="advanced", families=("sd15", "sdxl"))
+    device: Literal["auto", "cpu", "cuda", "mps"] = setting(
+        "auto", "Where to train. `auto` picks CUDA, then Apple MPS, then CPU.", group="advanced")
+    tokenizer_path: str = setting("", "Tokenizer folder when it differs from the model's own (custom or "
+                                  "extended tokenizer). Empty = use the model's.", group="advanced",
+                                  families=("causal_lm",), widget="path")
+
+    def problems(self, cfg) -> list[tuple[str, str]]:
+        out = []
+        if not self.path.strip():
+            out.append(("model.path", "required: a model folder, hub id, .safetensors file or tiny:<family>"))
+        elif self.path.startswith("tiny:") and self.path[5:] not in ALL_FAMILIES:
+            out.append(("model.path", f"unknown tiny model {self.path!r}; use one of "
+                        + ", ".join(f"tiny:{f}" for f in ALL_FAMILIES)))
+        elif self.path.lower().endswith(".gguf"):
+            out.append(("model.path", "a .gguf file is an inference-only format and cannot be trained; "
+                        "point to the original Hugging Face model folder (config.json + .safetensors)"))
+        return out

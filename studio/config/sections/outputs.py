@@ -1,0 +1,82 @@
+"""`checkpointing`, `evaluation`, `logging` and `sampling` sections (FIELDS §10-§13)."""
+from __future__ import annotations
+
+from typing import Literal
+
+from studio.config.fields import Section, setting
+
+
+class CheckpointingSection(Section):
+    save_strategy: Literal["steps", "epoch", "no"] = setting(
+        "steps", "When to write resumable checkpoints: every N steps, every N epochs, or never (the final "
+        "adapter is always saved).")
+    save_steps: int = setting(100, "Checkpoint every this many optimizer steps (strategy `steps`).",
+                              ge=1, le=10_000_000)
+    save_every_n_epochs: int = setting(1, "Checkpoint every this many epochs (strategy `epoch`).", ge=1,
+                                       le=100_000)
+    max_checkpoints: int = setting(100, "Keep at most this many checkpoints; the oldest are deleted once a "
+                                   "newer one is safely written.", ge=1, le=1000)
+    save_interval_minutes: int = setting(0, "Also checkpoint when this many minutes have passed since the "
+                                         "last one, whatever the strategy. 0 = off.", ge=0, le=1440,
+                                         group="advanced")
+    resume_from: str = setting("", "Continue from this checkpoint folder (`checkpoint-<step>`), restoring "
+                               "weights, optimizer, scheduler, step and data position. Leave empty when "
+                               "auto-resume is on.", widget="path")
+    auto_resume: bool = setting(False, "Continue automatically from the newest complete checkpoint in the "
+                                "run folder, if there is one.")
+
+
+class EvaluationSection(Section):
+    strategy: Literal["no", "steps", "epoch"] = setting(
+        "no", "When to compute the loss on held-out data: never, every N steps, or every epoch. Needs "
+        "`data.eval_path` or `data.eval_split_ratio` > 0.")
+    steps: int = setting(100, "Evaluate every this many optimizer steps (strategy `steps`).", ge=1,
+                         le=10_000_000)
+    early_stopping_patience: int = setting(0, "Stop after this many evaluations in a row without "
+                                           "improvement; the best checkpoint is kept. 0 = off.", ge=0,
+                                           le=1000, group="advanced")
+    early_stopping_threshold: float = setting(0.005, "Smallest drop of eval loss that counts as an "
+                                              "improvement.", ge=0.0, le=1.0, group="advanced")
+
+
+class LoggingSection(Section):
+    logging_steps: int = setting(10, "Record loss and learning rate every this many steps (progress file, "
+                                 "TensorBoard, console). Smaller refreshes the monitor more often.",
+                                 ge=1, le=100_000)
+    log_dir: str = setting("", "TensorBoard folder. Empty = `runs/` inside the run folder.",
+                           group="advanced", widget="path")
+    tensorboard: bool = setting(True, "Write TensorBoard event files (loss, learning rate, gradient norm).",
+                                group="advanced")
+    log_level: Literal["debug", "info", "warning", "error"] = setting(
+        "info", "How much the trainer prints to the console log.", group="advanced")
+
+
+class SamplePrompt(Section):
+    prompt: str = setting(..., "What to generate.")
+    negative_prompt: str = setting("", "What to steer away from (image families).")
+    seed: int = setting(0, "Noise seed, fixed so samples at different steps are comparable.", ge=0,
+                        le=2**32 - 1)
+    steps: int = setting(0, "Inference steps; 0 = the sampling default.", ge=0, le=1000)
+    guidance: float = setting(-1.0, "Classifier-free guidance scale; -1 = the sampling default.", ge=-1.0,
+                              le=100.0)
+    width: int = setting(0, "Width in pixels; 0 = the training resolution.", ge=0, le=8192)
+    height: int = setting(0, "Height in pixels; 0 = the training resolution.", ge=0, le=8192)
+
+
+class SamplingSection(Section):
+    prompts: list[SamplePrompt] = setting(None, "Prompts to render during training, each with its own "
+                                          "seed and optional steps, guidance and size. A plain string is "
+                                          "taken as a prompt.", default_factory=list)
+    every_steps: int = setting(0, "Render the sample prompts every this many optimizer steps. 0 = only at "
+                               "the end.", ge=0, le=10_000_000)
+    at_end: bool = setting(True, "Render the sample prompts once more when training finishes.")
+    default_steps: int = setting(25, "Inference steps when a prompt does not set its own.", ge=1, le=1000,
+                                 group="advanced")
+    default_guidance: float = setting(7.0, "Guidance scale when a prompt does not set its own.", ge=0.0,
+                                      le=100.0, group="advanced")
+
+    def __init__(self, **data):
+        prompts = data.get("prompts")
+        if isinstance(prompts, list):
+            data["prompts"] = [{"prompt": p} if isinstance(p, str) else p for p in prompts]
+        super().__init__(**data)

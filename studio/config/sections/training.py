@@ -1,0 +1,82 @@
+"""`training`, `optimizer`, `scheduler` and `loss` sections (FIELDS §5, §6, §7)."""
+from __future__ import annotations
+
+from typing import Literal
+
+from studio.config.fields import IMAGE_FAMILIES, Section, setting
+
+OptimizerName = Literal["adamw", "adamw8bit", "paged_adamw8bit", "paged_adamw", "adafactor", "prodigy",
+                        "lion", "lion8bit", "sgd", "sgd_nesterov"]
+SchedulerName = Literal["constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts",
+                        "cosine_with_min_lr", "polynomial"]
+
+
+class TrainingSection(Section):
+    learning_rate: float = setting(1e-4, "Step size of the optimizer. LoRA on image models: 1e-4 to 5e-4; "
+                                   "full fine-tuning: 1e-6 to 1e-5; Prodigy: 1.0. Erratic loss: lower it; "
+                                   "flat loss: raise it.", gt=0.0, le=10.0)
+    batch_size: int = setting(1, "Items per step. Bigger gives steadier gradients but needs more memory; "
+                              "on out-of-memory lower it and raise gradient accumulation.", ge=1, le=1024)
+    gradient_accumulation_steps: int = setting(1, "Add up gradients over this many batches before each "
+                                               "optimizer step. Effective batch = batch size x this x GPUs. "
+                                               "Costs no memory.", ge=1, le=1024)
+    epochs: int = setting(10, "Passes over the dataset (ignored when max steps > 0).", ge=1, le=100_000)
+    max_steps: int = setting(0, "Stop after this many optimizer steps; when > 0 it wins over epochs. "
+                             "0 = train for the given epochs.", ge=0, le=10_000_000)
+    seed: int = setting(42, "Random seed for weights, data order, noise and timesteps: same seed and "
+                        "config give the same run.", ge=0, le=2**32 - 1)
+    max_grad_norm: float = setting(1.0, "Clip the gradient norm to this value to stop exploding updates. "
+                                   "0 = no clipping.", ge=0.0, le=1000.0, group="advanced")
+    use_ema: bool = setting(False, "Keep an exponential moving average of the trained weights; samples "
+                            "and the final adapter use the average (smoother, often better). Costs one "
+                            "extra copy of the trainable weights.", group="advanced")
+    ema_decay: float = setting(0.999, "EMA decay per update: closer to 1 averages over more steps.",
+                               ge=0.0, lt=1.0, group="advanced", step=0.0001)
+    ema_update_interval: int = setting(1, "Update the EMA every N optimizer steps.", ge=1, le=10_000,
+                                       group="advanced")
+    ema_device: Literal["cpu", "accelerator"] = setting(
+        "cpu", "Where the EMA copy lives. `cpu` saves GPU memory (it is small for adapters); "
+        "`accelerator` keeps it next to the model, faster for full fine-tunes.", group="advanced")
+
+
+class OptimizerSection(Section):
+    name: OptimizerName = setting("adamw", "Optimizer. adamw: reliable default. adamw8bit / paged: ~30 % "
+                                  "less optimizer memory (needs bitsandbytes and a CUDA GPU). adafactor: "
+                                  "least memory. prodigy: finds the step size itself (set LR to 1.0). "
+                                  "lion: sign-based, less memory, use a ~3-10x lower LR.")
+    weight_decay: float = setting(0.01, "Pull weights towards zero each step; 0.01 is the usual value.",
+                                  ge=0.0, le=1.0, group="advanced")
+    beta1: float | None = setting(None, "Override the optimizer's first-moment decay (empty = the "
+                                  "optimizer's default).", ge=0.0, lt=1.0, group="advanced")
+    beta2: float | None = setting(None, "Override the optimizer's second-moment decay (empty = default).",
+                                  ge=0.0, lt=1.0, group="advanced")
+    eps: float | None = setting(None, "Override the optimizer's epsilon (empty = default).", gt=0.0,
+                                le=1.0, group="advanced")
+    args: str = setting("", "Extra optimizer arguments as `key=value` pairs separated by spaces or "
+                        "commas, e.g. `d_coef=0.5 safeguard_warmup=true` for Prodigy. Numbers, booleans "
+                        "and plain words only.", group="advanced")
+
+
+class SchedulerSection(Section):
+    name: SchedulerName = setting("cosine", "How the learning rate changes over the run. Prodigy always "
+                                  "uses `constant`.")
+    warmup_steps: int = setting(0, "Ramp the learning rate up from 0 over this many steps. When > 0 it "
+                                "wins over the warmup ratio.", ge=0, le=1_000_000)
+    warmup_ratio: float = setting(0.0, "Warmup as a share of all steps (0.05-0.1 is common). Ignored when "
+                                  "warmup steps > 0.", ge=0.0, le=1.0, step=0.01)
+    num_cycles: int = setting(1, "Restarts for `cosine_with_restarts`: the LR jumps back up this many "
+                              "times.", ge=1, le=100, group="advanced")
+    power: float = setting(1.0, "Exponent of the `polynomial` decay (1 = linear).", gt=0.0, le=10.0,
+                           group="advanced")
+    lr_end: float = setting(1e-7, "Learning rate that `polynomial` decays to.", ge=0.0, group="advanced")
+    min_lr_ratio: float = setting(0.0, "Floor of `cosine_with_min_lr` as a share of the starting LR "
+                                  "(0.1 = never below 10 %).", ge=0.0, le=1.0, group="advanced", step=0.01)
+
+
+class LossSection(Section):
+    snr_gamma: float = setting(0.0, "Min-SNR-gamma weighting (paper: arXiv 2303.09556): down-weights the "
+                               "easy, low-noise timesteps; steadier and faster convergence. 5 is the usual "
+                               "value; 0 = off.", ge=0.0, le=100.0, families=("sd15", "sdxl"))
+    noise_offset: float = setting(0.0, "Add a small per-channel offset to the noise so the model learns "
+                                  "very dark and very bright images. 0.05-0.1 is common; 0 = off.",
+                                  ge=0.0, le=1.0, families=IMAGE_FAMILIES, group="advanced", step=0.01)

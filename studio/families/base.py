@@ -1,0 +1,96 @@
+"""The ModelFamily interface and registry. The trainer talks to a family only through this interface,
+so it never branches on the family name (PEFT's tuners are the model: every family has the same shape).
+"""
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+# family id -> "module:Class"; imported lazily so `studio` starts fast and optional deps stay optional.
+_REGISTRY: dict[str, str] = {
+    "sd15": "studio.families.sd:SdFamily",
+    "sdxl": "studio.families.sd:SdFamily",
+}
+
+
+def register(name: str, target: str) -> None:
+    _REGISTRY[name] = target
+
+
+def get_family_class(name: str) -> type["ModelFamily"]:
+    if name not in _REGISTRY:
+        raise ValueError(f"model.family '{name}' is not available; available: {', '.join(sorted(_REGISTRY))}")
+    module, cls = _REGISTRY[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def build_family(cfg, device: torch.device, dtype: torch.dtype) -> "ModelFamily":
+    return get_family_class(cfg.model.family)(cfg, device, dtype)
+
+
+@dataclass
+class Sample:
+    """One generated sample: the artefact, its file suffix and exactly what produced it."""
+
+    data: Any  # PIL image, (waveform, sample_rate) or text
+    kind: str  # "image" | "audio" | "text"
+    meta: dict = field(default_factory=dict)
+
+
+class ModelFamily(ABC):
+    """One model architecture. Lifecycle: `load()` -> `trainable_module()` gets adapters ->
+    `train_dataset()` feeds `loss(batch, generator)` -> `sample(prompts)` / `save_adapter(...)`."""
+
+    kind: str = "image"
+
+    def __init__(self, cfg, device: torch.device, dtype: torch.dtype):
+        self.cfg = cfg
+        self.device = device
+        self.dtype = dtype  # dtype of the frozen weights; trainable weights stay fp32
+
+    @abstractmethod
+    def load(self) -> None:
+        """Load every part from `cfg.model.path`, frozen, on the device."""
+
+    @abstractmethod
+    def trainable_module(self) -> torch.nn.Module:
+        """The network adapters are injected into (UNet, transformer, LM)."""
+
+    @abstractmethod
+    def default_targets(self) -> list[str]:
+        """Module names the adapter targets when `adapter.target_modules` is empty."""
+
+    @abstractmethod
+    def train_dataset(self, split: str = "train") -> torch.utils.data.Dataset:
+        """Items for the DataLoader; `split` is "train" or "eval"."""
+
+    def collate(self, items: list[dict]) -> dict:
+        return torch.utils.data.default_collate(items)
+
+    @abstractmethod
+    def loss(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
+        """Scalar training loss. All randomness (noise, timesteps) comes from `generator`."""
+
+    @abstractmethod
+    def sample(self, prompts: list, step: int) -> list[Sample]:
+        """Generate one sample per prompt with the current (adapted) weights."""
+
+    @abstractmethod
+    def save_adapter(self, out_dir: Path, state_dict: dict[str, torch.Tensor], adapter_config) -> None:
+        """Write `adapter_model.safetensors` (+ `adapter_config.json`) loadable by the ecosystem's loader."""
+
+    def gradient_checkpointing(self) -> None:
+        module = self.trainable_module()
+        if hasattr(module, "enable_gradient_checkpointing"):
+            module.enable_gradient_checkpointing()
+        elif hasattr(module, "gradient_checkpointing_enable"):
+            module.gradient_checkpointing_enable()
+
+    def compile(self) -> None:
+        """torch.compile the trainable network in place (first steps slow, later faster)."""
+        self.trainable_module().compile()

@@ -1,0 +1,201 @@
+"""SD 1.5 and SDXL (UNet latent diffusion), trained the way diffusers' `train_text_to_image_lora*.py` do.
+
+Loss: epsilon or v-prediction MSE on noised VAE latents, optional min-SNR-gamma weighting
+(arXiv 2303.09556, as in diffusers' examples via `compute_snr`) and noise offset.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from studio.families.base import ModelFamily, Sample
+from studio.families.paths import resolve_model_path
+
+
+class SdFamily(ModelFamily):
+    kind = "image"
+
+    @property
+    def is_xl(self) -> bool:
+        return self.cfg.model.family == "sdxl"
+
+    # ---- loading ---------------------------------------------------------------------------
+    def load(self) -> None:
+        from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+        from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+        path = resolve_model_path(self.cfg.model.path)
+        self.model_path = path
+        if path.endswith(".safetensors"):
+            self._load_single_file(path)
+        else:
+            kw = {"revision": self.cfg.model.revision or None}
+            variant = self.cfg.model.weight_variant or None
+            self.noise_scheduler = DDPMScheduler.from_pretrained(path, subfolder="scheduler", **kw)
+            self.tokenizers = [CLIPTokenizer.from_pretrained(path, subfolder="tokenizer", **kw)]
+            self.text_encoders = [CLIPTextModel.from_pretrained(path, subfolder="text_encoder", variant=variant, **kw)]
+            if self.is_xl:
+                self.tokenizers.append(CLIPTokenizer.from_pretrained(path, subfolder="tokenizer_2", **kw))
+                self.text_encoders.append(CLIPTextModelWithProjection.from_pretrained(
+                    path, subfolder="text_encoder_2", variant=variant, **kw))
+            self.vae = AutoencoderKL.from_pretrained(path, subfolder="vae", variant=variant, **kw)
+            self.unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", variant=variant, **kw)
+        if self.cfg.model.prediction_type != "auto":
+            self.noise_scheduler.register_to_config(prediction_type=self.cfg.model.prediction_type)
+        for module in (self.vae, self.unet, *self.text_encoders):
+            module.requires_grad_(False)
+            module.eval()
+        # The SDXL VAE overflows in fp16 (diffusers keeps it in fp32 too), so only the rest is cast.
+        self.vae.to(self.device, dtype=torch.float32 if self.is_xl else self.dtype)
+        self.unet.to(self.device, dtype=self.dtype)
+        for te in self.text_encoders:
+            te.to(self.device, dtype=self.dtype)
+
+    def _load_single_file(self, path: str) -> None:
+        from diffusers import DDPMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
+
+        cls = StableDiffusionXLPipeline if self.is_xl else StableDiffusionPipeline
+        pipe = cls.from_single_file(path, torch_dtype=torch.float32)
+        self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+        self.tokenizers = [pipe.tokenizer] + ([pipe.tokenizer_2] if self.is_xl else [])
+        self.text_encoders = [pipe.text_encoder] + ([pipe.text_encoder_2] if self.is_xl else [])
+        self.vae, self.unet = pipe.vae, pipe.unet
+
+    def trainable_module(self) -> torch.nn.Module:
+        return self.unet
+
+    def default_targets(self) -> list[str]:
+        return ["to_q", "to_k", "to_v", "to_out.0"]
+
+    # ---- data --------------------------------------------------------------------------------
+    def train_dataset(self, split: str = "train"):
+        from studio.data.image_source import build_image_dataset
+
+        return build_image_dataset(self.cfg, split)
+
+    def collate(self, items: list[dict]) -> dict:
+        batch = torch.utils.data.default_collate([{k: v for k, v in it.items() if k != "caption"} for it in items])
+        batch["caption"] = [it["caption"] for it in items]
+        return batch
+
+    # ---- encoding (also used by the cache) ---------------------------------------------------
+    @torch.no_grad()
+    def encode_images(self, pixels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(B, 3, H, W) in [-1, 1] -> scaled latents (B, 4, H/8, W/8)."""
+        pixels = pixels.to(self.device, dtype=self.vae.dtype)
+        dist = self.vae.encode(pixels).latent_dist
+        latents = dist.sample(generator=generator) if generator is not None else dist.mode()
+        return latents * self.vae.config.scaling_factor
+
+    @torch.no_grad()
+    def encode_text(self, captions: list[str]) -> dict[str, torch.Tensor]:
+        """SD: last hidden state (B, 77, D). SDXL: both encoders' penultimate states concatenated
+        (B, 77, D1+D2) plus the second encoder's pooled projection (B, P), as in diffusers' SDXL example."""
+        embeds, pooled = [], None
+        for tokenizer, encoder in zip(self.tokenizers, self.text_encoders):
+            ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length,
+                            truncation=True, return_tensors="pt").input_ids.to(self.device)
+            out = encoder(ids, output_hidden_states=self.is_xl)
+            if self.is_xl:
+                embeds.append(out.hidden_states[-2])
+                pooled = out[0]  # text_embeds of CLIPTextModelWithProjection (last encoder wins)
+            else:
+                embeds.append(out[0])
+        result = {"prompt_embeds": torch.cat(embeds, dim=-1)}
+        if self.is_xl:
+            result["pooled_prompt_embeds"] = pooled
+        return result
+
+    # ---- training ------------------------------------------------------------------------------
+    def loss(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
+        latents = batch.get("latents")
+        if latents is None:
+            latents = self.encode_images(batch["pixel_values"], generator)
+        latents = latents.to(self.device, dtype=self.dtype)
+        text = {k: batch[k] for k in ("prompt_embeds", "pooled_prompt_embeds") if k in batch}
+        if not text:
+            text = self.encode_text(batch["caption"])
+        bsz = latents.shape[0]
+        # Noise and timesteps are drawn on the CPU generator: identical on every device and on resume.
+        noise = torch.randn(latents.shape, generator=generator).to(latents)
+        if self.cfg.loss.noise_offset > 0:  # https://www.crosslabs.org/blog/diffusion-with-offset-noise
+            offset = torch.randn((bsz, latents.shape[1], 1, 1), generator=generator).to(latents)
+            noise = noise + self.cfg.loss.noise_offset * offset
+        timesteps = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (bsz,),
+                                  generator=generator).to(self.device)
+        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
+        pred = self.unet(noisy, timesteps, text["prompt_embeds"].to(self.device, self.dtype),
+                         added_cond_kwargs=self._added_cond(batch, text, bsz)).sample
+        if self.noise_scheduler.config.prediction_type == "v_prediction":
+            target = self.noise_scheduler.get_velocity(latents, noise, timesteps)
+        else:
+            target = noise
+        return self._weighted_mse(pred.float(), target.float(), timesteps)
+
+    def _added_cond(self, batch: dict, text: dict, bsz: int) -> dict | None:
+        if not self.is_xl:
+            return None
+        res = self.cfg.data.resolution
+        original = batch.get("original_size", torch.tensor([[res, res]] * bsz))
+        crop = batch.get("crop_top_left", torch.zeros(bsz, 2, dtype=torch.long))
+        target = torch.tensor([[res, res]] * bsz)
+        # (B, 6): original size, crop top-left, target size, as SDXL's micro-conditioning expects.
+        time_ids = torch.cat([original, crop, target], dim=1).to(self.device, self.dtype)
+        return {"text_embeds": text["pooled_prompt_embeds"].to(self.device, self.dtype), "time_ids": time_ids}
+
+    def _weighted_mse(self, pred, target, timesteps) -> torch.Tensor:
+        gamma = self.cfg.loss.snr_gamma
+        if gamma <= 0:
+            return F.mse_loss(pred, target, reduction="mean")
+        from diffusers.training_utils import compute_snr
+
+        snr = compute_snr(self.noise_scheduler, timesteps)
+        weights = torch.stack([snr, gamma * torch.ones_like(snr)], dim=1).min(dim=1)[0]
+        weights = weights / snr if self.noise_scheduler.config.prediction_type == "epsilon" else weights / (snr + 1)
+        loss = F.mse_loss(pred, target, reduction="none").mean(dim=list(range(1, pred.ndim)))
+        return (loss * weights).mean()
+
+    # ---- sampling and export ---------------------------------------------------------------
+    def pipeline(self):
+        from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
+
+        scheduler = EulerDiscreteScheduler.from_config(self.noise_scheduler.config)
+        parts = dict(vae=self.vae, unet=self.unet, scheduler=scheduler, text_encoder=self.text_encoders[0],
+                     tokenizer=self.tokenizers[0])
+        if self.is_xl:
+            pipe = StableDiffusionXLPipeline(text_encoder_2=self.text_encoders[1], tokenizer_2=self.tokenizers[1],
+                                             **parts)
+        else:
+            pipe = StableDiffusionPipeline(safety_checker=None, feature_extractor=None,
+                                           requires_safety_checker=False, **parts)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    @torch.no_grad()
+    def sample(self, prompts: list, step: int) -> list[Sample]:
+        pipe, sampling, res = self.pipeline(), self.cfg.sampling, self.cfg.data.resolution
+        out = []
+        for p in prompts:
+            meta = {"prompt": p.prompt, "negative_prompt": p.negative_prompt, "seed": p.seed,
+                    "steps": p.steps or sampling.default_steps,
+                    "guidance": p.guidance if p.guidance >= 0 else sampling.default_guidance,
+                    "width": p.width or res, "height": p.height or res,
+                    "scheduler": type(pipe.scheduler).__name__, "step": step}
+            gen = torch.Generator().manual_seed(p.seed)
+            image = pipe(p.prompt, negative_prompt=p.negative_prompt or None, num_inference_steps=meta["steps"],
+                         guidance_scale=meta["guidance"], width=meta["width"], height=meta["height"],
+                         generator=gen).images[0]
+            out.append(Sample(image, "image", meta))
+        return out
+
+    def save_adapter(self, out_dir: Path, state_dict: dict[str, torch.Tensor], adapter_config) -> None:
+        from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+        cls = StableDiffusionXLPipeline if self.is_xl else StableDiffusionPipeline
+        metadata = adapter_config.to_dict() if adapter_config is not None else None
+        cls.save_lora_weights(str(out_dir), unet_lora_layers=state_dict, weight_name="adapter_model.safetensors",
+                              unet_lora_adapter_metadata=metadata)
+        if adapter_config is not None:
+            adapter_config.save_pretrained(str(out_dir))

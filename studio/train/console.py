@@ -1,0 +1,54 @@
+"""`console.log`: everything the trainer prints, also when run in a terminal.
+
+When the queue already sends stdout into console.log, the tee is skipped so nothing is written twice.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from pathlib import Path
+
+
+class _Tee:
+    def __init__(self, stream, fh):
+        self.stream, self.fh = stream, fh
+
+    def write(self, data):
+        self.stream.write(data)
+        self.fh.write(data)
+        return len(data)
+
+    def flush(self):
+        self.stream.flush()
+        self.fh.flush()
+
+    def isatty(self):
+        return self.stream.isatty()
+
+    def fileno(self):
+        return self.stream.fileno()
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
+def _already_captured(path: Path) -> bool:
+    try:
+        return path.exists() and os.path.samestat(os.fstat(sys.stdout.fileno()), os.stat(path))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+@contextlib.contextmanager
+def capture_console(path: Path):
+    if _already_captured(path):
+        yield
+        return
+    with open(path, "a", encoding="utf-8", buffering=1) as fh:
+        old_out, old_err = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = _Tee(old_out, fh), _Tee(old_err, fh)
+        try:
+            yield
+        finally:
+            sys.stdout, sys.stderr = old_out, old_err

@@ -1,0 +1,206 @@
+"""The training loop, top to bottom in the shape of diffusers' training examples.
+
+Per optimizer step: accumulate micro-batches -> clip -> step -> schedule -> EMA -> (log, control
+files, checkpoint, sample, eval). The loss is only read back from the device at logging steps.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+from studio.train import checkpoint as ckpt
+from studio.train.control import ControlFiles
+from studio.train.evaluate import EarlyStopper, evaluate
+from studio.train.progress import ProgressLog
+from studio.train.setup import Trainer
+
+log = logging.getLogger("studio.train")
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+class Loop:
+    def __init__(self, t: Trainer, run_dir: Path, progress: ProgressLog, writer=None, bar=None):
+        self.t, self.run_dir, self.progress, self.writer, self.bar = t, Path(run_dir), progress, writer, bar
+        self.cfg = t.cfg
+        self.control = ControlFiles(run_dir)
+        self.step = self.epoch = self.batches_done = 0
+        self.last_save_time = time.time()
+        self.stopper = EarlyStopper(self.cfg.evaluation, run_dir)
+        self.window_loss: torch.Tensor | None = None
+        self.window_count = 0
+        self.last_loss = float("nan")
+
+    # ---- state -------------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {"step": self.step, "epoch": self.epoch, "batches_done": self.batches_done,
+                "total_steps": self.t.total_steps, **self.stopper.state()}
+
+    def resume(self, path: Path) -> None:
+        t = self.t
+        state = ckpt.load_checkpoint(path, adapter=t.adapter, optimizer=t.optimizer, scheduler=t.scheduler,
+                                     generator=t.generator, ema=t.ema)
+        self.step, self.epoch, self.batches_done = state["step"], state["epoch"], state["batches_done"]
+        self.stopper.load(state)
+        if self.batches_done >= t.batches_per_epoch:  # saved at an epoch boundary
+            self.epoch, self.batches_done = self.epoch + 1, 0
+        self.progress.start_step = self.step
+        log.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.step, self.epoch, self.batches_done)
+        self.progress.event("resumed", step=self.step, checkpoint=str(path))
+
+    def save(self, reason: str) -> Path:
+        self._check_finite()
+        t = self.t
+        path = ckpt.commit_checkpoint(self.run_dir, self.step, adapter=t.adapter, optimizer=t.optimizer,
+                                      scheduler=t.scheduler, trainer_state=self.state(), generator=t.generator,
+                                      ema=t.ema)
+        ckpt.prune_checkpoints(self.run_dir, self.cfg.checkpointing.max_checkpoints, protect=self.stopper.best_path)
+        self.last_save_time = time.time()
+        self.progress.event("checkpoint", step=self.step, path=str(path), reason=reason)
+        log.info("checkpoint saved: %s (%s)", path.name, reason)
+        return path
+
+    # ---- the loop ------------------------------------------------------------------------------
+    def run(self) -> str:
+        """Train to the end; returns "done" or "stopped"."""
+        t = self.t
+        while self.epoch < t.epochs and self.step < t.total_steps:
+            outcome = self.run_epoch()
+            if outcome:
+                return outcome
+            self.end_of_epoch()
+            if self.stopper.should_stop:
+                log.info("early stopping: no eval improvement for %d evaluations", self.stopper.patience)
+                self.progress.event("warning", message="early stopping: eval loss stopped improving",
+                                    step=self.step)
+                break
+            self.epoch, self.batches_done = self.epoch + 1, 0
+        return "done"
+
+    def run_epoch(self) -> str | None:
+        t, accum = self.t, self.cfg.training.gradient_accumulation_steps
+        t.sampler.set_epoch(self.epoch)
+        t.sampler.skip = self.batches_done * self.cfg.training.batch_size
+        module = t.family.trainable_module()
+        module.train()
+        for batch in t.train_loader:
+            self.batches_done += 1
+            sync = self.batches_done % accum == 0 or self.batches_done == t.batches_per_epoch
+            with (nullcontext() if sync else t.accelerator.no_sync(module)), t.accelerator.autocast():
+                loss = t.family.loss(batch, t.generator)
+                t.accelerator.backward(loss / accum)
+            # Stays on the device: no host sync until a logging step reads it.
+            detached = loss.detach().float()
+            self.window_loss = detached if self.window_loss is None else self.window_loss + detached
+            self.window_count += 1
+            if not sync:
+                continue
+            grad_norm = self.optimizer_step()
+            outcome = self.after_step(grad_norm)
+            if outcome:
+                return outcome
+            if self.step >= t.total_steps or self.stopper.should_stop:
+                return None
+        return None
+
+    def optimizer_step(self):
+        t = self.t
+        grad_norm = None
+        if self.cfg.training.max_grad_norm > 0:
+            grad_norm = t.accelerator.clip_grad_norm_(t.adapter.trainable_params(), self.cfg.training.max_grad_norm)
+        t.optimizer.step()
+        t.scheduler.step()
+        t.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        if t.ema is not None and self.step % self.cfg.training.ema_update_interval == 0:
+            self._ema_step()
+        return grad_norm
+
+    def _ema_step(self) -> None:
+        ema, params = self.t.ema, self.t.adapter.trainable_params()
+        offloaded = self.cfg.training.ema_device == "cpu" and params[0].device.type != "cpu"
+        if offloaded:
+            ema.to(params[0].device)
+        ema.step(params)
+        if offloaded:
+            ema.to("cpu")
+
+    def after_step(self, grad_norm) -> str | None:
+        cfg = self.cfg
+        if self.step % cfg.logging.logging_steps == 0 or self.step == self.t.total_steps:
+            self.log_step(grad_norm)
+        elif self.bar is not None:
+            self.bar.update(1)
+        if self.control.take("STOP"):
+            self.save("stop requested")
+            self.progress.event("stopped", step=self.step)
+            return "stopped"
+        ck = cfg.checkpointing
+        due = ck.save_strategy == "steps" and self.step % ck.save_steps == 0
+        timed = ck.save_interval_minutes > 0 and time.time() - self.last_save_time >= ck.save_interval_minutes * 60
+        if self.control.take("SAVE") or (due and self.step < self.t.total_steps) or timed:
+            self.save("save requested" if not (due or timed) else ("interval" if timed else "save_steps"))
+        every = cfg.sampling.every_steps
+        if self.control.take("SAMPLE") or (every and self.step % every == 0 and self.step < self.t.total_steps):
+            self.render_samples()
+        if cfg.evaluation.strategy == "steps" and self.step % cfg.evaluation.steps == 0:
+            self.run_eval()
+        return None
+
+    def end_of_epoch(self) -> None:
+        ck, cfg = self.cfg.checkpointing, self.cfg
+        last = self.epoch + 1 >= self.t.epochs or self.step >= self.t.total_steps
+        if ck.save_strategy == "epoch" and (self.epoch + 1) % ck.save_every_n_epochs == 0 and not last:
+            self.save("epoch")
+        if cfg.evaluation.strategy == "epoch":
+            self.run_eval()
+
+    # ---- reporting -----------------------------------------------------------------------------
+    def _check_finite(self) -> None:
+        if self.window_loss is not None and not math.isfinite(float(self.window_loss)):
+            raise NonFiniteLoss(f"the loss became {float(self.window_loss)} at step {self.step}; lower "
+                                "training.learning_rate, enable clipping (training.max_grad_norm) or check the data")
+
+    def log_step(self, grad_norm) -> None:
+        self._check_finite()
+        loss = float(self.window_loss) / max(1, self.window_count) if self.window_loss is not None else self.last_loss
+        self.window_loss, self.window_count, self.last_loss = None, 0, loss
+        lr = self.t.scheduler.get_last_lr()[0]
+        extra = {"grad_norm": round(float(grad_norm), 6)} if grad_norm is not None else {}
+        self.progress.step(self.step, self.epoch, loss, lr, **extra)
+        if self.writer is not None:
+            self.writer.add_scalar("train/loss", loss, self.step)
+            self.writer.add_scalar("train/lr", lr, self.step)
+            if extra:
+                self.writer.add_scalar("train/grad_norm", extra["grad_norm"], self.step)
+        if self.bar is not None:
+            self.bar.update(self.step - self.bar.n)
+            self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", refresh=False)
+        else:
+            eta = self.progress.eta(self.step)
+            log.info("step %d/%d  loss %.4f  lr %.3e  eta %s", self.step, self.t.total_steps, loss, lr,
+                     f"{eta:.0f}s" if eta is not None else "?")
+
+    def render_samples(self) -> None:
+        from studio.sampling import render_during_training
+
+        render_during_training(self.t, self.run_dir, self.step, self.progress)
+
+    def run_eval(self) -> None:
+        if self.t.eval_loader is None:
+            return
+        metrics = evaluate(self.t)
+        improved = self.stopper.update(metrics["eval_loss"], self.step)
+        self.progress.event("eval", step=self.step, epoch=self.epoch, best=improved, **metrics)
+        if self.writer is not None:
+            for key, value in metrics.items():
+                self.writer.add_scalar(f"eval/{key}", value, self.step)
+        if improved and self.stopper.patience > 0:
+            self.stopper.mark_best(self.save("best eval loss"))

@@ -1,0 +1,171 @@
+"""`python -m studio train`: prepare the run folder, train, export, and report every ending in
+progress.jsonl (done / stopped / error) so the queue and the UI never have to guess."""
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+from studio.config import ConfigError, finalize_job, load_config
+from studio.train.console import capture_console
+
+log = logging.getLogger("studio.train")
+
+
+def preflight(cfg) -> None:
+    """Problems that can be found before anything is loaded, named by field."""
+    from studio.data.image_source import resolve_data_path
+
+    problems = []
+    for key in ("path", "eval_path"):
+        value = getattr(cfg.data, key)
+        if value and not value.startswith("demo:") and not resolve_data_path(value).exists():
+            problems.append((f"data.{key}", f"not found: {value}"))
+    path = cfg.model.path
+    if path and not path.startswith("tiny:") and (path.startswith((".", "/", "~")) or path.count("/") != 1):
+        if not Path(path).expanduser().exists():
+            problems.append(("model.path", f"not found: {path}"))
+    resume = cfg.checkpointing.resume_from
+    if resume and not (Path(resume) / "manifest.json").is_file():
+        problems.append(("checkpointing.resume_from", f"{resume} is not a complete checkpoint folder "
+                         "(checkpoint-<step> with a manifest.json)"))
+    if problems:
+        raise ConfigError(problems)
+
+
+def library_versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("torch", "diffusers", "transformers", "peft", "accelerate", "safetensors"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def write_training_args(run_dir: Path, cfg, trainer) -> None:
+    ds = trainer.train_loader.dataset
+    fingerprint = ds.fingerprint() if hasattr(ds, "fingerprint") else None
+    record = {"config": cfg.model_dump(mode="json"), "versions": library_versions(), "seed": cfg.training.seed,
+              "dataset_fingerprint": fingerprint, "dataset_items": len(ds), "total_steps": trainer.total_steps,
+              "notes": trainer.notes, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    tmp = run_dir / "training_args.json.tmp"
+    tmp.write_text(json.dumps(record, indent=2), encoding="utf-8")
+    os.replace(tmp, run_dir / "training_args.json")
+
+
+def train_from_cli(config_path: str, overrides: list[str], progress_bar: bool = True) -> int:
+    cfg = finalize_job(load_config(config_path, overrides))
+    preflight(cfg)
+    run_dir = Path(cfg.job.output_dir).expanduser().resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with capture_console(run_dir / "console.log"):
+        logging.basicConfig(level=cfg.logging.log_level.upper(), stream=sys.stdout, force=True,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        for note in cfg.notes:
+            log.warning("config: %s", note)
+        return run_training(cfg, run_dir, progress_bar=progress_bar and sys.stderr.isatty())
+
+
+def run_training(cfg, run_dir: Path, progress_bar: bool = False) -> int:
+    from studio.train.progress import ProgressLog
+
+    progress = ProgressLog(run_dir, total_steps=0)
+    try:
+        outcome, final_loss, step = _train(cfg, run_dir, progress, progress_bar)
+    except KeyboardInterrupt:
+        progress.event("stopped", message="interrupted from the keyboard")
+        return 130
+    except Exception as err:  # noqa: BLE001 - every failure must end with an error event
+        message = describe_failure(err)
+        log.error("training failed: %s", message, exc_info=not isinstance(err, (ConfigError, ValueError, OSError)))
+        progress.event("error", message=message, type=type(err).__name__)
+        return 1
+    finally:
+        progress.close()
+    return 0
+
+
+def describe_failure(err: Exception) -> str:
+    import torch
+
+    if isinstance(err, torch.cuda.OutOfMemoryError):
+        return ("out of GPU memory: lower training.batch_size (and raise gradient accumulation), enable "
+                "memory.gradient_checkpointing, or use a lighter optimizer (adafactor / adamw8bit). The last "
+                "checkpoint is intact.")
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        return f"the disk is full ({err.filename or 'run folder'}); free space and resume: the last committed checkpoint is intact."
+    return str(err) or type(err).__name__
+
+
+def _train(cfg, run_dir: Path, progress, progress_bar: bool):
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    from studio.train import checkpoint as ckpt
+    from studio.train.loop import Loop
+    from studio.train.setup import build_trainer, mixed_precision
+
+    set_seed(cfg.training.seed)
+    accelerator = Accelerator(mixed_precision=mixed_precision(cfg), cpu=cfg.model.device == "cpu")
+    progress.event("loading", message=f"loading {cfg.model.family} model from {cfg.model.path}")
+    trainer = build_trainer(cfg, accelerator)
+    progress.total = trainer.total_steps
+    write_training_args(run_dir, cfg, trainer)
+    ckpt.clean_incomplete(run_dir)
+    writer = _tensorboard(cfg, run_dir)
+    bar = None
+    if progress_bar:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=trainer.total_steps, desc=cfg.job.name, unit="step", dynamic_ncols=True)
+    loop = Loop(trainer, run_dir, progress, writer=writer, bar=bar)
+    resume = cfg.checkpointing.resume_from or (ckpt.latest_checkpoint(run_dir) if cfg.checkpointing.auto_resume else None)
+    if resume:
+        loop.resume(Path(resume))
+        if bar is not None:
+            bar.update(loop.step)
+    progress.event("start", step=loop.step, total=trainer.total_steps, epochs=trainer.epochs,
+                   items=len(trainer.train_loader.dataset))
+    outcome = loop.run()
+    if outcome == "done":
+        finish(loop, run_dir)
+    if bar is not None:
+        bar.close()
+    if writer is not None:
+        writer.close()
+    return outcome, loop.last_loss, loop.step
+
+
+def finish(loop, run_dir: Path) -> None:
+    """Final samples and adapter (EMA weights when enabled), optional hub upload, then `done`."""
+    t, cfg = loop.t, loop.cfg
+    loop._check_finite()
+    if cfg.sampling.at_end:
+        loop.render_samples()
+    params = t.adapter.trainable_params()
+    if t.ema is not None:
+        t.ema.copy_to(params)
+    t.adapter.save(run_dir)
+    loop.progress.event("saved", step=loop.step, path=str(run_dir / "adapter_model.safetensors"))
+    if cfg.hub.push_to_hub:
+        from studio.hub import push_run
+
+        push_run(run_dir, cfg, loop.progress)
+    loop.progress.event("done", step=loop.step, final_loss=loop.last_loss, output_dir=str(run_dir))
+    log.info("done: %d steps, final loss %.4f, adapter in %s", loop.step, loop.last_loss, run_dir)
+
+
+def _tensorboard(cfg, run_dir: Path):
+    if not cfg.logging.tensorboard:
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir=cfg.logging.log_dir or str(run_dir / "runs"))
