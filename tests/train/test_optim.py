@@ -1,0 +1,61 @@
+import math
+
+import pytest
+import torch
+
+from studio.config import load_config
+from studio.train.optim import build_optimizer, build_scheduler, warmup_steps
+
+BASE = {"model": {"path": "tiny:sd15"}, "data": {"path": "demo:images"}}
+
+
+@pytest.mark.parametrize("name", ["adamw", "adafactor", "prodigy", "lion", "sgd", "sgd_nesterov"])
+def test_cpu_optimizers_build_and_step(name):
+    lr = 1.0 if name == "prodigy" else 1e-3  # Prodigy's first step is lr * d0 (1e-6)
+    cfg = load_config(BASE, [f"optimizer.name={name}", f"training.learning_rate={lr}"])
+    p = torch.nn.Parameter(torch.ones(4))
+    opt = build_optimizer([p], cfg)
+    p.grad = torch.ones(4)
+    opt.step()
+    assert not torch.equal(p.detach(), torch.ones(4))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only message")
+def test_8bit_optimizer_without_cuda_says_why():
+    cfg = load_config(BASE, ["optimizer.name=adamw8bit"])
+    with pytest.raises(RuntimeError, match="CUDA"):
+        build_optimizer([torch.nn.Parameter(torch.ones(2))], cfg)
+
+
+def _lrs(cfg, total=100):
+    p = torch.nn.Parameter(torch.ones(1))
+    opt = build_optimizer([p], cfg)
+    sched = build_scheduler(opt, cfg, total)
+    out = []
+    for _ in range(total):
+        out.append(sched.get_last_lr()[0])
+        opt.step()
+        sched.step()
+    return out
+
+
+def test_warmup_steps_win_over_ratio():
+    cfg = load_config(BASE, ["scheduler.warmup_steps=5", "scheduler.warmup_ratio=0.5"])
+    assert warmup_steps(cfg, 100) == 5
+    assert warmup_steps(load_config(BASE, ["scheduler.warmup_ratio=0.1"]), 100) == 10
+
+
+def test_schedules_have_their_shape():
+    lr = 1e-3
+    cosine = _lrs(load_config(BASE, ["scheduler.name=cosine", f"training.learning_rate={lr}"]))
+    assert cosine[0] == pytest.approx(lr) and cosine[-1] < 0.01 * lr
+    floor = _lrs(load_config(BASE, ["scheduler.name=cosine_with_min_lr", "scheduler.min_lr_ratio=0.2",
+                                    f"training.learning_rate={lr}"]))
+    assert min(floor) >= 0.2 * lr - 1e-12
+    warm = _lrs(load_config(BASE, ["scheduler.name=constant", "scheduler.warmup_steps=10",
+                                   f"training.learning_rate={lr}"]))
+    assert warm[0] < lr and math.isclose(warm[50], lr)
+    restarts = _lrs(load_config(BASE, ["scheduler.name=cosine_with_restarts", "scheduler.num_cycles=3",
+                                       f"training.learning_rate={lr}"]))
+    jumps = sum(1 for a, b in zip(restarts, restarts[1:]) if b > a * 2)
+    assert jumps == 2
