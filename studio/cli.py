@@ -64,8 +64,11 @@ def main(argv: list[str] | None = None) -> int:
 
             return preprocess_from_cli(args.config, args.overrides)
         if args.command == "tiny-model":
-            from studio.families.tiny import write_tiny_model
+            from studio.families.tiny import TINY_FAMILIES, write_tiny_model
 
+            if args.family not in TINY_FAMILIES:
+                print(f"error: unknown family {args.family!r}; one of: {', '.join(TINY_FAMILIES)}", file=sys.stderr)
+                return EXIT_CONFIG_ERROR
             path = write_tiny_model(args.family, args.out_dir)
             print(f"tiny {args.family} model written to {path}")
             return 0

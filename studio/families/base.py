@@ -15,6 +15,8 @@ import torch
 _REGISTRY: dict[str, str] = {
     "sd15": "studio.families.sd:SdFamily",
     "sdxl": "studio.families.sd:SdFamily",
+    "causal_lm": "studio.families.causal_lm:CausalLmFamily",
+    "acestep": "studio.families.acestep:AceStepFamily",
 }
 
 
@@ -94,3 +96,45 @@ class ModelFamily(ABC):
     def compile(self) -> None:
         """torch.compile the trainable network in place (first steps slow, later faster)."""
         self.trainable_module().compile()
+
+    # ---- adapter hooks (studio/adapters: targets, kohya file, export checks); defaults: one network --
+    kohya_prefixes: dict[str, str] = {}  # component -> key prefix in kohya/ComfyUI files; {} = no such file
+
+    def adapter_components(self, text_encoders: bool = False) -> dict[str, torch.nn.Module]:
+        """Networks that carry the adapter, by the name their keys are prefixed with in diffusers-style
+        files ("unet", "text_encoder", ...). The first one is `trainable_module()`."""
+        return {"model": self.trainable_module()}
+
+    def attention_scopes(self) -> dict[str, str]:
+        """Regex of the parent module of self- and cross-attention projections (`adapter.attention_type`)."""
+        return {}
+
+    def conv_targets(self) -> list[str]:
+        """Convolution layers LoCon-style adapters add when `adapter.conv_rank` > 0."""
+        return []
+
+    def kohya_metadata(self) -> dict[str, str]:
+        """`ss_*` / `modelspec.*` header entries of the kohya file (base model, resolution, ...)."""
+        return {}
+
+    def load_base_components(self, path: str | None = None) -> dict[str, torch.nn.Module]:
+        """Fresh frozen copies of `adapter_components()` loaded from `path` (default: the base model),
+        on this family's device and dtype; used to load exported files back for verification."""
+        raise NotImplementedError(f"{type(self).__name__} cannot reload its networks for export checks")
+
+    def verification_inputs(self) -> dict:
+        """A small fixed (seeded) input for `verification_forward`."""
+        raise NotImplementedError(f"{type(self).__name__} has no fixed input for export checks")
+
+    def verification_forward(self, components: dict[str, torch.nn.Module], inputs: dict) -> torch.Tensor:
+        """The family's output for `inputs` through `components` (e.g. UNet noise prediction)."""
+        raise NotImplementedError(f"{type(self).__name__} has no forward for export checks")
+
+    def load_lora_file(self, components: dict[str, torch.nn.Module], file: Path) -> list[str]:
+        """Load a LoRA/DoRA file (PEFT or kohya keys) into `components` with the ecosystem's own loader
+        (diffusers `load_lora_weights`, PEFT); returns the loader's warnings (unused or missing keys)."""
+        raise NotImplementedError(f"{type(self).__name__} has no ecosystem LoRA loader")
+
+    def save_merged(self, out_dir: Path, components: dict[str, torch.nn.Module]) -> None:
+        """Write a complete model folder (diffusers or transformers layout) made with `components`."""
+        raise NotImplementedError(f"{type(self).__name__} cannot write a merged model")
