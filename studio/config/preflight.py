@@ -12,8 +12,13 @@ from studio.config.errors import ConfigError
 HUB_HINT = "a local folder or file, a hub id `user/name`, or tiny:<family>"
 
 
+# Hub ids may hold dots (`Qwen/Qwen2.5-0.5B`); only a weight/config file suffix marks a local file.
+FILE_SUFFIXES = (".safetensors", ".ckpt", ".gguf", ".bin", ".pt", ".pth", ".json")
+
+
 def looks_like_hub_id(path: str) -> bool:
-    return not path.startswith((".", "/", "~")) and path.count("/") == 1 and not Path(path).suffix
+    return (not path.startswith((".", "/", "~")) and path.count("/") == 1
+            and Path(path).suffix.lower() not in FILE_SUFFIXES)
 
 
 def preflight_problems(cfg) -> list[tuple[str, str]]:
