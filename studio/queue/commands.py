@@ -1,0 +1,40 @@
+"""The exact command lines a job runs: used by the worker and by the generated queue script."""
+from __future__ import annotations
+
+import copy
+import os
+import sys
+from pathlib import Path
+
+import studio
+
+# The folder that holds the `studio` package: put on PYTHONPATH so `-m studio` works from any
+# cwd (jobs run in the folder they were queued from, where their relative paths make sense).
+PROJECT_ROOT = Path(studio.__file__).resolve().parent.parent
+
+
+def launch_config(config: dict, launch: str) -> dict:
+    """The config one launch runs with: `resume` continues from the run folder's newest
+    complete checkpoint; `retry` starts over (its old checkpoints were archived)."""
+    config = copy.deepcopy(config)
+    if launch in ("resume", "retry"):
+        config.setdefault("checkpointing", {})["auto_resume"] = launch == "resume"
+    return config
+
+
+def job_command(kind: str, config_path: Path, num_processes: int = 1, python: str = sys.executable) -> list[str]:
+    """`python -m studio train|preprocess CONFIG` (or `accelerate launch` for several GPUs)."""
+    studio_args = ["-m", "studio", kind, str(config_path)]
+    if num_processes > 1:
+        launcher = ["-m", "accelerate.commands.launch", "--num_processes", str(num_processes)]
+        return [python, *launcher, *studio_args]
+    return [python, *studio_args]
+
+
+def job_env(nonce: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["STUDIO_JOB_NONCE"] = nonce  # marks every process of this launch (see procs.py)
+    env["PYTHONUNBUFFERED"] = "1"  # console.log shows lines as they are printed
+    paths = [str(PROJECT_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    return env
