@@ -40,14 +40,20 @@ def ensure_demo_dataset(name: str) -> Path:
     """`demo:images` -> STUDIO_HOME/datasets/demo-images, written once (atomic rename)."""
     from studio.paths import studio_home
 
-    if name != "images":
-        raise FileNotFoundError(f"data.path: unknown demo dataset 'demo:{name}'; available: demo:images")
+    if name not in ("images", "songs"):
+        raise FileNotFoundError(f"data.path: unknown demo dataset 'demo:{name}'; available: demo:images, "
+                                "demo:songs")
     target = studio_home() / "datasets" / f"demo-{name}"
     if target.is_dir():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".demo-{name}-", dir=target.parent))
-    write_demo_images(tmp)
+    if name == "songs":  # synthetic songs with sidecars for the music family (studio/data/audio.py)
+        from studio.data.audio import write_demo_songs
+
+        write_demo_songs(tmp)
+    else:
+        write_demo_images(tmp)
     try:
         os.rename(tmp, target)
     except OSError:  # another process won the race

@@ -1,0 +1,147 @@
+"""`python -m studio preprocess CONFIG.json`: scan the dataset, then encode into the cache whatever is
+missing or out of date (VAE latents per bucket resolution, text-encoder outputs).
+
+Progress goes to `job.output_dir/progress.jsonl` like training: one `{"step", "total", ...}` record per
+batch of items, then `{"event": "done"}` or `{"event": "error", "message"}` (exit 1). A config error
+exits 2 before anything runs.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+from studio.config import ConfigError, finalize_job, load_config
+from studio.train.progress import ProgressLog
+
+log = logging.getLogger("studio.data")
+
+
+class PreprocessProgress(ProgressLog):
+    """progress.jsonl records per batch of items; rate and ETA count from the first encoded batch on
+    (loading the encoders is not part of the encoding rate)."""
+
+    encode_t0: float | None = None
+
+    def start_encoding(self) -> None:
+        self.encode_t0 = time.time()
+
+    def items(self, done: int, total: int, **extra) -> None:
+        self.total = total
+        spent = max(time.time() - (self.encode_t0 or self.t0), 1e-9)
+        rate = done / spent
+        self._write({"step": done, "total": total, "items_per_s": round(rate, 3),
+                     "elapsed_s": round(self.elapsed(), 2), "eta_s": round((total - done) / rate, 1) if done else None,
+                     **extra, "time": time.time()})
+
+
+def preprocess_from_cli(config_path: str, overrides: list[str]) -> int:
+    from studio.config.preflight import preflight
+    from studio.data.preflight import is_image_job
+    from studio.train.console import capture_console
+
+    cfg = finalize_job(load_config(config_path, overrides))
+    preflight(cfg)  # missing data or model folders: a config error (exit 2) before anything runs
+    if not is_image_job(cfg) and cfg.model.family != "acestep":
+        raise ConfigError([("model.family", f"preprocess builds image caches (sd15, sdxl, sd3, flux); "
+                            f"'{cfg.model.family}' is not supported here")])
+    run_dir = Path(cfg.job.output_dir).expanduser().resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with capture_console(run_dir / "console.log"):
+        logging.basicConfig(level=cfg.logging.log_level.upper(), stream=sys.stdout, force=True,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        return run_preprocess(cfg, run_dir)
+
+
+def run_preprocess(cfg, run_dir: Path) -> int:
+    progress = PreprocessProgress(run_dir, total_steps=0)
+    try:
+        summary = preprocess(cfg, progress)
+        progress.event("done", output_dir=str(run_dir), **summary)
+        return 0
+    except KeyboardInterrupt:
+        progress.event("stopped", message="interrupted from the keyboard")
+        return 130
+    except Exception as err:  # noqa: BLE001 - every failure ends with an error event
+        log.error("preprocessing failed: %s", err, exc_info=not isinstance(err, (ValueError, OSError)))
+        progress.event("error", message=str(err) or type(err).__name__, type=type(err).__name__)
+        return 1
+    finally:
+        progress.close()
+
+
+def make_family(cfg):
+    """The family object on the device and dtype training would use (nothing loaded yet)."""
+    import torch
+    from accelerate import Accelerator
+
+    from studio.families.base import build_family
+    from studio.train.setup import mixed_precision
+
+    accelerator = Accelerator(mixed_precision=mixed_precision(cfg), cpu=cfg.model.device == "cpu")
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
+    return build_family(cfg, accelerator.device, dtype)
+
+
+def load_encoders(cfg, family=None):
+    """Load the family with every encoder on the device, without attaching the cache being built."""
+    family = family or make_family(cfg)
+    family.cfg = cfg.model_copy(deep=True)
+    family.cfg.data.cache_mode = "off"
+    try:
+        family.load()
+    finally:
+        family.cfg = cfg
+    return family
+
+
+def preprocess(cfg, progress: PreprocessProgress) -> dict:
+    if cfg.model.family == "acestep":  # songs -> VAE latents + encoded conditions (studio/data/audio_preprocess.py)
+        from studio.data.audio_preprocess import preprocess_songs
+
+        return preprocess_songs(cfg, progress)
+    from studio.data.image_cache import ImageCache
+    from studio.data.preflight import scan_image_job
+
+    scan = scan_image_job(cfg, progress)
+    if not scan.items:
+        raise ValueError(f"data.path: no usable images with captions in {cfg.data.path}")
+    family = make_family(cfg)
+    cache = ImageCache(cfg, family, scan.items)
+    before = cache.report()
+    if not before.is_fresh:  # an unchanged dataset never loads the model
+        progress.event("loading", message=f"loading the {cfg.model.family} encoders from {cfg.model.path}")
+        load_encoders(cfg, family)
+    log.info("cache %s before: %s", cache.root, before.summary())
+    for key, why in before.reasons[:50]:
+        log.info("  %s: %s", key, why)
+    progress.event("cache_state", when="before", dir=str(cache.root), **before.as_dict())
+    started = time.time()
+    progress.start_encoding()
+    encoded = cache.build(family, on_progress=lambda done, total: progress.items(done, total), drop_others=True)
+    seconds = time.time() - started
+    after = cache.report()
+    rate = encoded / seconds if encoded and seconds > 0 else None
+    log.info("encoded %d item(s) in %.1f s%s; cache now: %s", encoded, seconds,
+             f" ({rate:.2f} items/s)" if rate else "", after.summary())
+    progress.event("cache_state", when="after", dir=str(cache.root), **after.as_dict())
+    return {"items": len(scan.items), "bad_files": len(scan.bad), "encoded": encoded,
+            "removed": before.removed, "items_per_s": round(rate, 3) if rate else None,
+            "cache_dir": str(cache.root)}
+
+
+def cache_status(cfg):
+    """The cache's state for this config (fresh / stale / missing / removed) without loading a model:
+    for the UI's Preprocess tab. Raises `DataError` for a missing folder or caption table."""
+    import torch
+
+    from studio.data.image_cache import ImageCache
+    from studio.data.image_source import scan_images
+    from studio.families.base import build_family
+    from studio.train.setup import mixed_precision
+
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mixed_precision(cfg), torch.float32)
+    family = build_family(cfg, torch.device("cpu"), dtype)  # constructed only: nothing is loaded
+    items = scan_images(cfg, "train")[0].items + (scan_images(cfg, "eval")[0].items if cfg.data.eval_path else [])
+    return ImageCache(cfg, family, items).report()
