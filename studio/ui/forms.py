@@ -1,0 +1,186 @@
+"""Gradio components generated from the schema (see `form_spec.py`): one component per setting,
+keyed by its dotted path, laid out section by section with the essentials open and the advanced
+settings folded. A new setting in `studio/config/sections/` shows up here without UI code."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import gradio as gr
+
+from studio.ui.form_spec import FieldSpec, field_specs, to_ui
+
+SECTION_TITLES = {
+    "job": "Job", "model": "Model", "data": "Dataset", "adapter": "Adapter", "training": "Training",
+    "optimizer": "Optimizer", "scheduler": "Learning-rate schedule", "loss": "Loss",
+    "memory": "Precision & memory", "dataloader": "Data loading", "checkpointing": "Checkpoints & resume",
+    "evaluation": "Evaluation", "logging": "Logging & TensorBoard", "sampling": "Samples during training",
+    "distributed": "Multi-GPU", "hub": "Hugging Face Hub",
+}
+# The sections a first run needs; the others start folded (their essentials first when opened).
+OPEN_SECTIONS = ("job", "model", "data", "adapter", "training")
+# The settings that decide which others apply (FieldSpec.applies), with their fallbacks.
+CONTEXT_PATHS = (("model.family", "sd15"), ("adapter.type", "lora"), ("model.variant", ""))
+_INFO_KINDS = ("choice", "multichoice", "bool", "tristate", "int", "float", "text", "tags", "numlist")
+
+
+def field_elem_id(path: str, prefix: str = "cfg") -> str:
+    return f"{prefix}-{path.replace('.', '-').replace('_', '-')}"
+
+
+def help_text(spec: FieldSpec) -> str:
+    hint = spec.range_hint()
+    extra = " Leave empty for automatic." if spec.optional and spec.kind in ("int", "float") else ""
+    return f"{spec.help}{extra}" + (f" ({hint})" if hint and not spec.slider else "")
+
+
+def make_component(spec: FieldSpec, value: Any, prefix: str = "cfg", visible: bool = True) -> gr.components.Component:
+    """The widget for one setting. Numbers carry no min/max: out-of-range input must reach the
+    schema, which names the field, instead of failing inside Gradio before our check runs."""
+    common = dict(label=spec.label, key=f"{prefix}:{spec.path}", elem_id=field_elem_id(spec.path, prefix),
+                  visible=visible)
+    info = dict(info=help_text(spec))
+    value = to_ui(spec, value)
+    if spec.kind in ("choice", "tristate"):
+        return gr.Dropdown(choices=list(spec.choices), value=value, **common, **info)
+    if spec.kind == "multichoice":
+        return gr.Dropdown(choices=list(spec.choices), value=value, multiselect=True, **common, **info)
+    if spec.kind == "tags":  # free words (module names...): typed, each becomes a chip
+        return gr.Dropdown(choices=list(value), value=value, multiselect=True, allow_custom_value=True,
+                           **common, **info)
+    if spec.kind == "bool":
+        return gr.Checkbox(value=bool(value), **common, **info)
+    if spec.kind in ("int", "float") and spec.optional:  # Gradio's number box cannot be left empty
+        return gr.Textbox(value=value, placeholder="automatic", **common, **info)
+    if spec.kind in ("int", "float"):
+        precision = 0 if spec.kind == "int" else None
+        if spec.slider:
+            step = spec.step or (1 if spec.kind == "int" else 0.01)
+            return gr.Slider(minimum=spec.minimum, maximum=spec.maximum, step=step, value=value,
+                             precision=precision, **common, **info)
+        return gr.Number(value=value, precision=precision, step=spec.step or 1, **common, **info)
+    if spec.kind == "table":
+        return gr.Dataframe(value=value, headers=[c.path for c in spec.columns], interactive=True,
+                            datatype=["number" if c.kind in ("int", "float") else "str" for c in spec.columns],
+                            column_count=len(spec.columns), **common)
+    if spec.kind == "json":
+        return gr.Code(value=value, language="json", lines=4, max_lines=20, **common)
+    placeholder = {"path": "a folder or file path"}.get(spec.widget or "", "")
+    if spec.widget == "code":
+        return gr.Code(value=value, lines=4, **common)
+    return gr.Textbox(value=value, placeholder=placeholder, **common, **info)
+
+
+@dataclass
+class SchemaForm:
+    """The generated form: components in `field_specs()` order, and each section's folding boxes."""
+
+    specs: tuple[FieldSpec, ...]
+    components: list[gr.components.Component]
+    boxes: dict[str, list[Any]] = field(default_factory=dict)  # section -> [accordion, advanced accordion?]
+    box_paths: list[tuple[Any, list[str]]] = field(default_factory=list)  # box -> the paths inside it
+
+    def component(self, path: str) -> gr.components.Component:
+        return self.components[[s.path for s in self.specs].index(path)]
+
+    def has(self, path: str) -> bool:
+        return any(s.path == path for s in self.specs)
+
+    @property
+    def box_list(self) -> list[Any]:
+        return [box for box, _ in self.box_paths]
+
+
+def build_form(values: dict[str, Any], sections: tuple[str, ...] | None = None, prefix: str = "cfg",
+               open_sections: tuple[str, ...] = OPEN_SECTIONS, paths: tuple[str, ...] | None = None) -> SchemaForm:
+    """Lay out the settings of `sections` (all by default; or exactly `paths`). `values`: path ->
+    config value; the family, adapter type and variant in it decide which settings are shown."""
+    specs = tuple(s for s in field_specs() if (sections is None or s.section in sections)
+                  and (paths is None or s.path in paths))
+    context = tuple(str(values.get(p, d)) for p, d in CONTEXT_PATHS)
+    shown = {s.path: s.applies(*context) for s in specs}
+    by_section: dict[str, list[FieldSpec]] = {}
+    for spec in specs:
+        by_section.setdefault(spec.section, []).append(spec)
+    made: dict[str, gr.components.Component] = {}
+    form = SchemaForm(specs, [])
+    for section, members in by_section.items():
+        essentials = [s for s in members if s.group != "advanced"]
+        advanced = [s for s in members if s.group == "advanced"]
+        title = SECTION_TITLES.get(section, section.replace("_", " ").capitalize())
+        with gr.Accordion(title, open=section in open_sections and bool(essentials),
+                          elem_id=f"{prefix}-section-{section}", visible=any(shown[s.path] for s in members)) as box:
+            _place(essentials, values, made, prefix, shown)
+            if advanced:
+                with gr.Accordion(f"More {title.lower()} settings" if essentials else "Settings", open=not essentials,
+                                  elem_id=f"{prefix}-advanced-{section}",
+                                  visible=any(shown[s.path] for s in advanced)) as adv:
+                    _place(advanced, values, made, prefix, shown)
+                form.box_paths.append((adv, [s.path for s in advanced]))
+        form.box_paths.append((box, [s.path for s in members]))
+        form.boxes[section] = [box]
+    form.components = [made[s.path] for s in specs]
+    return form
+
+
+def _place(specs: list[FieldSpec], values: dict, made: dict, prefix: str, shown: dict[str, bool]) -> None:
+    """Two columns of small widgets; wide ones (tables, JSON) on their own row."""
+    small = [s for s in specs if s.kind not in ("table", "json")]
+    wide = [s for s in specs if s.kind in ("table", "json")]
+    for i in range(0, len(small), 2):
+        with gr.Row(equal_height=False):
+            for spec in small[i:i + 2]:
+                made[spec.path] = make_component(spec, values.get(spec.path, spec.default), prefix, shown[spec.path])
+    for spec in wide:
+        made[spec.path] = make_component(spec, values.get(spec.path, spec.default), prefix, shown[spec.path])
+
+
+# -- updates --------------------------------------------------------------------------------
+def visibility_updates(form: SchemaForm, family: str, adapter_type: str, variant: str) -> list[Any]:
+    """gr.update(visible=...) for every component, then for every folding box (hidden when empty)."""
+    shown = {s.path: s.applies(family, adapter_type, variant) for s in form.specs}
+    comps = [gr.update(visible=shown[s.path]) for s in form.specs]
+    boxes = [gr.update(visible=any(shown[p] for p in paths)) for _, paths in form.box_paths]
+    return comps + boxes
+
+
+def nearest_path(form: SchemaForm, problem_path: str) -> str | None:
+    """The form field a problem belongs to ("sampling.prompts.0.seed" -> "sampling.prompts")."""
+    best = None
+    for spec in form.specs:
+        if problem_path == spec.path or problem_path.startswith(spec.path + "."):
+            if best is None or len(spec.path) > len(best):
+                best = spec.path
+    return best
+
+
+def error_updates(form: SchemaForm, problems: dict[str, str]) -> list[Any]:
+    """Show each problem under its own field (red frame, message before the help text); clear the rest."""
+    by_field: dict[str, list[str]] = {}
+    for path, message in problems.items():
+        target = nearest_path(form, path)
+        if target:
+            suffix = "" if path == target else f" ({path[len(target) + 1:]})"
+            by_field.setdefault(target, []).append(message + suffix)
+    out = []
+    for spec in form.specs:
+        errors = by_field.get(spec.path)
+        classes = ["field-error"] if errors else []
+        if spec.kind in _INFO_KINDS:
+            info = f"⚠ {'; '.join(errors)}. — {help_text(spec)}" if errors else help_text(spec)
+            out.append(gr.update(info=info, elem_classes=classes))
+        else:
+            label = f"{spec.label} — ⚠ {'; '.join(errors)}" if errors else spec.label
+            out.append(gr.update(label=label, elem_classes=classes))
+    return out
+
+
+def value_updates(form: SchemaForm, config: dict) -> list[Any]:
+    """Set every field from a full config dict (free-word lists also get their words as choices)."""
+    from studio.ui.form_spec import get_path
+
+    out = []
+    for spec in form.specs:
+        value = to_ui(spec, get_path(config, spec.path, spec.default))
+        out.append(gr.update(value=value, choices=value) if spec.kind == "tags" else gr.update(value=value))
+    return out

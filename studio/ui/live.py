@@ -1,0 +1,155 @@
+"""The Monitor tab's per-browser view of one run: what has been read of `progress.jsonl` and
+`console.log` so far. Each timer tick reads only the bytes appended since the previous tick, so a
+long run costs the same per tick as a short one; a new page starts from the beginning (re-attach).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from studio.train.progress import read_progress
+
+CONSOLE_LINES = 300  # lines kept for the console tail
+CONSOLE_FIRST_READ = 64 * 1024  # a fresh page shows the end of a long console.log, not all of it
+MAX_POINTS = 2000  # points per plot series; longer runs are thinned evenly
+
+
+@dataclass
+class RunFeed:
+    job_id: int | None = None
+    run_dir: str = ""
+    progress_offset: int = 0
+    console_offset: int = -1  # -1: not read yet
+    steps: list[tuple[int, float, float]] = field(default_factory=list)  # (step, loss, lr)
+    evals: list[tuple[int, float]] = field(default_factory=list)  # (step, eval loss)
+    events: list[str] = field(default_factory=list)
+    last: dict | None = None  # newest step record
+    final: dict | None = None  # the done / stopped / error event
+    console: list[str] = field(default_factory=list)
+    choices_signature: str = ""
+
+    def reset(self, job_id: int | None, run_dir: str) -> "RunFeed":
+        return RunFeed(job_id=job_id, run_dir=run_dir, choices_signature=self.choices_signature)
+
+
+def _describe(rec: dict) -> str:
+    name = rec["event"]
+    step = f"step {rec['step']}: " if "step" in rec else ""
+    if name == "checkpoint":
+        return f"{step}checkpoint {Path(rec.get('path', '')).name}"
+    if name == "sample":
+        return f"{step}sample “{rec.get('prompt', '')}”"
+    if name == "eval":
+        return f"{step}eval loss {rec.get('loss', rec.get('eval_loss', '?'))}"
+    if name in ("warning", "error"):
+        return f"**{name}** {step}{rec.get('message', '')}"
+    if name == "done":
+        return f"**done** {step}".rstrip(": ")
+    return f"{step}{rec.get('message') or name}"
+
+
+def read_new_progress(feed: RunFeed) -> bool:
+    """Append what the trainer wrote since the last call; True when something new arrived."""
+    path = Path(feed.run_dir) / "progress.jsonl"
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        return False
+    if size < feed.progress_offset:  # replaced (a retry archives the old log): start over
+        feed.progress_offset, feed.steps, feed.evals, feed.events = 0, [], [], []
+        feed.last = feed.final = None
+    if size == feed.progress_offset:
+        return False
+    records, feed.progress_offset = read_progress(Path(feed.run_dir), feed.progress_offset)
+    for rec in records:
+        if "event" not in rec and "step" in rec:
+            feed.last = rec
+            if rec.get("loss") is not None:
+                feed.steps.append((int(rec["step"]), float(rec["loss"]), float(rec.get("lr") or 0.0)))
+            continue
+        name = rec.get("event")
+        if name == "eval" and isinstance(rec.get("loss", rec.get("eval_loss")), (int, float)):
+            feed.evals.append((int(rec.get("step", 0)), float(rec.get("loss", rec.get("eval_loss")))))
+        if name in ("done", "stopped", "error"):
+            feed.final = rec
+        elif name == "start":
+            feed.final = None
+        if name:
+            feed.events = (feed.events + [_describe(rec)])[-30:]
+    return bool(records)
+
+
+def read_new_console(feed: RunFeed) -> bool:
+    path = Path(feed.run_dir) / "console.log"
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        return False
+    if feed.console_offset < 0 or size < feed.console_offset:
+        feed.console_offset, feed.console = max(0, size - CONSOLE_FIRST_READ), []
+        skip_partial = feed.console_offset > 0
+    else:
+        skip_partial = False
+    if size == feed.console_offset:
+        return False
+    with open(path, "rb") as fh:
+        fh.seek(feed.console_offset)
+        chunk = fh.read(size - feed.console_offset)
+    end = chunk.rfind(b"\n") + 1
+    if end == 0:
+        return False  # wait for a whole line
+    feed.console_offset += end
+    lines = chunk[:end - 1].decode("utf-8", errors="replace").split("\n")  # not splitlines: it splits on \r
+    if skip_partial and lines:
+        lines = lines[1:]
+    # tqdm redraws with carriage returns: keep the last state of such a line
+    feed.console = (feed.console + [line.rstrip("\r").rsplit("\r", 1)[-1] for line in lines])[-CONSOLE_LINES:]
+    return True
+
+
+def _thin(rows: list) -> list:
+    if len(rows) <= MAX_POINTS:
+        return rows
+    stride = len(rows) / MAX_POINTS
+    return [rows[int(i * stride)] for i in range(MAX_POINTS)] + [rows[-1]]
+
+
+def loss_frame(feed: RunFeed) -> pd.DataFrame:
+    rows = [(s, loss, "train") for s, loss, _ in _thin(feed.steps)]
+    rows += [(s, loss, "eval") for s, loss in _thin(feed.evals)]
+    return pd.DataFrame(rows, columns=["step", "loss", "series"])
+
+
+def lr_frame(feed: RunFeed) -> pd.DataFrame:
+    return pd.DataFrame([(s, lr) for s, _, lr in _thin(feed.steps)], columns=["step", "learning rate"])
+
+
+def clock(seconds) -> str:
+    if seconds is None:
+        return "–"
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def progress_html(feed: RunFeed, status: str) -> str:
+    last = feed.last or {}
+    step, total = int(last.get("step", 0)), int(last.get("total", 0) or 0)
+    share = 100.0 if status == "completed" else (100.0 * step / total if total else 0.0)
+    eta = "–" if status != "running" else clock(last.get("eta_s"))
+    loss = f"{last['loss']:.4f}" if isinstance(last.get("loss"), (int, float)) else "–"
+    lr = f"{last['lr']:.2e}" if isinstance(last.get("lr"), (int, float)) else "–"
+    if not last and status in ("pending", "running"):
+        words = "waiting for the first step… (loading the model and data)"
+    elif not last:
+        words = "no training steps recorded"
+    else:
+        words = (f"step <b>{step}</b> / {total or '?'} · epoch {last.get('epoch', '–')} · loss {loss} · "
+                 f"lr {lr} · elapsed {clock(last.get('elapsed_s'))} · ETA {eta}")
+    final = feed.final or {}
+    note = f"<div class='studio-final'>{final.get('message', '')}</div>" if final.get("message") else ""
+    return (f"<div class='studio-status studio-status-{status}' id='monitor-progress-text'>"
+            f"<span class='studio-badge'>{status}</span> {words}</div>"
+            f"<div class='studio-progress'><div style='width:{share:.1f}%'></div></div>{note}")

@@ -1,0 +1,182 @@
+"""The Monitor tab: progress, live loss / learning-rate plots and the console of the selected job,
+fed by a timer that reads only what the trainer appended; TensorBoard on the job's event files."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+
+from studio.queue import Job, QueueError
+from studio.train.control import request
+from studio.ui.context import StudioContext
+from studio.ui.jobs import default_job_id, get_job, job_choices
+from studio.ui.live import (RunFeed, loss_frame, lr_frame, progress_html, read_new_console,
+                            read_new_progress)
+from studio.ui.tensorboard import delete_event_files, event_files
+
+
+# Browser side, after each tick: keep the console scrolled to its newest line, unless the user
+# scrolled up to read (then leave it where it is until they scroll back to the bottom).
+FOLLOW_CONSOLE = """() => {
+  const box = document.querySelector('#monitor-console textarea');
+  if (!box) return;
+  if (!box.dataset.watched) {
+    box.dataset.watched = '1'; box.dataset.pinned = '1';
+    box.addEventListener('scroll', () => {
+      box.dataset.pinned = box.scrollTop + box.clientHeight >= box.scrollHeight - 24 ? '1' : '';
+    });
+  }
+  if (box.dataset.pinned) box.scrollTop = box.scrollHeight;
+}"""
+
+
+@dataclass
+class MonitorTab:
+    job: gr.Dropdown
+    timer: gr.Timer
+    feed: gr.State
+    tick: object  # (job_id, feed) -> updates of `outputs`
+    outputs: list
+
+
+def log_dir_of(job: Job) -> Path:
+    configured = ((job.config.get("logging") or {}).get("log_dir") or "").strip()
+    return Path(configured).expanduser() if configured else Path(job.run_dir) / "runs"
+
+
+def tensorboard_status(ctx: StudioContext, job: Job | None) -> str:
+    if job is None:
+        return "Select a job."
+    log_dir = log_dir_of(job)
+    running = ctx.tensorboard.running(log_dir)
+    files = len(event_files(log_dir))
+    where = f"`{log_dir}` ({files} event file{'s' if files != 1 else ''})"
+    if running is None:
+        return f"TensorBoard is not running for {where}."
+    return (f"TensorBoard is running for {where}: **[{running.url}]({running.url})** (local to the machine that "
+            "runs the studio; it is not exposed through the share link).")
+
+
+def control_request(ctx: StudioContext, job_id, what: str) -> str:
+    job = get_job(ctx.store, job_id)
+    if job is None or job.status != "running":
+        return "Only a running job can be asked to stop, save or sample."
+    if what == "STOP":
+        try:
+            ctx.store.stop(job.id)
+        except QueueError as err:
+            return f"**Error:** {err}"
+        return f"Stop requested for #{job.id}: it saves a checkpoint and exits."
+    request(Path(job.run_dir), what)
+    return {"SAVE": "A checkpoint will be written after the current step.",
+            "SAMPLE": "Samples will be rendered after the current step (see the Samples tab)."}[what]
+
+
+def monitor_tick(ctx: StudioContext, job_id, feed: RunFeed) -> list:
+    """One timer tick: the job list when it changed, then whatever the run appended since the last tick."""
+    choices = job_choices(ctx.store)
+    signature = repr(choices)
+    if job_id not in [c[1] for c in choices]:
+        job_id = default_job_id(ctx.store)
+    choice_update = gr.skip() if signature == feed.choices_signature and job_id == feed.job_id else \
+        gr.update(choices=choices, value=job_id)
+    job = get_job(ctx.store, job_id)
+    if job is None:
+        return [choice_update, "<div class='studio-status'>No job yet: add one in the Train tab.</div>",
+                gr.skip(), gr.skip(), gr.skip(), "", RunFeed(choices_signature=signature)]
+    fresh = feed.job_id != job.id or feed.run_dir != job.run_dir
+    if fresh:  # another job, or a new page: read its files from the start
+        feed = feed.reset(job.id, job.run_dir)
+    feed.choices_signature = signature
+    new_steps = read_new_progress(feed) or fresh
+    new_console = read_new_console(feed) or fresh
+    plots = [loss_frame(feed), lr_frame(feed)] if new_steps else [gr.skip(), gr.skip()]
+    text = "\n".join(feed.console) if new_console else gr.skip()
+    recent = "\n".join(f"- {e}" for e in reversed(feed.events[-12:])) or "*No events yet.*"
+    return [choice_update, progress_html(feed, job.status), *plots, text, "**Events**\n\n" + recent, feed]
+
+
+def launch_tensorboard(ctx: StudioContext, job_id) -> str:
+    job = get_job(ctx.store, job_id)
+    if job is None:
+        return "Select a job."
+    try:
+        ctx.tensorboard.launch(log_dir_of(job), console=ctx.home / "tensorboard.log")
+    except (RuntimeError, OSError) as err:
+        return f"**Error:** {err}"
+    return tensorboard_status(ctx, job)
+
+
+def stop_tensorboard(ctx: StudioContext, job_id) -> str:
+    job = get_job(ctx.store, job_id)
+    if job is not None:
+        ctx.tensorboard.stop(log_dir_of(job))
+    return tensorboard_status(ctx, job)
+
+
+def delete_events(ctx: StudioContext, job_id) -> str:
+    job = get_job(ctx.store, job_id)
+    if job is None:
+        return "Select a job."
+    if job.status == "running":
+        return "**Error:** The job is running and still writes its event files: stop it first."
+    ctx.tensorboard.stop(log_dir_of(job))
+    count = delete_event_files(log_dir_of(job))
+    return f"Deleted {count} event file(s). " + tensorboard_status(ctx, job)
+
+
+def _tensorboard_panel(ctx: StudioContext, job: gr.Dropdown) -> gr.Markdown:
+    with gr.Accordion("TensorBoard", open=False, elem_id="monitor-tensorboard"):
+        status = gr.Markdown(elem_id="monitor-tb-status")
+        with gr.Row():
+            launch = gr.Button("Launch TensorBoard", size="sm", variant="primary", elem_id="monitor-tb-launch")
+            stop = gr.Button("Stop TensorBoard", size="sm", elem_id="monitor-tb-stop")
+            delete = gr.Button("Delete this job's event files", size="sm", variant="stop",
+                               elem_id="monitor-tb-delete")
+        with gr.Row(visible=False) as confirm:
+            gr.Markdown("Delete every TensorBoard event file of this job? This cannot be undone.")
+            yes = gr.Button("Yes, delete", size="sm", variant="stop", elem_id="monitor-tb-delete-yes")
+            no = gr.Button("Cancel", size="sm")
+    launch.click(lambda j: launch_tensorboard(ctx, j), [job], [status])
+    stop.click(lambda j: stop_tensorboard(ctx, j), [job], [status])
+    delete.click(lambda: gr.update(visible=True), None, confirm)
+    no.click(lambda: gr.update(visible=False), None, confirm)
+    yes.click(lambda j: (delete_events(ctx, j), gr.update(visible=False)), [job], [status, confirm])
+    return status
+
+
+def build_monitor_tab(ctx: StudioContext) -> MonitorTab:
+    with gr.Row(equal_height=False):
+        job = gr.Dropdown(label="Job", choices=[], elem_id="monitor-job", scale=3, allow_custom_value=True)
+        with gr.Column(scale=2, min_width=300):
+            with gr.Row():
+                stop_btn = gr.Button("Stop", variant="stop", size="sm", elem_id="monitor-stop")
+                save_btn = gr.Button("Save checkpoint now", size="sm", elem_id="monitor-save")
+                sample_btn = gr.Button("Sample now", size="sm", elem_id="monitor-sample")
+    status = gr.HTML(elem_id="monitor-progress")
+    message = gr.Markdown(elem_id="monitor-message")
+    with gr.Row():
+        loss_plot = gr.LinePlot(x="step", y="loss", color="series", title="Loss", elem_id="monitor-loss",
+                                height=260, x_title="optimizer step")
+        lr_plot = gr.LinePlot(x="step", y="learning rate", title="Learning rate", elem_id="monitor-lr",
+                              height=260, x_title="optimizer step")
+    with gr.Row(equal_height=False):
+        console = gr.Textbox(label="Console (tail of console.log)", lines=14, max_lines=14, autoscroll=True,
+                             interactive=False, elem_id="monitor-console", scale=3,
+                             placeholder="Waiting for the job to start…")
+        events = gr.Markdown(elem_id="monitor-events", label="Events")
+    tb_status = _tensorboard_panel(ctx, job)
+    timer = gr.Timer(1.5, active=False)
+    feed = gr.State(RunFeed())
+
+    def tick(job_id, feed: RunFeed):
+        return monitor_tick(ctx, job_id, feed)
+
+    outputs = [job, status, loss_plot, lr_plot, console, events, feed]
+    timer.tick(tick, [job, feed], outputs, show_progress="hidden").then(None, js=FOLLOW_CONSOLE)
+    job.change(tick, [job, feed], outputs, show_progress="hidden").then(
+        lambda j: tensorboard_status(ctx, get_job(ctx.store, j)), [job], [tb_status])
+    for button, what in ((stop_btn, "STOP"), (save_btn, "SAVE"), (sample_btn, "SAMPLE")):
+        button.click(lambda j, w=what: control_request(ctx, j, w), [job], [message])
+    return MonitorTab(job, timer, feed, tick, outputs)

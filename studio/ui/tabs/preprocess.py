@@ -1,0 +1,133 @@
+"""The Preprocess tab: pick the dataset and model, scan the files, queue the caching job, see the cache.
+
+The dataset and model settings are generated from the schema like the Train form; every other
+setting of the caching job (precision, device...) comes from the Train form, so the cache is built
+exactly for the training that will read it."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import gradio as gr
+
+from studio.config import ConfigError, validate
+from studio.queue import QueueError
+from studio.ui import train_actions as act
+from studio.ui.context import StudioContext
+from studio.ui.dataset_view import SCAN_COLUMNS, cache_state, scan_dataset
+from studio.ui.form_spec import config_from_values, field_specs, from_ui, get_path, set_path
+from studio.ui.forms import CONTEXT_PATHS, build_form, error_updates, value_updates, visibility_updates
+from studio.ui.tabs.train import TrainTab
+
+SECTIONS = ("model", "data")
+
+
+def _merged_config(train_values: list, own_specs, own_values: list) -> dict:
+    """The Train form's config with this tab's model and data settings on top."""
+    config = config_from_values(list(train_values))
+    problems = []
+    for spec, value in zip(own_specs, own_values):
+        try:
+            set_path(config, spec.path, from_ui(spec, value))
+        except ConfigError as err:
+            problems += err.problems
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def _job_name(config: dict) -> str:
+    stem = Path(str(get_path(config, "data.path", "") or "data").replace("demo:", "demo-")).name
+    return "cache-" + (re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-.") or "data")
+
+
+def build_preprocess_tab(ctx: StudioContext):
+    """Lay the tab out; returns `connect(train_tab)`, called once the Train tab (built after this
+    one, to its right) exists."""
+    gr.Markdown("Scan a dataset for unusable files before training, and build its cache (latents and text "
+                "embeddings) as a queued job, so training starts straight away. Settings not shown here "
+                "(precision, device…) are taken from the Train tab.", elem_classes=["studio-hint"])
+    copy_btn = gr.Button("Use the Train tab's dataset and model", size="sm", elem_id="pre-copy")
+    initial = {s.path: s.default for s in field_specs()}
+    form = build_form(initial, sections=SECTIONS, prefix="pre", open_sections=SECTIONS)
+    with gr.Row():
+        scan_btn = gr.Button("Scan dataset", variant="primary", elem_id="pre-scan")
+        queue_btn = gr.Button("Queue caching job", variant="primary", elem_id="pre-queue")
+        state_btn = gr.Button("Show cache state", elem_id="pre-state")
+    message = gr.Markdown(elem_id="pre-message")
+    bad_files = gr.Dataframe(headers=SCAN_COLUMNS, interactive=False, wrap=True, elem_id="pre-bad-files",
+                             label="Files with problems", visible=False)
+    state = gr.Markdown(elem_id="pre-cache-state")
+    own_paths = [s.path for s in form.specs]
+
+    def visibility(*context):
+        present = dict(zip([p for p, _ in CONTEXT_PATHS if p in own_paths], context))
+        values = tuple(str(present.get(p, d) or d) for p, d in CONTEXT_PATHS)
+        return visibility_updates(form, *values)
+
+    context_comps = [form.component(p) for p, _ in CONTEXT_PATHS if p in own_paths]
+    for comp in context_comps:
+        comp.input(visibility, context_comps, form.components + form.box_list)
+
+    def connect(train: TrainTab) -> None:
+        _connect(ctx, train, form, copy_btn, scan_btn, queue_btn, state_btn, message, bad_files, state)
+
+    return connect
+
+
+def _connect(ctx: StudioContext, train: TrainTab, form, copy_btn, scan_btn, queue_btn, state_btn, message,
+             bad_files, state) -> None:
+    train_comps = train.form.components
+
+    def copy_from_train(*train_values):
+        try:
+            config = config_from_values(list(train_values))
+        except ConfigError as err:
+            return [gr.skip()] * (len(form.components) + len(form.box_list)) + [act.problems_markdown(err.by_field)]
+        values = value_updates(form, config)
+        shown = visibility_updates(form, *_context(config))  # one per component, then one per box
+        merged = [{**value, **visible} for value, visible in zip(values, shown)]
+        return [*merged, *shown[len(values):], "Copied the dataset and model settings from the Train tab."]
+
+    copy_btn.click(copy_from_train, train_comps, form.components + form.box_list + [message])
+
+    def checked(values: tuple):
+        train_values, own = values[:len(train_comps)], values[len(train_comps):]
+        try:
+            return validate(_merged_config(train_values, form.specs, own)), {}
+        except ConfigError as err:
+            return None, {k: v for k, v in err.by_field.items() if k.split(".")[0] in SECTIONS} or err.by_field
+
+    def scan(*values):
+        cfg, problems = checked(values)
+        if cfg is None:
+            return [act.problems_markdown(problems), gr.update(visible=False), *error_updates(form, problems)]
+        result = scan_dataset(cfg)
+        return [result.message, gr.update(value=result.frame(), visible=bool(result.rows)),
+                *error_updates(form, {})]
+
+    def queue(*values):
+        cfg, problems = checked(values)
+        if cfg is None:
+            return [act.problems_markdown(problems), *error_updates(form, problems)]
+        config = cfg.model_dump(mode="json")
+        config["job"].update(name="", output_dir="")
+        try:
+            job = ctx.store.add(config, kind="preprocess", name=_job_name(config))
+        except (ConfigError, QueueError) as err:
+            return [act.error_message(err), *error_updates(form, getattr(err, "by_field", {}))]
+        return [f"Caching job **#{job.id} {job.name}** queued; follow it in Queue and Monitor.",
+                *error_updates(form, {})]
+
+    def show_state(*values):
+        cfg, problems = checked(values)
+        return act.problems_markdown(problems) if cfg is None else cache_state(ctx.store, cfg)
+
+    inputs = [*train_comps, *form.components]
+    scan_btn.click(scan, inputs, [message, bad_files, *form.components])
+    queue_btn.click(queue, inputs, [message, *form.components])
+    state_btn.click(show_state, inputs, [state])
+
+
+def _context(config: dict) -> tuple[str, str, str]:
+    return tuple(str(get_path(config, p, d) or d) for p, d in CONTEXT_PATHS)

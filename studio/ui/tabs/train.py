@@ -1,0 +1,218 @@
+"""The Train tab: the schema-generated form, presets, the live summary, preview and queueing."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from studio.config import ConfigError
+from studio.queue import QueueError
+from studio.ui import train_actions as act
+from studio.ui.context import StudioContext
+from studio.ui.estimates import ESTIMATE_PATHS, estimate, summary_markdown
+from studio.ui.form_spec import config_from_values, default_values, field_specs, get_path, same_ui_value
+from studio.ui.forms import (CONTEXT_PATHS, SchemaForm, build_form, error_updates, value_updates,
+                             visibility_updates)
+
+
+@dataclass
+class TrainTab:
+    form: SchemaForm
+    preset: gr.Dropdown
+    base: gr.State  # the full config of the preset the form was loaded from (for "edits vs preset")
+    family: gr.State  # the family the form's defaults follow
+    summary: gr.Markdown
+    message: gr.Markdown
+
+    @property
+    def load_outputs(self) -> list:
+        return [*self.form.components, self.base, self.family, self.summary]
+
+    def load_updates(self, config: dict, base: dict | None) -> list:
+        family = get_path(config, "model.family", "sd15")
+        return [*value_updates(self.form, config), base, family, summary_markdown(estimate(config), config)]
+
+    def context_components(self) -> list:
+        return [self.form.component(p) for p, _ in CONTEXT_PATHS if self.form.has(p)]
+
+
+def context_values(form: SchemaForm, values: tuple) -> tuple[str, str, str]:
+    present = {p: v for p, v in zip([p for p, _ in CONTEXT_PATHS if form.has(p)], values)}
+    return tuple(str(present.get(p, d) or d) for p, d in CONTEXT_PATHS)
+
+
+def build_train_tab(ctx: StudioContext) -> TrainTab:
+    preset_name = act.default_preset()
+    base = act.preset_config(preset_name) if preset_name else {}
+    initial = {s.path: get_path(base, s.path, s.default) for s in field_specs()}
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3):
+            gr.Markdown("Settings are grouped by topic; the essentials are open, the rest is folded under "
+                        "*More … settings*. Settings that do not apply to the chosen model family, adapter "
+                        "or variant are hidden.", elem_classes=["studio-hint"])
+            with gr.Accordion("Config preview: the exact JSON that will run", open=False,
+                              elem_id="train-preview-box") as preview_box:
+                preview = gr.Code(language="json", lines=12, max_lines=40, interactive=False,
+                                  elem_id="train-preview")
+            form = build_form(initial)
+        with gr.Column(scale=1, min_width=340, elem_id="train-side"):
+            preset = gr.Dropdown(choices=act.preset_choices(), value=preset_name, label="Preset",
+                                 elem_id="train-preset", info="A starting point; load it into the form.")
+            preset_info = gr.Markdown(act.preset_description(preset_name), elem_id="train-preset-info")
+            with gr.Row():
+                load_btn = gr.Button("Load preset", size="sm", variant="primary", elem_id="train-load")
+                revert_btn = gr.Button("Revert to preset defaults", size="sm", variant="stop", elem_id="train-revert")
+            with gr.Row(visible=False, elem_id="train-revert-confirm") as confirm_row:
+                gr.Markdown("**Discard every edit** and reload the preset's values?")
+                confirm_yes = gr.Button("Yes, revert", size="sm", variant="stop", elem_id="train-revert-yes")
+                confirm_no = gr.Button("Cancel", size="sm", elem_id="train-revert-no")
+            with gr.Accordion("Save as / delete preset", open=False):
+                save_name = gr.Textbox(label="New preset name", placeholder="my-style-lora", elem_id="train-save-name")
+                save_desc = gr.Textbox(label="Description", placeholder="what it is for")
+                with gr.Row():
+                    save_btn = gr.Button("Save as", size="sm", elem_id="train-save")
+                    delete_btn = gr.Button("Delete this custom preset", size="sm", variant="stop",
+                                           interactive=act.preset_kind(preset_name) == "user", elem_id="train-delete")
+            temporary = gr.Checkbox(True, label="Temporary edits", elem_id="train-temporary",
+                                    info="Edits go with the job only; the preset file is not changed. Untick "
+                                         "to write them into the selected custom preset when queueing.")
+            gr.Markdown("### This job")
+            summary = gr.Markdown(summary_markdown(estimate(base), base), elem_id="train-summary")
+            with gr.Row():
+                preview_btn = gr.Button("Preview config", size="sm", elem_id="train-preview-btn")
+                add_btn = gr.Button("Add to queue", variant="primary", size="sm", elem_id="train-add")
+                start_btn = gr.Button("Start now", variant="primary", size="sm", elem_id="train-start")
+            message = gr.Markdown(elem_id="train-message")
+    tab = TrainTab(form, preset, gr.State(base), gr.State(initial.get("model.family", "sd15")), summary, message)
+    _wire_presets(tab, preset_info, load_btn, revert_btn, confirm_row, confirm_yes, confirm_no,
+                  save_name, save_desc, save_btn, delete_btn)
+    _wire_live(tab)
+    _wire_queueing(ctx, tab, preview, preview_box, preview_btn, add_btn, start_btn, temporary)
+    return tab
+
+
+def _wire_presets(tab: TrainTab, preset_info, load_btn, revert_btn, confirm_row, confirm_yes, confirm_no,
+                  save_name, save_desc, save_btn, delete_btn) -> None:
+    form = tab.form
+
+    def load(name):
+        if not name:
+            return [gr.skip()] * len(tab.load_outputs) + ["Choose a preset first."]
+        try:
+            config = act.preset_config(name)
+        except ConfigError as err:
+            return [gr.skip()] * len(tab.load_outputs) + [act.problems_markdown(err.by_field)]
+        return [*tab.load_updates(config, config), f"Loaded preset **{name}**."]
+
+    def visibility(*context):
+        return visibility_updates(form, *context_values(form, context))
+
+    vis = dict(fn=visibility, inputs=tab.context_components(), outputs=form.components + form.box_list)
+    for trigger in (load_btn.click, confirm_yes.click):
+        trigger(load, [tab.preset], tab.load_outputs + [tab.message]).then(**vis)
+    for comp in tab.context_components():
+        comp.input(**vis)
+    confirm_yes.click(lambda: gr.update(visible=False), None, confirm_row)
+    revert_btn.click(lambda: gr.update(visible=True), None, confirm_row)
+    confirm_no.click(lambda: gr.update(visible=False), None, confirm_row)
+    tab.preset.change(lambda n: (act.preset_description(n), gr.update(interactive=act.preset_kind(n) == "user")),
+                      [tab.preset], [preset_info, delete_btn])
+
+    def save(name, description, *values):
+        try:
+            message = act.save_preset(name, description, list(values))
+        except ConfigError as err:
+            return gr.skip(), act.problems_markdown(err.by_field), gr.skip()
+        base = act.preset_config(name.strip())
+        return gr.update(choices=act.preset_choices(), value=name.strip()), message, base
+
+    save_btn.click(save, [save_name, save_desc, *form.components], [tab.preset, tab.message, tab.base])
+
+    def delete(name):
+        try:
+            message = act.delete_preset(name)
+        except ConfigError as err:
+            return gr.skip(), act.problems_markdown(err.by_field)
+        return gr.update(choices=act.preset_choices(), value=act.default_preset()), message
+
+    delete_btn.click(delete, [tab.preset], [tab.preset, tab.message])
+
+
+def _wire_live(tab: TrainTab) -> None:
+    """Summary refresh while typing, and family switches that carry the family's own defaults."""
+    form = tab.form
+
+    def summary(*values):
+        try:
+            config = config_from_values(list(values))
+        except ConfigError:
+            return gr.skip()
+        return summary_markdown(estimate(config), config)
+
+    for path in ESTIMATE_PATHS:
+        if form.has(path):
+            form.component(path).input(summary, form.components, tab.summary, trigger_mode="always_last",
+                                       show_progress="hidden")
+
+    def follow_family(old_family, *values):
+        """Settings still at the old family's default take the new family's default (e.g. resolution)."""
+        new_family = values[[s.path for s in form.specs].index("model.family")]
+        old, new = default_values(old_family), default_values(new_family)
+        out: list[Any] = []
+        for spec, value in zip(form.specs, values):
+            changed = not same_ui_value(old[spec.path], new[spec.path])
+            out.append(gr.update(value=new[spec.path]) if changed and same_ui_value(value, old[spec.path])
+                       else gr.skip())
+        return [*out, new_family]
+
+    if form.has("model.family"):
+        form.component("model.family").input(follow_family, [tab.family, *form.components],
+                                             [*form.components, tab.family]).then(
+            summary, form.components, tab.summary)
+
+
+def _wire_queueing(ctx: StudioContext, tab: TrainTab, preview, preview_box, preview_btn, add_btn, start_btn,
+                   temporary) -> None:
+    form = tab.form
+
+    def show_preview(base, *values):
+        checked = act.check_values(values)
+        text = act.preview_json(checked)
+        parts = [act.problems_markdown(checked.problems) or "The config is valid.", act.notes_markdown(checked.notes)]
+        edits = act.edited_paths(base, checked.config.model_dump(mode="json")) if checked.config else []
+        if edits:
+            parts.append(f"{len(edits)} edit(s) vs the preset: " + ", ".join(f"`{p}`" for p in edits))
+        return [text, gr.update(open=True), "\n\n".join(p for p in parts if p),
+                *error_updates(form, checked.problems)]
+
+    preview_btn.click(show_preview, [tab.base, *form.components], [preview, preview_box, tab.message, *form.components])
+
+    def queue(start_now, preset_name, keep_temporary, base, *values):
+        checked = act.check_values(values)
+        if not checked.ok:
+            return [act.problems_markdown(checked.problems), gr.skip(), *error_updates(form, checked.problems)]
+        new_base = gr.skip()
+        try:
+            message = act.add_to_queue(ctx.store, checked, start_now=start_now)
+            if not keep_temporary:
+                note = act.keep_edits_in_preset(preset_name, checked)
+                message += note
+                new_base = act.preset_config(preset_name) if "updated" in note else new_base
+        except (ConfigError, QueueError) as err:
+            problems = err.by_field if isinstance(err, ConfigError) else {}
+            return [act.error_message(err), gr.skip(), *error_updates(form, problems)]
+        edits = act.edited_paths(base, checked.config.model_dump(mode="json"))
+        if edits and keep_temporary:
+            message += f"\n\nWith {len(edits)} temporary edit(s): " + ", ".join(f"`{p}`" for p in edits[:12])
+        if checked.notes:
+            message += "\n\n" + act.notes_markdown(checked.notes)
+        state = ctx.worker_state()
+        if "this app" not in state:
+            message += f"\n\nNote: {state}."
+        return [message, new_base, *error_updates(form, {})]
+
+    inputs = [tab.preset, temporary, tab.base, *form.components]
+    outputs = [tab.message, tab.base, *form.components]
+    add_btn.click(lambda *a: queue(False, *a), inputs, outputs)
+    start_btn.click(lambda *a: queue(True, *a), inputs, outputs)

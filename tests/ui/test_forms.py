@@ -1,0 +1,98 @@
+"""The Train form is generated from the schema and loses nothing: for every preset, config -> form
+values -> (through each component, as the browser would) -> config gives the same config."""
+from __future__ import annotations
+
+import gradio as gr
+import pandas as pd
+import pytest
+
+from studio.config import validate
+from studio.config.presets import list_presets
+from studio.ui.form_spec import (config_from_values, field_specs, same_ui_value, spec_by_path,
+                                 values_from_config)
+from studio.ui.forms import build_form, error_updates, visibility_updates
+from studio.ui.train_actions import check_values, preset_config
+
+PRESETS = [p["name"] for p in list_presets() if p["kind"] == "system"]
+
+
+@pytest.fixture(scope="module")
+def form():
+    with gr.Blocks():
+        return build_form({})
+
+
+def through_browser(component, value):
+    """What the server gets back after sending `value` to the component (no edit in between)."""
+    return component.preprocess(component.postprocess(value))
+
+
+def test_every_setting_has_a_component_and_help():
+    specs = field_specs()
+    assert len(specs) > 50
+    assert all(s.help for s in specs), [s.path for s in specs if not s.help]
+    kinds = {s.path: s.kind for s in specs}
+    assert kinds["model.family"] == "choice" and kinds["memory.gradient_checkpointing"] == "bool"
+    assert kinds["sampling.prompts"] == "table" and kinds["adapter.target_modules"] == "tags"
+    assert kinds["dataloader.pin_memory"] == "tristate"
+    assert spec_by_path()["adapter.rank"].slider and not spec_by_path()["training.learning_rate"].slider
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_preset_round_trip_is_identity(name, form, home):
+    config = preset_config(name)
+    values = values_from_config(config)
+    sent = [through_browser(c, v) for c, v in zip(form.components, values)]
+    back = validate(config_from_values(sent)).model_dump(mode="json")
+    assert back == config
+    again = values_from_config(back)
+    differing = [s.path for s, a, b in zip(field_specs(), values, again) if not same_ui_value(a, b)]
+    assert differing == []
+
+
+def test_edited_values_reach_the_config(form, home):
+    config = preset_config(PRESETS[0])
+    values = values_from_config(config)
+    paths = [s.path for s in field_specs()]
+    values[paths.index("training.batch_size")] = 3.0  # sliders send floats
+    values[paths.index("adapter.target_modules")] = ["to_q", "to_v"]
+    values[paths.index("dataloader.pin_memory")] = "off"
+    columns = spec_by_path()["sampling.prompts"].columns
+    row = {c.path: c.default for c in columns}
+    prompts = pd.DataFrame([{**row, "prompt": "a blue square", "seed": 7}, {**row, "prompt": ""}],
+                           columns=[c.path for c in columns])
+    values[paths.index("sampling.prompts")] = prompts  # the blank row the table leaves is dropped
+    cfg = validate(config_from_values(values))
+    assert cfg.training.batch_size == 3 and isinstance(cfg.training.batch_size, int)
+    assert cfg.adapter.target_modules == ["to_q", "to_v"]
+    assert cfg.dataloader.pin_memory is False
+    assert [(p.prompt, p.seed) for p in cfg.sampling.prompts] == [("a blue square", 7)]
+
+
+def test_problems_are_named_per_field_and_shown_next_to_it(form, home):
+    values = values_from_config(preset_config("tiny-sd15-lora"))
+    paths = [s.path for s in field_specs()]
+    values[paths.index("training.batch_size")] = 0
+    values[paths.index("model.path")] = "tiny:nope"
+    checked = check_values(values)
+    assert not checked.ok
+    assert set(checked.problems) >= {"training.batch_size", "model.path"}
+    updates = error_updates(form, checked.problems)
+    marked = {paths[i] for i, u in enumerate(updates) if u.get("elem_classes")}
+    assert marked == set(checked.problems)
+    assert "⚠" in updates[paths.index("training.batch_size")]["info"]
+    assert updates[paths.index("training.seed")]["elem_classes"] == []  # others cleared
+
+
+def test_settings_that_do_not_apply_are_hidden(form):
+    paths = [s.path for s in form.specs]
+    image = visibility_updates(form, "sd15", "lora", "")
+    llm = visibility_updates(form, "causal_lm", "lora", "sft")
+    assert image[paths.index("data.resolution")]["visible"] and not llm[paths.index("data.resolution")]["visible"]
+    assert llm[paths.index("model.variant")]["visible"] and not image[paths.index("model.variant")]["visible"]
+    lr = paths.index("training.learning_rate")
+    assert image[lr]["visible"] and llm[lr]["visible"]
+    limited = [s for s in form.specs if s.adapters]
+    for spec in limited:  # adapter-specific settings follow adapter.type
+        other = next(t for t in ("lora", "loha", "lokr", "oft", "ia3", "full") if t not in spec.adapters)
+        assert not visibility_updates(form, "sd15", other, "")[paths.index(spec.path)]["visible"]

@@ -1,0 +1,120 @@
+"""The Monitor's incremental reading, the Train tab's live estimates, the queue table, TensorBoard."""
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+
+from studio.ui.estimates import estimate
+from studio.ui.jobs import LastProgress, queue_frame
+from studio.ui.live import RunFeed, loss_frame, progress_html, read_new_console, read_new_progress
+from studio.ui.train_actions import preset_config
+
+
+def append(path, *records):
+    with open(path, "a", encoding="utf-8") as fh:
+        for rec in records:
+            fh.write(rec if isinstance(rec, str) else json.dumps(rec) + "\n")
+
+
+def step(n, loss=1.0, total=20):
+    return {"step": n, "total": total, "epoch": 0, "loss": loss, "lr": 1e-3, "elapsed_s": n, "eta_s": total - n}
+
+
+def test_feed_reads_only_what_was_appended(tmp_path):
+    log = tmp_path / "progress.jsonl"
+    append(log, {"event": "start", "step": 0}, step(5, 0.9), step(10, 0.8))
+    feed = RunFeed(job_id=1, run_dir=str(tmp_path))
+    assert read_new_progress(feed)
+    assert [s for s, _, _ in feed.steps] == [5, 10]
+    offset = feed.progress_offset
+    assert not read_new_progress(feed) and feed.progress_offset == offset  # nothing new: nothing read
+    append(log, step(15, 0.7), '{"step": 20, "tot')  # the trainer is mid-write on the last line
+    assert read_new_progress(feed)
+    assert [s for s, _, _ in feed.steps] == [5, 10, 15]
+    assert feed.progress_offset == offset + len(json.dumps(step(15, 0.7))) + 1  # the half line waits
+    append(log, 'al": 20, "loss": 0.6, "lr": 0.001}\n', {"event": "checkpoint", "step": 20, "path": "/r/checkpoint-20"},
+           {"event": "done", "step": 20})
+    read_new_progress(feed)
+    assert feed.last["step"] == 20 and feed.final["event"] == "done"
+    assert any("checkpoint-20" in e for e in feed.events)
+    assert list(loss_frame(feed)["step"]) == [5, 10, 15, 20]
+    assert "step <b>20</b> / 20" in progress_html(feed, "completed")
+    # a new page (a new feed) sees the whole run: re-attach
+    again = RunFeed(job_id=1, run_dir=str(tmp_path))
+    read_new_progress(again)
+    assert again.steps == feed.steps
+
+
+def test_feed_starts_over_when_the_log_is_replaced(tmp_path):
+    log = tmp_path / "progress.jsonl"
+    append(log, step(5), step(10), step(15))
+    feed = RunFeed(job_id=1, run_dir=str(tmp_path))
+    read_new_progress(feed)
+    log.write_text(json.dumps(step(1)) + "\n")  # a retry archived the old log
+    read_new_progress(feed)
+    assert [s for s, _, _ in feed.steps] == [1]
+
+
+def test_console_tail(tmp_path):
+    console = tmp_path / "console.log"
+    console.write_text("".join(f"line {i}\n" for i in range(5000)) + "partial")
+    feed = RunFeed(job_id=1, run_dir=str(tmp_path))
+    assert read_new_console(feed)
+    assert feed.console[-1] == "line 4999" and len(feed.console) <= 300  # only the tail; no half line
+    append(console, " done\n", "epoch 1 10%\repoch 1 50%\repoch 1 100%\n")
+    assert read_new_console(feed)
+    assert feed.console[-2:] == ["partial done", "epoch 1 100%"]
+
+
+def test_estimates_for_the_tiny_preset(home):
+    est = estimate(preset_config("tiny-sd15-lora"))
+    assert est.automatic_name and est.job_name.startswith("sd15_")
+    assert est.effective_batch == 2 and est.total_steps == 20
+    assert est.checkpoints == 2 and est.kept_checkpoints == 2
+    config = preset_config("tiny-sd15-lora")
+    config["training"].update(max_steps=0, epochs=3, gradient_accumulation_steps=2)
+    est = estimate(config)  # 8 demo pictures, batch 2, accumulate 2 -> 2 steps per epoch
+    assert est.items == 8 and est.steps_per_epoch == 2 and est.total_steps == 6 and est.effective_batch == 4
+
+
+def test_queue_table_shows_progress_and_status(home):
+    from studio.queue import JobStore
+
+    store = JobStore()
+    job = store.add(preset_config("tiny-sd15-lora"))
+    run = __import__("pathlib").Path(job.run_dir)
+    run.mkdir(parents=True)
+    append(run / "progress.jsonl", step(10, 0.5))
+    with store._tx() as conn:  # as the worker would mark it
+        conn.execute("UPDATE jobs SET status='running', started_at=? WHERE id=?", (time.time(), job.id))
+    frame = queue_frame(store, LastProgress())
+    row = frame.iloc[0]
+    assert row["Status"] == "running" and row["Progress"] == "10/20 (50 %)" and row["Loss"] == "0.5000"
+
+
+def test_tensorboard_runs_on_a_free_local_port_and_stops(tmp_path):
+    from studio.ui.tensorboard import TensorBoardManager, delete_event_files
+
+    logs = tmp_path / "runs"
+    logs.mkdir()
+    (logs / "events.out.tfevents.1.host").write_bytes(b"")
+    manager = TensorBoardManager()
+    proc = manager.launch(logs)
+    try:
+        assert manager.launch(logs) is proc  # one per folder
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(proc.url, timeout=5) as resp:
+                    assert resp.status == 200
+                    break
+            except OSError:
+                assert proc.alive(), "TensorBoard exited"
+                time.sleep(1)
+        else:
+            raise AssertionError("TensorBoard did not answer")
+    finally:
+        manager.stop_all()
+    assert not proc.alive()
+    assert delete_event_files(logs) == 1 and not list(logs.iterdir())
