@@ -18,6 +18,9 @@ def pytest_configure(config):
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
     os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+    # The tiny models are too small to gain from two threads, and with the trainer subprocess, the
+    # app and the browser sharing 2 cores, oversubscribed threads made steps ~100x slower here.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("STUDIO_HOME", tempfile.mkdtemp(prefix="studio-test-home-"))
     config.addinivalue_line("markers", "slow: trains a tiny model end to end (still part of the default run)")
     config.addinivalue_line("markers", "browser: drives the UI in headless Chromium")

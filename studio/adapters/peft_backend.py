@@ -1,38 +1,101 @@
-"""PEFT backend: inject a LoRA into the family's trainable module, read and write its weights."""
+"""PEFT backend: lora, dora, loha, lokr, oft, boft and ia3 injected into a network by PEFT itself.
+
+Every method starts as the identity (LoRA's B, LoHa/LoKr's second factor at zero, OFT's rotation at I,
+IA3's scales at 1), so the untrained model is unchanged. Weights are read and written with PEFT's own
+`get_peft_model_state_dict` / `set_peft_model_state_dict` (keys without the adapter name).
+"""
 from __future__ import annotations
 
 import torch
 
+ADAPTER_NAME = "default"
 
-def lora_config(cfg, targets: list[str]):
-    from peft import LoraConfig
 
-    a = cfg.adapter
-    # Gaussian init of A (B is zero) as diffusers' LoRA examples: the model starts unchanged.
-    return LoraConfig(r=a.rank, lora_alpha=a.alpha, lora_dropout=a.dropout, target_modules=targets,
-                      init_lora_weights="gaussian")
+def build_config(kind: str, a, targets, args: dict):
+    """The PEFT config of `adapter.type` from the section `a` and the parsed `network_args`."""
+    from peft import BOFTConfig, IA3Config, LoHaConfig, LoKrConfig, LoraConfig, OFTConfig
+
+    if kind in ("lora", "dora"):
+        # Gaussian init of A (B is zero) as diffusers' LoRA examples: the model starts unchanged.
+        return LoraConfig(r=a.rank, lora_alpha=a.alpha, lora_dropout=a.dropout, target_modules=targets,
+                          use_dora=kind == "dora", bias=a.bias, **{"init_lora_weights": "gaussian", **args})
+    if kind == "loha":
+        return LoHaConfig(r=a.rank, alpha=a.alpha, rank_dropout=a.rank_dropout, module_dropout=a.module_dropout,
+                          target_modules=targets, **args)
+    if kind == "lokr":
+        return LoKrConfig(r=a.rank, alpha=a.alpha, rank_dropout=a.rank_dropout, module_dropout=a.module_dropout,
+                          decompose_both=a.lokr_decompose_both, decompose_factor=a.lokr_factor,
+                          use_effective_conv2d=a.lokr_use_tucker, target_modules=targets, **args)
+    if kind == "oft":  # `rank` is the block size: each block of `rank` input features gets its own rotation
+        return OFTConfig(r=0, oft_block_size=a.rank, module_dropout=a.module_dropout, bias=a.bias,
+                         target_modules=targets, **args)
+    if kind == "boft":
+        return BOFTConfig(boft_block_size=a.rank, boft_dropout=a.module_dropout, bias=a.bias,
+                          target_modules=targets, **args)
+    if kind == "ia3":  # no feed-forward modules: every target scales its output
+        return IA3Config(target_modules=targets, feedforward_modules=[], **args)
+    raise ValueError(f"adapter.type: PEFT has no '{kind}'")
+
+
+def config_from_dict(data: dict):
+    """A PEFT config from its `to_dict()` / adapter_config.json form (class picked by `peft_type`)."""
+    from peft import PeftConfig
+
+    data = {k: v for k, v in data.items() if k not in ("auto_mapping",)}
+    return PeftConfig.from_peft_type(**data)
 
 
 def inject(module: torch.nn.Module, config) -> None:
-    if hasattr(module, "add_adapter"):  # diffusers models (and transformers) carry PEFT's mixin
+    if hasattr(module, "add_adapter"):  # diffusers and transformers models carry PEFT's mixin
         module.add_adapter(config)
     else:
         from peft import inject_adapter_in_model
 
-        inject_adapter_in_model(config, module)
+        inject_adapter_in_model(config, module, adapter_name=ADAPTER_NAME)
+        module.peft_config = {ADAPTER_NAME: config}
 
 
 def state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     from peft.utils import get_peft_model_state_dict
 
-    return get_peft_model_state_dict(module)
+    return get_peft_model_state_dict(module, adapter_name=ADAPTER_NAME)
 
 
-def load_state_dict(module: torch.nn.Module, weights: dict[str, torch.Tensor]) -> None:
+def load_state_dict(module: torch.nn.Module, weights: dict[str, torch.Tensor]) -> list[str]:
+    """Load weights saved by `state_dict`; returns the adapter keys the file lacked (unexpected keys raise)."""
     from peft.utils import set_peft_model_state_dict
 
-    result = set_peft_model_state_dict(module, weights)
-    unexpected = getattr(result, "unexpected_keys", None)
+    result = set_peft_model_state_dict(module, weights, adapter_name=ADAPTER_NAME)
+    unexpected = list(getattr(result, "unexpected_keys", []) or [])
     if unexpected:
         raise ValueError(f"adapter weights do not match this model: {len(unexpected)} unexpected keys, "
                          f"e.g. {unexpected[:3]}")
+    expected = set(state_dict(module))
+    return sorted(expected - set(weights))
+
+
+def tuner_layers(module: torch.nn.Module):
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return [(name, m) for name, m in module.named_modules() if isinstance(m, BaseTunerLayer)]
+
+
+def set_enabled(module: torch.nn.Module, enabled: bool) -> None:
+    for _, layer in tuner_layers(module):
+        layer.enable_adapters(enabled)
+
+
+def merge_and_unload(module: torch.nn.Module) -> None:
+    """Fold every adapter layer into its base weight and put the plain base layer back in its place
+    (what `PeftModel.merge_and_unload` does, for a network injected without a PeftModel wrapper)."""
+    from peft.tuners.tuners_utils import _get_submodules
+
+    for name, layer in tuner_layers(module):
+        if not hasattr(layer, "base_layer"):
+            continue  # a container of adapter layers, not an adapted layer
+        layer.merge(safe_merge=True, adapter_names=[ADAPTER_NAME])
+        parent, _, child = _get_submodules(module, name)
+        setattr(parent, child, layer.get_base_layer())
+    for attr in ("peft_config", "_hf_peft_config_loaded"):
+        if hasattr(module, attr):
+            delattr(module, attr) if attr == "peft_config" else setattr(module, attr, False)

@@ -12,9 +12,10 @@ import torch.nn.functional as F
 
 from studio.families.base import ModelFamily, Sample
 from studio.families.paths import resolve_model_path
+from studio.families.sd_export import SdExportMixin
 
 
-class SdFamily(ModelFamily):
+class SdFamily(SdExportMixin, ModelFamily):
     kind = "image"
 
     @property
@@ -47,11 +48,25 @@ class SdFamily(ModelFamily):
         for module in (self.vae, self.unet, *self.text_encoders):
             module.requires_grad_(False)
             module.eval()
-        # The SDXL VAE overflows in fp16 (diffusers keeps it in fp32 too), so only the rest is cast.
-        self.vae.to(self.device, dtype=torch.float32 if self.is_xl else self.dtype)
         self.unet.to(self.device, dtype=self.dtype)
+        from studio.data.image_cache import attach_image_cache
+
+        # With a fresh cache the VAE and text encoders never run per step: they stay in CPU memory.
+        self.cache = attach_image_cache(self)
+        self.place_encoders(vae=not (self.cache and self.cache.serves_latents),
+                            text=not (self.cache and self.cache.serves_text))
+
+    @property
+    def vae_dtype(self) -> torch.dtype:
+        # The SDXL VAE overflows in fp16 (diffusers keeps it in fp32 too), so only the rest is cast.
+        return torch.float32 if self.is_xl else self.dtype
+
+    def place_encoders(self, vae: bool, text: bool) -> None:
+        """Move the VAE / text encoders to the device (True) or keep them in CPU memory (False)."""
+        self.encoders_on_device = (vae, text)
+        self.vae.to(self.device if vae else "cpu", dtype=self.vae_dtype)
         for te in self.text_encoders:
-            te.to(self.device, dtype=self.dtype)
+            te.to(self.device if text else "cpu", dtype=self.dtype)
 
     def _load_single_file(self, path: str) -> None:
         from diffusers import DDPMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
@@ -66,14 +81,11 @@ class SdFamily(ModelFamily):
     def trainable_module(self) -> torch.nn.Module:
         return self.unet
 
-    def default_targets(self) -> list[str]:
-        return ["to_q", "to_k", "to_v", "to_out.0"]
-
     # ---- data --------------------------------------------------------------------------------
     def train_dataset(self, split: str = "train"):
         from studio.data.image_source import build_image_dataset
 
-        return build_image_dataset(self.cfg, split)
+        return build_image_dataset(self.cfg, split, cache=getattr(self, "cache", None))
 
     def collate(self, items: list[dict]) -> dict:
         batch = torch.utils.data.default_collate([{k: v for k, v in it.items() if k != "caption"} for it in items])
@@ -90,11 +102,15 @@ class SdFamily(ModelFamily):
         return latents * self.vae.config.scaling_factor
 
     @torch.no_grad()
-    def encode_text(self, captions: list[str]) -> dict[str, torch.Tensor]:
+    def encode_text(self, captions: list[str], encoders: list | None = None) -> dict[str, torch.Tensor]:
+        return self._encode_text(captions, encoders)
+
+    def _encode_text(self, captions: list[str], encoders: list | None = None) -> dict[str, torch.Tensor]:
         """SD: last hidden state (B, 77, D). SDXL: both encoders' penultimate states concatenated
-        (B, 77, D1+D2) plus the second encoder's pooled projection (B, P), as in diffusers' SDXL example."""
+        (B, 77, D1+D2) plus the second encoder's pooled projection (B, P), as in diffusers' SDXL example.
+        With gradients (the text-encoder adapter trains through this); `encode_text` is the no-grad one."""
         embeds, pooled = [], None
-        for tokenizer, encoder in zip(self.tokenizers, self.text_encoders):
+        for tokenizer, encoder in zip(self.tokenizers, encoders or self.text_encoders):
             ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length,
                             truncation=True, return_tensors="pt").input_ids.to(self.device)
             out = encoder(ids, output_hidden_states=self.is_xl)
@@ -115,7 +131,9 @@ class SdFamily(ModelFamily):
             latents = self.encode_images(batch["pixel_values"], generator)
         latents = latents.to(self.device, dtype=self.dtype)
         text = {k: batch[k] for k in ("prompt_embeds", "pooled_prompt_embeds") if k in batch}
-        if not text:
+        if self.cfg.adapter.train_text_encoder:  # the text-encoder adapter learns: encode with gradients
+            text = self._encode_text(batch["caption"])
+        elif not text:
             text = self.encode_text(batch["caption"])
         bsz = latents.shape[0]
         # Noise and timesteps are drawn on the CPU generator: identical on every device and on resume.
@@ -132,7 +150,7 @@ class SdFamily(ModelFamily):
             target = self.noise_scheduler.get_velocity(latents, noise, timesteps)
         else:
             target = noise
-        return self._weighted_mse(pred.float(), target.float(), timesteps)
+        return self._weighted_mse(pred.float(), target.float(), timesteps, batch.get("loss_mask"))
 
     def _added_cond(self, batch: dict, text: dict, bsz: int) -> dict | None:
         if not self.is_xl:
@@ -140,33 +158,43 @@ class SdFamily(ModelFamily):
         res = self.cfg.data.resolution
         original = batch.get("original_size", torch.tensor([[res, res]] * bsz))
         crop = batch.get("crop_top_left", torch.zeros(bsz, 2, dtype=torch.long))
-        target = torch.tensor([[res, res]] * bsz)
+        target = batch.get("target_size", torch.tensor([[res, res]] * bsz))  # (B, 2) bucket (h, w)
         # (B, 6): original size, crop top-left, target size, as SDXL's micro-conditioning expects.
         time_ids = torch.cat([original, crop, target], dim=1).to(self.device, self.dtype)
         return {"text_embeds": text["pooled_prompt_embeds"].to(self.device, self.dtype), "time_ids": time_ids}
 
-    def _weighted_mse(self, pred, target, timesteps) -> torch.Tensor:
+    def _weighted_mse(self, pred, target, timesteps, mask=None) -> torch.Tensor:
         gamma = self.cfg.loss.snr_gamma
-        if gamma <= 0:
+        if gamma <= 0 and mask is None:
             return F.mse_loss(pred, target, reduction="mean")
+        dims = list(range(1, pred.ndim))
+        if mask is None:
+            loss = F.mse_loss(pred, target, reduction="none").mean(dim=dims)
+        else:  # alpha mask (B, 1, h, w): average over the visible latent cells only
+            mask = mask.to(pred)
+            covered = (mask.sum(dim=dims) * pred.shape[1]).clamp_min(1e-6)
+            loss = (F.mse_loss(pred, target, reduction="none") * mask).sum(dim=dims) / covered
+        if gamma <= 0:
+            return loss.mean()
         from diffusers.training_utils import compute_snr
 
         snr = compute_snr(self.noise_scheduler, timesteps)
         weights = torch.stack([snr, gamma * torch.ones_like(snr)], dim=1).min(dim=1)[0]
         weights = weights / snr if self.noise_scheduler.config.prediction_type == "epsilon" else weights / (snr + 1)
-        loss = F.mse_loss(pred, target, reduction="none").mean(dim=list(range(1, pred.ndim)))
         return (loss * weights).mean()
 
     # ---- sampling and export ---------------------------------------------------------------
-    def pipeline(self):
+    def pipeline(self, components: dict | None = None):
+        """The family's pipeline; `components` replaces networks by name (export checks, merged export)."""
         from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
 
+        nets = {"unet": self.unet, "text_encoder": self.text_encoders[0], **(components or {})}
         scheduler = EulerDiscreteScheduler.from_config(self.noise_scheduler.config)
-        parts = dict(vae=self.vae, unet=self.unet, scheduler=scheduler, text_encoder=self.text_encoders[0],
+        parts = dict(vae=self.vae, unet=nets["unet"], scheduler=scheduler, text_encoder=nets["text_encoder"],
                      tokenizer=self.tokenizers[0])
         if self.is_xl:
-            pipe = StableDiffusionXLPipeline(text_encoder_2=self.text_encoders[1], tokenizer_2=self.tokenizers[1],
-                                             **parts)
+            pipe = StableDiffusionXLPipeline(text_encoder_2=nets.get("text_encoder_2", self.text_encoders[1]),
+                                             tokenizer_2=self.tokenizers[1], **parts)
         else:
             pipe = StableDiffusionPipeline(safety_checker=None, feature_extractor=None,
                                            requires_safety_checker=False, **parts)
@@ -175,6 +203,14 @@ class SdFamily(ModelFamily):
 
     @torch.no_grad()
     def sample(self, prompts: list, step: int) -> list[Sample]:
+        placed = getattr(self, "encoders_on_device", (True, True))
+        self.place_encoders(vae=True, text=True)  # sampling decodes and encodes prompts on the device
+        try:
+            return self._sample(prompts, step)
+        finally:
+            self.place_encoders(*placed)
+
+    def _sample(self, prompts: list, step: int) -> list[Sample]:
         pipe, sampling, res = self.pipeline(), self.cfg.sampling, self.cfg.data.resolution
         out = []
         for p in prompts:
@@ -190,12 +226,17 @@ class SdFamily(ModelFamily):
             out.append(Sample(image, "image", meta))
         return out
 
-    def save_adapter(self, out_dir: Path, state_dict: dict[str, torch.Tensor], adapter_config) -> None:
+    def save_adapter(self, out_dir: Path, state_dict: dict[str, torch.Tensor], adapter_config,
+                     text_encoder_states: dict | None = None) -> None:
+        """`text_encoder_states`: {"text_encoder"[, "text_encoder_2"]: (state dict, PEFT config)}."""
         from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
         cls = StableDiffusionXLPipeline if self.is_xl else StableDiffusionPipeline
         metadata = adapter_config.to_dict() if adapter_config is not None else None
+        extra = {}
+        for name, (weights, config) in (text_encoder_states or {}).items():
+            extra[f"{name}_lora_layers"], extra[f"{name}_lora_adapter_metadata"] = weights, config.to_dict()
         cls.save_lora_weights(str(out_dir), unet_lora_layers=state_dict, weight_name="adapter_model.safetensors",
-                              unet_lora_adapter_metadata=metadata)
+                              unet_lora_adapter_metadata=metadata, **extra)
         if adapter_config is not None:
             adapter_config.save_pretrained(str(out_dir))

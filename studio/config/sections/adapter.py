@@ -1,34 +1,213 @@
-"""`adapter` section (FIELDS §4)."""
+"""`adapter` section (FIELDS §4): the method, its backend, its size and where it goes.
+
+Backends: PEFT implements lora, dora, loha, lokr, oft, boft and ia3; LyCORIS implements every type
+(LoCon, GLoRA, DyLoRA and full only exist there). `backend=auto` takes PEFT when it has the method.
+"""
 from __future__ import annotations
 
 from typing import Literal
 
 from pydantic import field_validator
 
-from studio.config.fields import Section, setting
+from studio.config.fields import UNET_FAMILIES, Section, setting
 
-AdapterType = Literal["lora"]
+AdapterType = Literal["lora", "dora", "loha", "lokr", "oft", "boft", "ia3", "locon", "glora", "dylora", "full"]
+PEFT_TYPES = ("lora", "dora", "loha", "lokr", "oft", "boft", "ia3")
+LYCORIS_ONLY_TYPES = ("locon", "glora", "dylora", "full")
+
+# `network_args` keys each backend accepts, beyond the first-class fields below. PEFT: fields of the
+# method's config class; LyCORIS: keyword arguments of its modules (lycoris/wrapper.py `create_lycoris`).
+PEFT_ARGS = {
+    "lora": ("use_rslora", "init_lora_weights", "fan_in_fan_out"),
+    "dora": ("use_rslora", "init_lora_weights", "fan_in_fan_out"),
+    "loha": ("use_effective_conv2d", "init_weights"),
+    "lokr": ("use_effective_conv2d", "rank_dropout_scale", "init_weights"),
+    "oft": ("coft", "eps", "block_share", "use_cayley_neumann", "num_cayley_neumann_terms", "init_weights"),
+    "boft": ("boft_block_num", "boft_n_butterfly_factor", "init_weights"),
+    "ia3": ("init_ia3_weights",),
+}
+LYCORIS_ARGS = ("use_tucker", "use_scalar", "block_size", "constraint", "rescaled", "dora_wd", "wd_on_output",
+                "full_matrix", "bypass_mode", "unbalanced_factorization", "train_norm", "rank_dropout_scale")
+# Keys that duplicate a field: named so the error can point at the field instead.
+ARG_FIELDS = {"r": "rank", "linear_dim": "rank", "network_dim": "rank", "lora_alpha": "alpha",
+              "linear_alpha": "alpha", "network_alpha": "alpha", "alpha": "alpha", "lora_dropout": "dropout",
+              "dropout": "dropout", "rank_dropout": "rank_dropout", "module_dropout": "module_dropout",
+              "conv_dim": "conv_rank", "conv_alpha": "conv_alpha", "factor": "lokr_factor",
+              "decompose_factor": "lokr_factor", "decompose_both": "lokr_decompose_both", "algo": "type",
+              "target_modules": "target_modules", "bias": "bias", "preset": "target_modules",
+              "oft_block_size": "rank", "boft_block_size": "rank"}
+
+
+def resolved_backend(adapter_type: str, backend: str) -> str:
+    """The rule of `backend=auto`: PEFT for the methods PEFT has, LyCORIS for the others."""
+    if backend != "auto":
+        return backend
+    return "peft" if adapter_type in PEFT_TYPES else "lycoris"
 
 
 class AdapterSection(Section):
-    type: AdapterType = setting("lora", "Adapter method. LoRA adds small low-rank matrices next to the "
-                                "chosen layers: small files, loads everywhere.")
-    rank: int = setting(16, "Adapter capacity (LoRA `r`). Higher learns more detail but gives bigger "
-                        "files and more memory. 8-32 is typical for a character or style.", ge=1, le=1024)
-    alpha: float = setting(16, "Scale of the adapter update; the effective strength is alpha / rank. "
-                           "alpha = rank gives a scale of 1.", gt=0, le=4096)
-    dropout: float = setting(0.0, "Randomly zero this share of adapter activations while training, "
-                             "to curb memorising small datasets. 0 = off.", ge=0.0, lt=1.0, step=0.01)
+    type: AdapterType = setting(
+        "lora", "Adapter method. lora: small low-rank update, loads everywhere (default). dora: LoRA with a "
+        "separate magnitude, often closer to full fine-tuning. loha / lokr: Hadamard / Kronecker "
+        "factorisations, more expressive per parameter. oft / boft: orthogonal rotations of the weights "
+        "(oft = diagonal-block OFT with LyCORIS). ia3: learned scaling vectors, tiny files. locon: LoRA "
+        "that also adapts convolutions. glora: generalised LoRA. dylora: LoRA trained at every rank up "
+        "to `rank`. full: trains the chosen layers' whole weights (big files).")
+    backend: Literal["auto", "peft", "lycoris"] = setting(
+        "auto", "Library that implements the method. `auto`: PEFT for lora, dora, loha, lokr, oft, boft "
+        "and ia3 (files load in diffusers/PEFT directly), LyCORIS for locon, glora, dylora and full "
+        "(PEFT does not have them). `lycoris` forces LyCORIS' own variants (e.g. Diag-OFT, conv layers "
+        "for LoHa/LoKr, DoRA-style LoKr).", group="advanced")
+    rank: int = setting(16, "Adapter capacity (LoRA `r`, network dim). Higher learns more detail but gives "
+                        "bigger files and more memory; 8-32 suits a character or a style. For oft and boft "
+                        "it is the size of the rotation blocks (must divide the layer width).", ge=1, le=1024)
+    alpha: float = setting(16, "Scale of the update: the effective strength is alpha / rank, so alpha = rank "
+                           "gives 1 and alpha = rank / 2 gives 0.5. Not used by oft, boft and ia3.",
+                           gt=0, le=4096)
+    dropout: float = setting(0.0, "Share of the adapter's inputs zeroed at random while training, to curb "
+                             "memorising a small dataset. 0 = off.", ge=0.0, lt=1.0, step=0.01)
+    rank_dropout: float = setting(0.0, "Share of the rank dimensions dropped at random each step (LoHa, "
+                                  "LoKr and LyCORIS methods). 0 = off.", ge=0.0, lt=1.0, step=0.01,
+                                  group="advanced", adapters=("loha", "lokr", "locon", "glora", "dylora"))
+    module_dropout: float = setting(0.0, "Chance of skipping a whole adapted layer for a step (LoHa, LoKr, "
+                                    "OFT, BOFT and LyCORIS methods). 0 = off.", ge=0.0, lt=1.0, step=0.01,
+                                    group="advanced")
+    attention_type: Literal["both", "self", "cross"] = setting(
+        "both", "Which attention layers get the adapter. `self`: attention inside the image/music stream "
+        "(style, texture, rhythm), about half the size; `cross`: attention to the prompt (prompt "
+        "following); `both`: all, best quality. Layers that are not attention (convolutions, MLPs) "
+        "listed in the targets are always kept.", families=("sd15", "sdxl", "acestep"))
     target_modules: list[str] = setting(
-        None, "Layer names to adapt (e.g. `to_q to_k to_v to_out.0`). Empty = the family's usual "
-        "attention projections. A space- or comma-separated string is accepted.",
-        default_factory=list, group="advanced")
-    init_from: str = setting("", "Start from an existing adapter file (.safetensors) instead of a fresh "
-                             "one, to keep refining it.", group="advanced", widget="path")
+        None, "Layer names to adapt, matched at the end of each module path (e.g. `to_q to_k to_v "
+        "to_out.0`). Empty = the family's attention projections. A space- or comma-separated string "
+        "is accepted.", default_factory=list, group="advanced")
+    self_target_modules: list[str] = setting(
+        None, "Separate layer names for self-attention (only with attention type `both`). Empty = "
+        "`target_modules`.", default_factory=list, group="advanced", families=("sd15", "sdxl", "acestep"))
+    cross_target_modules: list[str] = setting(
+        None, "Separate layer names for cross-attention (only with attention type `both`). Empty = "
+        "`target_modules`.", default_factory=list, group="advanced", families=("sd15", "sdxl", "acestep"))
+    bias: Literal["none", "lora_only", "all"] = setting(
+        "none", "Train bias terms too: `none` (recommended), `lora_only` (biases of the adapted layers) or "
+        "`all` (every bias of the network). PEFT lora/dora/oft/boft only; kohya files cannot carry them.",
+        group="advanced")
+    conv_rank: int = setting(0, "Rank for 3x3 convolutions (LoCon; also LoHa/LoKr with the LyCORIS "
+                             "backend). 0 = leave convolutions alone.", ge=0, le=1024, group="advanced",
+                             adapters=("locon", "loha", "lokr"))
+    conv_alpha: float = setting(1.0, "Alpha for the convolution layers (strength = conv_alpha / conv_rank).",
+                                gt=0, le=4096, group="advanced", adapters=("locon", "loha", "lokr"))
+    lokr_factor: int = setting(-1, "LoKr: split each weight into Kronecker factors of about this size. -1 = "
+                               "automatic (as balanced as possible).", ge=-1, le=8192, group="advanced",
+                               adapters=("lokr",))
+    lokr_decompose_both: bool = setting(False, "LoKr: also factor the smaller Kronecker matrix into two "
+                                        "low-rank ones (fewer parameters).", group="advanced",
+                                        adapters=("lokr",))
+    lokr_use_tucker: bool = setting(False, "LoKr: Tucker decomposition of convolution kernels (smaller conv "
+                                    "adapters).", group="advanced", adapters=("lokr",))
+    lokr_use_scalar: bool = setting(False, "LoKr (LyCORIS): learn an extra scalar per layer, so the update "
+                                    "can start non-zero.", group="advanced", adapters=("lokr",))
+    lokr_weight_decompose: bool = setting(False, "LoKr (LyCORIS): DoRA-style magnitude/direction split of "
+                                          "the updated weight.", group="advanced", adapters=("lokr",))
+    network_args: str = setting(
+        "", "Extra method options as `key=value` pairs separated by spaces or commas, e.g. `use_rslora=true` "
+        "(PEFT LoRA) or `constraint=0.0001 rescaled=true` (LyCORIS OFT). Numbers, true/false and plain "
+        "words only; the keys each method accepts are listed in the error for a wrong one.",
+        group="advanced")
+    init_from: str = setting("", "Start from an existing adapter (a run folder, or its "
+                             "adapter_model.safetensors) instead of a fresh one, to keep refining it. It must "
+                             "have the same type, rank and layers.", group="advanced", widget="path")
+    train_text_encoder: bool = setting(False, "Also put the adapter on the text encoder(s). Can sharpen a "
+                                       "concept's trigger word but overfits easily; the text embeddings are "
+                                       "then computed every step (never cached).", group="advanced",
+                                       families=UNET_FAMILIES)
+    text_encoder_lr: float = setting(1e-4, "Learning rate of the text-encoder adapter; usually 5-10x below "
+                                     "the main learning rate because the text encoder is fragile.", gt=0.0,
+                                     le=10.0, group="advanced", families=UNET_FAMILIES)
+    merge_after_training: bool = setting(False, "After training, also write `merged/`: the full model with "
+                                         "the adapter folded into its weights (no adapter needed to use it, "
+                                         "but the size of the whole model).", group="advanced")
+    verify_exports: bool = setting(True, "Load every written adapter file back through its target loader "
+                                   "(diffusers, PEFT, LyCORIS) and compare its output with the trained model; "
+                                   "a mismatch fails the run. Loads a second copy of the base network.",
+                                   group="advanced")
 
-    @field_validator("target_modules", mode="before")
+    @field_validator("target_modules", "self_target_modules", "cross_target_modules", mode="before")
     @classmethod
     def _split_string(cls, value):
         if isinstance(value, str):
             return [part for part in value.replace(",", " ").split() if part]
         return value
+
+    @property
+    def resolved_backend(self) -> str:
+        return resolved_backend(self.type, self.backend)
+
+    def problems(self, cfg) -> list[tuple[str, str]]:
+        backend, kind = self.resolved_backend, self.type
+        out: list[tuple[str, str]] = []
+        if backend == "peft" and kind in LYCORIS_ONLY_TYPES:
+            out.append(("adapter.backend", f"PEFT has no '{kind}'; use backend 'lycoris' or 'auto'"))
+        out += self._dropout_problems(backend)
+        out += self._option_problems(backend, cfg)
+        out += _network_args_problems(self.network_args, kind, backend)
+        return out
+
+    def _dropout_problems(self, backend: str) -> list[tuple[str, str]]:
+        out, kind = [], self.type
+        if backend == "peft":
+            if self.dropout > 0 and kind not in ("lora", "dora"):
+                out.append(("adapter.dropout", f"PEFT's {kind} has no input dropout; use rank_dropout / "
+                            "module_dropout, or backend 'lycoris'"))
+            if self.rank_dropout > 0 and kind not in ("loha", "lokr"):
+                out.append(("adapter.rank_dropout", f"PEFT's {kind} has no rank dropout (loha and lokr do)"))
+            if self.module_dropout > 0 and kind not in ("loha", "lokr", "oft", "boft"):
+                out.append(("adapter.module_dropout", f"PEFT's {kind} has no module dropout (loha, lokr, oft "
+                            "and boft do)"))
+        return out
+
+    def _option_problems(self, backend: str, cfg) -> list[tuple[str, str]]:
+        out, kind = [], self.type
+        if self.attention_type != "both" and (self.self_target_modules or self.cross_target_modules):
+            out.append(("adapter.self_target_modules", "separate self/cross targets need attention_type "
+                        f"'both' (got '{self.attention_type}')"))
+        if self.bias != "none" and (backend != "peft" or kind not in ("lora", "dora", "oft", "boft")):
+            out.append(("adapter.bias", f"'{self.bias}' needs backend peft with type lora, dora, oft or boft "
+                        f"(got {kind} on {backend})"))
+        if self.conv_rank > 0 and not (backend == "lycoris" and kind in ("locon", "loha", "lokr")):
+            out.append(("adapter.conv_rank", "convolution layers need type locon, or loha/lokr with backend "
+                        f"'lycoris' (got {kind} on {backend})"))
+        lokr_set = [name for name in ("lokr_decompose_both", "lokr_use_tucker", "lokr_use_scalar",
+                                      "lokr_weight_decompose") if getattr(self, name)]
+        if self.lokr_factor != -1:
+            lokr_set.append("lokr_factor")
+        if lokr_set and kind != "lokr":
+            out.append((f"adapter.{lokr_set[0]}", f"only applies to type 'lokr' (got '{kind}')"))
+        for name in ("lokr_use_scalar", "lokr_weight_decompose"):
+            if kind == "lokr" and getattr(self, name) and backend != "lycoris":
+                out.append((f"adapter.{name}", "needs backend 'lycoris' (PEFT's LoKr has no such option)"))
+        family = cfg.model.family
+        if self.train_text_encoder and family not in UNET_FAMILIES:
+            out.append(("adapter.train_text_encoder", f"only for sd15 / sdxl (model.family is '{family}')"))
+        if self.train_text_encoder and kind == "full":
+            out.append(("adapter.train_text_encoder", "not with type 'full'; use a low-rank method"))
+        if self.attention_type != "both" and family not in ("sd15", "sdxl", "acestep"):
+            out.append(("adapter.attention_type", f"'{family}' has no self/cross split; use 'both'"))
+        return out
+
+
+def _network_args_problems(text: str, kind: str, backend: str) -> list[tuple[str, str]]:
+    from studio.config.kv import parse_key_values
+
+    try:
+        args = parse_key_values(text)
+    except ValueError as err:
+        return [("adapter.network_args", str(err))]
+    allowed = PEFT_ARGS.get(kind, ()) if backend == "peft" else LYCORIS_ARGS
+    out = []
+    for key in args:
+        if key in ARG_FIELDS:
+            out.append(("adapter.network_args", f"'{key}' has its own setting: use adapter.{ARG_FIELDS[key]}"))
+        elif key not in allowed:
+            out.append(("adapter.network_args", f"unknown key '{key}' for {kind} on {backend}; allowed: "
+                        + (", ".join(allowed) or "none")))
+    return out

@@ -1,0 +1,150 @@
+"""SD 1.5 / SDXL side of adapters: which networks carry them, kohya names, and what export checks need
+(fresh networks, a fixed UNet input, diffusers' own LoRA loader, a merged pipeline folder).
+
+Mixed into `SdFamily`; everything here reads the family's loaded parts (`unet`, `text_encoders`, ...).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+# Model spec architecture ids (Stability's sai-model-spec, read by ComfyUI / civitai) per family.
+_ARCHITECTURE = {"sd15": "stable-diffusion-v1", "sdxl": "stable-diffusion-xl-v1-base"}
+_BASE_VERSION = {"sd15": "sd_v1", "sdxl": "sdxl_base_v1-0"}
+
+
+class SdExportMixin:
+    lora_loader_name = "diffusers load_lora_weights"  # how export checks name `load_lora_file`
+    @property
+    def kohya_prefixes(self) -> dict[str, str]:
+        # kohya's names: SD 1.x text encoder `lora_te`, SDXL's two `lora_te1` / `lora_te2`, and CLIP layers
+        # named from `text_model.` (transformers 4's layout; transformers 5 dropped that level, so it is
+        # put back here for ComfyUI / A1111 to recognise the keys).
+        inner = "" if hasattr(self.text_encoders[0], "text_model") else "_text_model"
+        return {"unet": "lora_unet", "text_encoder": ("lora_te1" if self.is_xl else "lora_te") + inner,
+                "text_encoder_2": "lora_te2" + inner}
+
+    def default_targets(self, component: str = "unet") -> list[str]:
+        if component.startswith("text_encoder"):
+            return ["q_proj", "k_proj", "v_proj", "out_proj"]  # CLIP attention projections
+        return ["to_q", "to_k", "to_v", "to_out.0"]
+
+    def adapter_components(self, text_encoders: bool = False) -> dict[str, torch.nn.Module]:
+        out = {"unet": self.unet}
+        if text_encoders:
+            # Trained encoders run every step (cached embeddings are ignored): keep them on the device.
+            vae_on_device = getattr(self, "encoders_on_device", (True, True))[0]
+            self.place_encoders(vae=vae_on_device, text=True)
+            for i, encoder in enumerate(self.text_encoders):
+                out["text_encoder" if i == 0 else f"text_encoder_{i + 1}"] = encoder
+        return out
+
+    def attention_scopes(self) -> dict[str, str]:
+        # diffusers' BasicTransformerBlock: attn1 attends to the image itself, attn2 to the prompt
+        return {"self": "attn1", "cross": "attn2"}
+
+    def conv_targets(self) -> list[str]:
+        # kohya's LoCon set: ResNet convolutions and the down/up-sampling convolutions
+        return ["conv1", "conv2", "conv_shortcut", "downsamplers.0.conv", "upsamplers.0.conv"]
+
+    def kohya_metadata(self) -> dict[str, str]:
+        family = self.cfg.model.family
+        res = self.cfg.data.resolution
+        return {"ss_base_model_version": _BASE_VERSION[family], "ss_v2": "False",
+                "modelspec.sai_model_spec": "1.0.0", "modelspec.architecture": f"{_ARCHITECTURE[family]}/lora",
+                "modelspec.implementation": "diffusers", "modelspec.resolution": f"{res}x{res}",
+                "modelspec.title": self.cfg.job.name or "adapter"}
+
+    # ---- export checks ---------------------------------------------------------------------------
+    def load_base_components(self, path: str | None = None) -> dict[str, torch.nn.Module]:
+        from diffusers import UNet2DConditionModel
+        from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+        from studio.families.paths import resolve_model_path
+
+        src = str(path or resolve_model_path(self.cfg.model.path))
+        with_te = self.cfg.adapter.train_text_encoder or path is not None
+        if src.endswith(".safetensors"):
+            pipe = self._single_file_pipeline(src)
+            out = {"unet": pipe.unet, "text_encoder": pipe.text_encoder}
+            if self.is_xl:
+                out["text_encoder_2"] = pipe.text_encoder_2
+        else:
+            kw = {"torch_dtype": self.dtype}
+            if not path:
+                kw.update(revision=self.cfg.model.revision or None, variant=self.cfg.model.weight_variant or None)
+            out = {"unet": UNet2DConditionModel.from_pretrained(src, subfolder="unet", **kw)}
+            if with_te:
+                out["text_encoder"] = CLIPTextModel.from_pretrained(src, subfolder="text_encoder", **kw)
+                if self.is_xl:
+                    out["text_encoder_2"] = CLIPTextModelWithProjection.from_pretrained(
+                        src, subfolder="text_encoder_2", **kw)
+        if not with_te:
+            out = {"unet": out["unet"]}
+        for module in out.values():
+            module.requires_grad_(False)
+            module.eval()
+            module.to(self.device)
+        return out
+
+    def _single_file_pipeline(self, path: str):
+        from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+        cls = StableDiffusionXLPipeline if self.is_xl else StableDiffusionPipeline
+        return cls.from_single_file(path, torch_dtype=self.dtype)
+
+    def verification_inputs(self) -> dict:
+        gen = torch.Generator().manual_seed(20240601)
+        # (1, 4, 8, 8) latents: small enough for any UNet depth (8 -> 4 -> 2 -> 1), fast on a CPU.
+        latents = torch.randn(1, self.unet.config.in_channels, 8, 8, generator=gen)
+        return {"latents": latents, "timestep": torch.tensor([499]), "caption": ["a photo of a red fox, studio light"]}
+
+    @torch.no_grad()
+    def verification_forward(self, components: dict[str, torch.nn.Module], inputs: dict) -> torch.Tensor:
+        """UNet noise prediction (1, 4, 8, 8) for the fixed input, text encoded by `components`' encoders."""
+        encoders = [components.get("text_encoder", self.text_encoders[0])]
+        if self.is_xl:
+            encoders.append(components.get("text_encoder_2", self.text_encoders[1]))
+        devices = [next(e.parameters()).device for e in encoders]
+        for encoder in encoders:
+            encoder.to(self.device)
+        try:
+            text = self.encode_text(inputs["caption"], encoders=encoders)
+        finally:
+            for encoder, device in zip(encoders, devices):
+                encoder.to(device)
+        unet = components.get("unet", self.unet)
+        latents = inputs["latents"].to(self.device, self.dtype)
+        out = unet(latents, inputs["timestep"].to(self.device), text["prompt_embeds"].to(self.device, self.dtype),
+                   added_cond_kwargs=self._added_cond({}, text, 1)).sample
+        return out.float().cpu()
+
+    def load_lora_file(self, components: dict[str, torch.nn.Module], file: Path) -> list[str]:
+        """diffusers' `load_lora_weights` (PEFT or kohya keys) into a pipeline built on `components`."""
+        pipe = self.pipeline(components)
+        warnings = _LoaderWarnings()
+        loggers = [logging.getLogger(name) for name in ("diffusers", "transformers")]  # text encoders: transformers
+        for logger in loggers:
+            logger.addHandler(warnings)
+        try:
+            pipe.load_lora_weights(str(Path(file).parent), weight_name=Path(file).name, adapter_name="exported")
+        finally:
+            for logger in loggers:
+                logger.removeHandler(warnings)
+        return warnings.messages
+
+    def save_merged(self, out_dir: Path, components: dict[str, torch.nn.Module]) -> None:
+        self.pipeline(components).save_pretrained(str(out_dir), safe_serialization=True)
+
+
+class _LoaderWarnings(logging.Handler):
+    """Collects what the loaders warn about (keys they could not place, adapters they skipped)."""
+
+    def __init__(self):
+        super().__init__(level=logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
