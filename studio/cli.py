@@ -34,6 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("preprocess", help="scan the dataset and build or refresh its cache")
     _add_config_args(p)
 
+    p = sub.add_parser("estimate", help="rank the model's layers by gradient norm on the data; writes "
+                       "target_modules.json (top layers) into the run folder")
+    _add_config_args(p)
+    p.add_argument("--batches", type=int, default=4, help="batches to run forward and backward (default 4)")
+    p.add_argument("--top-k", type=int, default=16, help="layers written to target_modules.json (default 16)")
+
     p = sub.add_parser("tiny-model", help="write a tiny random model folder (offline tests and demo)")
     p.add_argument("family", help="sd15, sdxl, sd3, flux, acestep or causal_lm")
     p.add_argument("out_dir")
@@ -63,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
             from studio.data.preprocess import preprocess_from_cli
 
             return preprocess_from_cli(args.config, args.overrides)
+        if args.command == "estimate":
+            from studio.estimate import estimate_from_cli
+
+            return estimate_from_cli(args.config, args.overrides, batches=args.batches, top_k=args.top_k)
         if args.command == "tiny-model":
             from studio.families.tiny import TINY_FAMILIES, write_tiny_model
 

@@ -11,6 +11,8 @@ from studio.config.errors import ConfigError
 from studio.config.sections.adapter import AdapterSection
 from studio.config.sections.data import DataSection
 from studio.config.sections.job_model import JobSection, ModelSection
+from studio.config.sections.llm import llm_problems
+from studio.config.sections.music import music_problems
 from studio.config.sections.outputs import (CheckpointingSection, EvaluationSection, LoggingSection,
                                             SamplingSection)
 from studio.config.sections.platform import DistributedSection, HubSection
@@ -55,6 +57,8 @@ class JobConfig(BaseModel):
         for name in SECTIONS:
             problems += getattr(self, name).problems(self)
         problems += _schedule_rules(self)
+        problems += llm_problems(self)
+        problems += music_problems(self)
         if problems:
             raise ConfigError(problems)
         return self
@@ -66,8 +70,6 @@ def _schedule_rules(cfg: JobConfig) -> list[tuple[str, str]]:
 
     problems: list[tuple[str, str]] = []
     notes = cfg._notes
-    if not cfg.data.path.strip():
-        problems.append(("data.path", "required: the training data folder or file"))
     if cfg.optimizer.name == "prodigy":
         if cfg.scheduler.name != "constant":
             notes.append(f"Prodigy adapts the step size itself: scheduler '{cfg.scheduler.name}' "

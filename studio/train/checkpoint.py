@@ -66,7 +66,7 @@ def commit_checkpoint(run_dir: Path, step: int, *, adapter, optimizer, scheduler
     if ema is not None:
         torch.save(ema.state_dict(), tmp / "ema.pt")
         files["ema.pt"] = None
-    adapter.save(tmp)  # the loadable adapter too, so any checkpoint can be tried in a pipeline
+    adapter.save(tmp, step=step)  # the loadable adapter too, so any checkpoint can be tried in a pipeline
     (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=2), encoding="utf-8")
     for path in tmp.iterdir():
         _fsync_file(path)

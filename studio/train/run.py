@@ -12,30 +12,10 @@ import time
 from pathlib import Path
 
 from studio.config import ConfigError, finalize_job, load_config
+from studio.config.preflight import preflight
 from studio.train.console import capture_console
 
 log = logging.getLogger("studio.train")
-
-
-def preflight(cfg) -> None:
-    """Problems that can be found before anything is loaded, named by field."""
-    from studio.data.image_source import resolve_data_path
-
-    problems = []
-    for key in ("path", "eval_path"):
-        value = getattr(cfg.data, key)
-        if value and not value.startswith("demo:") and not resolve_data_path(value).exists():
-            problems.append((f"data.{key}", f"not found: {value}"))
-    path = cfg.model.path
-    if path and not path.startswith("tiny:") and (path.startswith((".", "/", "~")) or path.count("/") != 1):
-        if not Path(path).expanduser().exists():
-            problems.append(("model.path", f"not found: {path}"))
-    resume = cfg.checkpointing.resume_from
-    if resume and not (Path(resume) / "manifest.json").is_file():
-        problems.append(("checkpointing.resume_from", f"{resume} is not a complete checkpoint folder "
-                         "(checkpoint-<step> with a manifest.json)"))
-    if problems:
-        raise ConfigError(problems)
 
 
 def library_versions() -> dict:
@@ -55,6 +35,7 @@ def write_training_args(run_dir: Path, cfg, trainer) -> None:
     fingerprint = ds.fingerprint() if hasattr(ds, "fingerprint") else None
     record = {"config": cfg.model_dump(mode="json"), "versions": library_versions(), "seed": cfg.training.seed,
               "dataset_fingerprint": fingerprint, "dataset_items": len(ds), "total_steps": trainer.total_steps,
+              "dataset_cache": ds.cache_summary() if hasattr(ds, "cache_summary") else None,
               "notes": trainer.notes, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
     tmp = run_dir / "training_args.json.tmp"
     tmp.write_text(json.dumps(record, indent=2), encoding="utf-8")
@@ -109,10 +90,13 @@ def _train(cfg, run_dir: Path, progress, progress_bar: bool):
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
+    from studio.data.preflight import is_image_job, scan_image_job
     from studio.train import checkpoint as ckpt
     from studio.train.loop import Loop
     from studio.train.setup import build_trainer, mixed_precision
 
+    if is_image_job(cfg):  # name every unusable file (and refuse with on_bad_file=error) before loading
+        scan_image_job(cfg, progress)
     set_seed(cfg.training.seed)
     accelerator = Accelerator(mixed_precision=mixed_precision(cfg), cpu=cfg.model.device == "cpu")
     progress.event("loading", message=f"loading {cfg.model.family} model from {cfg.model.path}")
@@ -153,8 +137,10 @@ def finish(loop, run_dir: Path) -> None:
     params = t.adapter.trainable_params()
     if t.ema is not None:
         t.ema.copy_to(params)
-    t.adapter.save(run_dir)
-    loop.progress.event("saved", step=loop.step, path=str(run_dir / "adapter_model.safetensors"))
+    from studio.adapters.export import finish_exports
+
+    # adapter_model.safetensors, the kohya file, merged/ when asked; each loaded back and checked
+    finish_exports(t.adapter, run_dir, step=loop.step, progress=loop.progress)
     if cfg.hub.push_to_hub:
         from studio.hub import push_run
 

@@ -70,16 +70,21 @@ def build_trainer(cfg, accelerator) -> Trainer:
     if cfg.memory.gradient_checkpointing:
         family.gradient_checkpointing()
     train_ds = family.train_dataset("train")
-    sampler = EpochSampler(len(train_ds), cfg.training.seed, cfg.data.shuffle)
     opts = loader_options(cfg, device)
-    train_loader = torch.utils.data.DataLoader(train_ds, batch_size=cfg.training.batch_size, sampler=sampler,
-                                               collate_fn=family.collate, **opts)
+    if hasattr(train_ds, "batch_sampler"):  # bucketed images: each batch holds one shape
+        sampler = train_ds.batch_sampler(cfg, train=True)
+        train_loader = torch.utils.data.DataLoader(train_ds, batch_sampler=sampler, collate_fn=family.collate, **opts)
+    else:
+        sampler = EpochSampler(len(train_ds), cfg.training.seed, cfg.data.shuffle)
+        train_loader = torch.utils.data.DataLoader(train_ds, batch_size=cfg.training.batch_size, sampler=sampler,
+                                                   collate_fn=family.collate, **opts)
     eval_loader = None
     if cfg.evaluation.strategy != "no":
         eval_ds = family.train_dataset("eval")
         if len(eval_ds):
-            eval_loader = torch.utils.data.DataLoader(eval_ds, batch_size=cfg.training.batch_size,
-                                                      collate_fn=family.collate, num_workers=0)
+            batching = ({"batch_sampler": eval_ds.batch_sampler(cfg, train=False)} if hasattr(eval_ds, "batch_sampler")
+                        else {"batch_size": cfg.training.batch_size})
+            eval_loader = torch.utils.data.DataLoader(eval_ds, collate_fn=family.collate, num_workers=0, **batching)
     accum = cfg.training.gradient_accumulation_steps
     batches = len(train_loader)
     steps_per_epoch = math.ceil(batches / accum)
@@ -89,7 +94,9 @@ def build_trainer(cfg, accelerator) -> Trainer:
     else:
         epochs = cfg.training.epochs
         total = epochs * steps_per_epoch
-    optimizer = build_optimizer(adapter.trainable_params(), cfg)
+    if hasattr(sampler, "set_total_batches"):  # progressive resolution splits the run's batches
+        sampler.set_total_batches(total * accum)
+    optimizer = build_optimizer(adapter.param_groups(cfg.training.learning_rate), cfg)  # text encoders: own LR
     scheduler = build_scheduler(optimizer, cfg, total)
     module, optimizer = accelerator.prepare(family.trainable_module(), optimizer)
     if accelerator.num_processes > 1:

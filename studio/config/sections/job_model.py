@@ -27,6 +27,10 @@ class ModelSection(Section):
     variant: str = setting("", "Family variant. ACE-Step: turbo / base / sft. Causal LM: sft (chat "
                            "fine-tuning) or pretrain (plain text). Empty for image families.",
                            families=("acestep", "causal_lm"))
+    base_variant: Literal["", "turbo", "base", "sft"] = setting(
+        "", "ACE-Step fine-tune (a variant that is not turbo, base or sft): the official variant it was "
+        "made from, which picks its timestep sampling and defaults. Empty = read from the model's "
+        "transformer config.", families=("acestep",), group="advanced")
     revision: str = setting("", "Hub branch, tag or commit to load (hub ids only). Empty = main.",
                             group="advanced")
     weight_variant: str = setting("", "Weight variant inside a hub repo, e.g. `fp16`. Empty = the default "
@@ -40,12 +44,14 @@ class ModelSection(Section):
     tokenizer_path: str = setting("", "Tokenizer folder when it differs from the model's own (custom or "
                                   "extended tokenizer). Empty = use the model's.", group="advanced",
                                   families=("causal_lm",), widget="path")
+    quantization: Literal["none", "8bit", "4bit"] = setting(
+        "none", "Load the frozen base model in 8-bit or 4-bit (NF4) through bitsandbytes to cut its memory "
+        "(QLoRA with a LoRA adapter). Needs a CUDA GPU and the bitsandbytes package; `none` keeps full "
+        "weights.", group="advanced", families=("causal_lm",))
 
     def problems(self, cfg) -> list[tuple[str, str]]:
         out = []
-        if not self.path.strip():
-            out.append(("model.path", "required: a model folder, hub id, .safetensors file or tiny:<family>"))
-        elif self.path.startswith("tiny:") and self.path[5:] not in ALL_FAMILIES:
+        if self.path.startswith("tiny:") and self.path[5:] not in ALL_FAMILIES:
             out.append(("model.path", f"unknown tiny model {self.path!r}; use one of "
                         + ", ".join(f"tiny:{f}" for f in ALL_FAMILIES)))
         elif self.path.lower().endswith(".gguf"):

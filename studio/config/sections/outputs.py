@@ -61,6 +61,8 @@ class SamplePrompt(Section):
                               le=100.0)
     width: int = setting(0, "Width in pixels; 0 = the training resolution.", ge=0, le=8192)
     height: int = setting(0, "Height in pixels; 0 = the training resolution.", ge=0, le=8192)
+    lyrics: str = setting("", "Lyrics of the sample song (`[verse]`, `[chorus]` tags allowed). Empty = "
+                          "instrumental.", families=("acestep",))
 
 
 class SamplingSection(Section):
@@ -74,6 +76,13 @@ class SamplingSection(Section):
                                  group="advanced")
     default_guidance: float = setting(7.0, "Guidance scale when a prompt does not set its own.", ge=0.0,
                                       le=100.0, group="advanced")
+    max_new_tokens: int = setting(64, "Longest completion generated for each sample prompt, in tokens.",
+                                  ge=1, le=8192, families=("causal_lm",))
+    temperature: float = setting(0.7, "Sampling temperature of text completions: higher is more varied; "
+                                 "0 = always the most likely token (greedy).", ge=0.0, le=5.0, step=0.05,
+                                 families=("causal_lm",))
+    audio_seconds: float = setting(10.0, "Length of each sample song in seconds.", gt=0.0, le=600.0,
+                                   families=("acestep",))
 
     def __init__(self, **data):
         prompts = data.get("prompts")

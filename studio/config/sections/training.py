@@ -76,7 +76,25 @@ class SchedulerSection(Section):
 class LossSection(Section):
     snr_gamma: float = setting(0.0, "Min-SNR-gamma weighting (paper: arXiv 2303.09556): down-weights the "
                                "easy, low-noise timesteps; steadier and faster convergence. 5 is the usual "
-                               "value; 0 = off.", ge=0.0, le=100.0, families=("sd15", "sdxl"))
+                               "value; 0 = off. Music (base/sft): only used with loss weighting `min_snr`, "
+                               "where 0 means 5.", ge=0.0, le=100.0, families=("sd15", "sdxl", "acestep"))
+    # ---- music (ACE-Step): empty = the variant's value (studio/config/sections/music.py) --------------
+    shift: float | None = setting(None, "Timestep shift of the sampler, stored with the adapter for "
+                                  "inference and used for in-training samples; it does not change training. "
+                                  "Empty = the variant's value (turbo 3.0, base/sft 1.0).", gt=0.0, le=20.0,
+                                  families=("acestep",), group="advanced")
+    num_inference_steps: int | None = setting(None, "Denoising steps for inference and in-training samples. "
+                                              "Empty = the variant's value (turbo 8, base/sft 50).", ge=1,
+                                              le=1000, families=("acestep",), group="advanced")
+    cfg_ratio: float | None = setting(None, "Share of steps trained with the null condition instead of the "
+                                      "prompt, so guidance (CFG) keeps working. Base/sft were trained at 0.15: "
+                                      "keep it. Empty = 0.15 for base/sft. Not available for turbo, which is "
+                                      "guidance-distilled.", ge=0.0, le=1.0, step=0.01, families=("acestep",),
+                                      variants=("base", "sft"))
+    loss_weighting: Literal["none", "min_snr"] = setting(
+        "none", "Per-timestep loss weights. `min_snr` down-weights the noisiest timesteps (strength: "
+        "snr_gamma); try it when base/sft results sound mushy. Not available for turbo.",
+        families=("acestep",), variants=("base", "sft"))
     noise_offset: float = setting(0.0, "Add a small per-channel offset to the noise so the model learns "
                                   "very dark and very bright images. 0.05-0.1 is common; 0 = off.",
                                   ge=0.0, le=1.0, families=IMAGE_FAMILIES, group="advanced", step=0.01)
