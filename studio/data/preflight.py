@@ -16,14 +16,20 @@ def is_image_job(cfg) -> bool:
     return cfg.model.family in IMAGE_FAMILIES
 
 
-def scan_image_job(cfg, progress=None) -> ScanReport:
-    """Scan the training (and separate eval) folders, report, and raise `DataError` when refused."""
+def scan_job_images(cfg) -> ScanReport:
+    """Scan the training folders and the separate eval folder, if any, into one report."""
     report, _ = scan_images(cfg, "train")
     if cfg.data.eval_path:
         extra, _ = scan_images(cfg, "eval")
         report.items += extra.items
         report.bad += extra.bad
         report.warnings += extra.warnings
+    return report
+
+
+def scan_image_job(cfg, progress=None) -> ScanReport:
+    """Scan the training (and separate eval) folders, report, and raise `DataError` when refused."""
+    report = scan_job_images(cfg)
     if progress is not None:
         progress.event("scan", images=len(report.items), bad=len(report.bad), warnings=len(report.warnings),
                        bad_files=[{"path": str(f.path), "reason": f.reason} for f in report.bad[:LISTED_IN_EVENT]],

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from studio.adapters.loader_warnings import capture_loader_warnings
+
 log = logging.getLogger("studio.adapters")
 # diffusers' AceStepTransformer1DModel names -> ACE-Step 1.5's original decoder names
 _TO_ORIGINAL = {".to_q.": ".q_proj.", ".to_k.": ".k_proj.", ".to_v.": ".v_proj.", ".to_out.0.": ".o_proj."}
@@ -112,25 +114,10 @@ class AceStepExportMixin:
     def load_lora_file(self, components: dict[str, torch.nn.Module], file: Path) -> list[str]:
         """`AceStepPipeline.load_lora_weights` on a pipeline around `components` (diffusers or ACE-Step keys)."""
         pipe = self.pipeline(transformer=components["transformer"])
-        warnings = _LoaderWarnings()
-        logger = logging.getLogger("diffusers")
-        logger.addHandler(warnings)
-        try:
+        with capture_loader_warnings("diffusers") as messages:
             pipe.load_lora_weights(str(Path(file).parent), weight_name=Path(file).name, adapter_name="exported")
-        finally:
-            logger.removeHandler(warnings)
-        return warnings.messages
+        return messages
 
     def save_merged(self, out_dir: Path, components: dict[str, torch.nn.Module]) -> None:
         self.pipeline(transformer=components["transformer"]).save_pretrained(str(out_dir), safe_serialization=True)
 
-
-class _LoaderWarnings(logging.Handler):
-    """Collects what diffusers' loader warns about (keys it could not place, adapters it skipped)."""
-
-    def __init__(self):
-        super().__init__(level=logging.WARNING)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())

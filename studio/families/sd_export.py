@@ -5,10 +5,11 @@ Mixed into `SdFamily`; everything here reads the family's loaded parts (`unet`, 
 """
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import torch
+
+from studio.adapters.loader_warnings import capture_loader_warnings
 
 # Model spec architecture ids (Stability's sai-model-spec, read by ComfyUI / civitai) per family.
 _ARCHITECTURE = {"sd15": "stable-diffusion-v1", "sdxl": "stable-diffusion-xl-v1-base"}
@@ -124,27 +125,10 @@ class SdExportMixin:
     def load_lora_file(self, components: dict[str, torch.nn.Module], file: Path) -> list[str]:
         """diffusers' `load_lora_weights` (PEFT or kohya keys) into a pipeline built on `components`."""
         pipe = self.pipeline(components)
-        warnings = _LoaderWarnings()
-        loggers = [logging.getLogger(name) for name in ("diffusers", "transformers")]  # text encoders: transformers
-        for logger in loggers:
-            logger.addHandler(warnings)
-        try:
+        with capture_loader_warnings("diffusers", "transformers") as messages:  # text encoders: transformers
             pipe.load_lora_weights(str(Path(file).parent), weight_name=Path(file).name, adapter_name="exported")
-        finally:
-            for logger in loggers:
-                logger.removeHandler(warnings)
-        return warnings.messages
+        return messages
 
     def save_merged(self, out_dir: Path, components: dict[str, torch.nn.Module]) -> None:
         self.pipeline(components).save_pretrained(str(out_dir), safe_serialization=True)
 
-
-class _LoaderWarnings(logging.Handler):
-    """Collects what the loaders warn about (keys they could not place, adapters they skipped)."""
-
-    def __init__(self):
-        super().__init__(level=logging.WARNING)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())

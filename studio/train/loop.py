@@ -37,6 +37,18 @@ class Loop:
         self.window_loss: torch.Tensor | None = None
         self.window_count = 0
         self.last_loss = float("nan")
+        # Collected once: walking the network's parameters costs milliseconds, too much for every step.
+        self.trainable = t.adapter.trainable_params()
+        # One process without a loss scaler: accelerate's per-step wrappers (backward, clip, step, zero_grad)
+        # only add checks there, ~1 ms a step (bench/), so torch is called on the optimizer it wraps.
+        # Several processes, DeepSpeed/FSDP and fp16 loss scaling keep accelerate's versions.
+        from accelerate.utils import DistributedType
+
+        acc = t.accelerator
+        self.direct = acc.distributed_type == DistributedType.NO and getattr(acc, "scaler", None) is None
+        self.optimizer = getattr(t.optimizer, "optimizer", t.optimizer) if self.direct else t.optimizer
+        self.backward = torch.Tensor.backward if self.direct else acc.backward
+        self.clip = torch.nn.utils.clip_grad_norm_ if self.direct else acc.clip_grad_norm_
 
     # ---- state -------------------------------------------------------------------------------
     def state(self) -> dict:
@@ -89,13 +101,14 @@ class Loop:
         t.sampler.set_epoch(self.epoch)
         t.sampler.skip = self.batches_done * self.cfg.training.batch_size
         module = t.family.trainable_module()
-        module.train()
+        if not module.training:  # train() walks every submodule; evaluation puts it back itself
+            module.train()
         for batch in t.train_loader:
             self.batches_done += 1
             sync = self.batches_done % accum == 0 or self.batches_done == t.batches_per_epoch
             with (nullcontext() if sync else t.accelerator.no_sync(module)), t.accelerator.autocast():
                 loss = t.family.loss(batch, t.generator)
-                t.accelerator.backward(loss / accum)
+                self.backward(loss / accum)
             # Stays on the device: no host sync until a logging step reads it.
             detached = loss.detach().float()
             self.window_loss = detached if self.window_loss is None else self.window_loss + detached
@@ -114,17 +127,17 @@ class Loop:
         t = self.t
         grad_norm = None
         if self.cfg.training.max_grad_norm > 0:
-            grad_norm = t.accelerator.clip_grad_norm_(t.adapter.trainable_params(), self.cfg.training.max_grad_norm)
-        t.optimizer.step()
+            grad_norm = self.clip(self.trainable, self.cfg.training.max_grad_norm)
+        self.optimizer.step()
         t.scheduler.step()
-        t.optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         if t.ema is not None and self.step % self.cfg.training.ema_update_interval == 0:
             self._ema_step()
         return grad_norm
 
     def _ema_step(self) -> None:
-        ema, params = self.t.ema, self.t.adapter.trainable_params()
+        ema, params = self.t.ema, self.trainable
         offloaded = self.cfg.training.ema_device == "cpu" and params[0].device.type != "cpu"
         if offloaded:
             ema.to(params[0].device)

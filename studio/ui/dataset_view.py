@@ -31,15 +31,11 @@ def scan_dataset(cfg: JobConfig) -> ScanResult:
     if cfg.model.family not in IMAGE_FAMILIES:
         return ScanResult(message=f"The preflight scan covers image datasets; `{cfg.model.family}` data are "
                                   "checked line by line when the job starts (each bad record is named).")
-    from studio.data.image_source import DataError, scan_images
+    from studio.data.image_source import DataError
+    from studio.data.preflight import scan_job_images
 
     try:
-        report, _ = scan_images(cfg, "train")
-        if cfg.data.eval_path:
-            extra, _ = scan_images(cfg, "eval")
-            report.items += extra.items
-            report.bad += extra.bad
-            report.warnings += extra.warnings
+        report = scan_job_images(cfg)
     except (DataError, OSError) as err:
         return ScanResult(message=f"**Error:** {err}")
     rows = [[str(f.path), f.reason, "left out"] for f in report.bad]
