@@ -147,7 +147,7 @@ def estimate_job(cfg, run_dir: Path, batches: int = DEFAULT_BATCHES, top_k: int 
 def estimate_from_cli(config_path: str, overrides: list[str], batches: int = DEFAULT_BATCHES,
                       top_k: int = DEFAULT_TOP_K) -> int:
     from studio.config import finalize_job, load_config
-    from studio.train.console import capture_console
+    from studio.train.console import capture_console, log_to_stdout
 
     if batches < 1 or top_k < 1:
         print("--batches and --top-k must be at least 1", file=sys.stderr)
@@ -155,7 +155,5 @@ def estimate_from_cli(config_path: str, overrides: list[str], batches: int = DEF
     cfg = finalize_job(load_config(config_path, overrides))
     run_dir = Path(cfg.job.output_dir).expanduser().resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    with capture_console(run_dir / "console.log"):
-        logging.basicConfig(level=cfg.logging.log_level.upper(), stream=sys.stdout, force=True,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    with capture_console(run_dir / "console.log"), log_to_stdout(cfg.logging.log_level):
         return estimate_job(cfg, run_dir, batches, top_k)

@@ -147,6 +147,8 @@ def export_from_cli(run_dir: str, fmt: str, out: str | None) -> int:
     try:
         handle = load_run(Path(run_dir))
         dest = default_destination(handle, fmt, Path(run_dir).resolve(), out)
+        if fmt == "kohya" and not handle.family.kohya_prefixes:
+            return _export_family_single_file(handle, dest)
         result = export_adapter(handle, fmt, dest, checked_reference(handle))
     except (OSError, ValueError, formats.UnsupportedExport) as err:
         print(f"export failed: {err}", file=sys.stderr)
@@ -156,6 +158,23 @@ def export_from_cli(run_dir: str, fmt: str, out: str | None) -> int:
         return 0
     print(result.summary(), file=sys.stdout if result.ok else sys.stderr)
     return 0 if result.ok else 1
+
+
+def _export_family_single_file(handle, dest: Path) -> int:
+    """Families whose ComfyUI file has a layout of its own (ACE-Step) write it in `save_adapter`:
+    write the adapter files into a scratch folder beside `dest`, then move that file into place."""
+    import tempfile
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=dest.parent) as scratch:
+        handle.save(Path(scratch))
+        found = sorted(Path(scratch).glob("*_kohya.safetensors"))
+        if not found:
+            raise formats.UnsupportedExport(f"no ComfyUI single-file layout exists for a '{handle.kind}' adapter of "
+                                            f"this family; use --format peft")
+        os.replace(found[0], dest)
+    print(f"kohya export written to {dest} (the family's own ComfyUI layout)")
+    return 0
 
 
 def load_run(run_dir: Path):

@@ -18,6 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field
 IMAGE_FAMILIES = ("sd15", "sdxl", "sd3", "flux")
 UNET_FAMILIES = ("sd15", "sdxl")
 ALL_FAMILIES = ("sd15", "sdxl", "sd3", "flux", "acestep", "causal_lm")
+# Families the trainer implements (the family registry in studio/families/base.py must match; a test
+# checks it). sd3 and flux have tiny models but no trainer yet.
+TRAINABLE_FAMILIES = ("sd15", "sdxl", "acestep", "causal_lm")
 
 
 def setting(

@@ -8,7 +8,6 @@ exits 2 before anything runs.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from pathlib import Path
 
@@ -39,7 +38,7 @@ class PreprocessProgress(ProgressLog):
 def preprocess_from_cli(config_path: str, overrides: list[str]) -> int:
     from studio.config.preflight import preflight
     from studio.data.preflight import is_image_job
-    from studio.train.console import capture_console
+    from studio.train.console import capture_console, log_to_stdout
 
     cfg = finalize_job(load_config(config_path, overrides))
     preflight(cfg)  # missing data or model folders: a config error (exit 2) before anything runs
@@ -48,9 +47,7 @@ def preprocess_from_cli(config_path: str, overrides: list[str]) -> int:
                             f"'{cfg.model.family}' is not supported here")])
     run_dir = Path(cfg.job.output_dir).expanduser().resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    with capture_console(run_dir / "console.log"):
-        logging.basicConfig(level=cfg.logging.log_level.upper(), stream=sys.stdout, force=True,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    with capture_console(run_dir / "console.log"), log_to_stdout(cfg.logging.log_level):
         return run_preprocess(cfg, run_dir)
 
 

@@ -51,6 +51,7 @@ def comfyui_state_dict(state_dict: dict[str, torch.Tensor], adapter_config) -> d
 
 
 class AceStepExportMixin:
+    lora_loader_name = "diffusers load_lora_weights"  # AceStepPipeline's LoRA loader mixin
     kohya_prefixes: dict[str, str] = {}  # the ComfyUI file is PEFT-shaped: written by save_adapter below
 
     def save_adapter(self, out_dir: Path, state_dict: dict[str, torch.Tensor], adapter_config, **_) -> None:

@@ -16,12 +16,14 @@ class _Tee:
 
     def write(self, data):
         self.stream.write(data)
-        self.fh.write(data)
+        if not self.fh.closed:  # a thread may still log after the run closed console.log
+            self.fh.write(data)
         return len(data)
 
     def flush(self):
         self.stream.flush()
-        self.fh.flush()
+        if not self.fh.closed:
+            self.fh.flush()
 
     def isatty(self):
         return self.stream.isatty()
@@ -38,6 +40,24 @@ def _already_captured(path: Path) -> bool:
         return path.exists() and os.path.samestat(os.fstat(sys.stdout.fileno()), os.stat(path))
     except (OSError, ValueError, AttributeError):
         return False
+
+
+@contextlib.contextmanager
+def log_to_stdout(level: str):
+    """Route `logging` to the current sys.stdout for the duration of a run, then restore the handlers
+    (in-process runs, as in tests and the bench, must not leave a handler on a closed console.log)."""
+    import logging
+
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.handlers = [handler]
+    root.setLevel(level.upper())
+    try:
+        yield
+    finally:
+        root.handlers, root.level = saved_handlers, saved_level
 
 
 @contextlib.contextmanager

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from studio.config import ConfigError, finalize_job, load_config
 from studio.config.preflight import preflight
-from studio.train.console import capture_console
+from studio.train.console import capture_console, log_to_stdout
 
 log = logging.getLogger("studio.train")
 
@@ -47,9 +47,7 @@ def train_from_cli(config_path: str, overrides: list[str], progress_bar: bool = 
     preflight(cfg)
     run_dir = Path(cfg.job.output_dir).expanduser().resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    with capture_console(run_dir / "console.log"):
-        logging.basicConfig(level=cfg.logging.log_level.upper(), stream=sys.stdout, force=True,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    with capture_console(run_dir / "console.log"), log_to_stdout(cfg.logging.log_level):
         for note in cfg.notes:
             log.warning("config: %s", note)
         return run_training(cfg, run_dir, progress_bar=progress_bar and sys.stderr.isatty())

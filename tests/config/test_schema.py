@@ -100,3 +100,13 @@ def test_saved_config_roundtrips(tmp_path):
     cfg = load_config(BASE, ["training.seed=7"])
     again = load_config(json.loads(cfg.model_dump_json()))
     assert again.model_dump() == cfg.model_dump()
+
+
+def test_trainable_families_match_the_family_registry():
+    from studio.config.fields import TRAINABLE_FAMILIES
+    from studio.families.base import _REGISTRY
+
+    assert set(TRAINABLE_FAMILIES) == set(_REGISTRY)
+    with pytest.raises(ConfigError) as err:
+        load_config({**BASE, "model": {"family": "flux", "path": "tiny:flux"}})
+    assert "model.family" in err.value.by_field

@@ -77,7 +77,7 @@ def test_job_that_died_unwatched_is_interrupted_then_resumed(store, add_fake, wo
 
 
 def test_auto_resume_requeues_interrupted_jobs_in_place(store, add_fake):
-    job, later = add_fake("crashed", "steps=5"), add_fake("later", "steps=5")
+    add_fake("crashed", "steps=5"), add_fake("later", "steps=5")
     store.claim_next("lost-nonce")  # the worker died before it could even spawn the job
     assert reconcile(store) == ([], [])  # nothing to adopt; re-queued, so not settled
     pending = store.list(("pending",))

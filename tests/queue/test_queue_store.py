@@ -50,7 +50,7 @@ def test_bad_config_name_and_run_folder_name_the_field(store, add_fake, tmp_path
 
 
 def test_move_reorders_pending_jobs_only(store, add_fake):
-    a, b, c = add_fake("a"), add_fake("b"), add_fake("c")
+    a, _, c = add_fake("a"), add_fake("b"), add_fake("c")
     order = [j.name for j in store.move(c.id, 0)]
     assert order == ["c", "a", "b"]
     assert [j.name for j in store.move(c.id, -1)] == ["a", "b", "c"]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from studio.config.fields import ALL_FAMILIES, IMAGE_FAMILIES, Section, setting
+from studio.config.fields import ALL_FAMILIES, TRAINABLE_FAMILIES, IMAGE_FAMILIES, Section, setting
 
 Family = Literal["sd15", "sdxl", "sd3", "flux", "acestep", "causal_lm"]
 
@@ -51,6 +51,9 @@ class ModelSection(Section):
 
     def problems(self, cfg) -> list[tuple[str, str]]:
         out = []
+        if self.family not in TRAINABLE_FAMILIES:
+            out.append(("model.family", f"training '{self.family}' is not available yet; trainable families: "
+                        + ", ".join(TRAINABLE_FAMILIES)))
         if self.path.startswith("tiny:") and self.path[5:] not in ALL_FAMILIES:
             out.append(("model.path", f"unknown tiny model {self.path!r}; use one of "
                         + ", ".join(f"tiny:{f}" for f in ALL_FAMILIES)))
