@@ -47,6 +47,9 @@ def model_identity(cfg, subfolders: tuple[str, ...]) -> str:
     return sha256_text(stable_json(ident))[:16]
 
 
+MEMO_BYTES = 512 * 2**20  # cached tensors kept in memory per process (readers only; collate copies them)
+
+
 class ImageCache:
     """The cache for a list of items under a config; `serves_latents` / `serves_text` say what training
     may read from it (set by `activate()` once everything wanted is fresh)."""
@@ -71,6 +74,8 @@ class ImageCache:
         self.text_settings = {"encoder": model_identity(cfg, ("text_encoder", "text_encoder_2")),
                               "dtype": str(family.dtype), "family": cfg.model.family}
         self.wanted = self._wanted()
+        self._memo: dict[tuple, dict[str, torch.Tensor]] = {}  # see _read
+        self._memo_bytes = 0
 
     def _wanted(self) -> dict[str, dict[str, Want]]:
         wanted: dict[str, dict[str, Want]] = {}
@@ -179,7 +184,7 @@ class ImageCache:
         with_mask = self.data.alpha_mask and item.has_alpha
         if with_mask:
             names.append(f"mask_{res}")
-        tensors = read_tensors(self.manifest.tensor_file(item.key, LATENTS), names)
+        tensors = self._read(self.manifest.tensor_file(item.key, LATENTS), names)
         mask = tensors.get(f"mask_{res}")
         if mask is not None and flip:
             mask = mask.flip(-1)
@@ -187,7 +192,21 @@ class ImageCache:
 
     def text(self, item: ImageItem | None) -> dict[str, torch.Tensor]:
         """Cached text-encoder outputs of the item's caption (None: the empty caption)."""
-        return read_tensors(self.manifest.tensor_file(item.key if item is not None else EMPTY_CAPTION, TEXT))
+        return self._read(self.manifest.tensor_file(item.key if item is not None else EMPTY_CAPTION, TEXT))
+
+    def _read(self, path: Path, names: list[str] | None = None) -> dict[str, torch.Tensor]:
+        """Cache files never change during a run, so tensors read once stay in memory up to
+        MEMO_BYTES per process: a small dataset is read from disk once, not twice per item per step
+        (opening the safetensors files was ~1 ms of a 2.3 ms batch in the bench)."""
+        key = (path, tuple(names) if names is not None else None)
+        tensors = self._memo.get(key)
+        if tensors is None:
+            tensors = read_tensors(path, names)
+            size = sum(t.numel() * t.element_size() for t in tensors.values())
+            if self._memo_bytes + size <= MEMO_BYTES:
+                self._memo[key] = tensors
+                self._memo_bytes += size
+        return tensors
 
 
 def training_items(cfg) -> list[ImageItem]:
