@@ -96,11 +96,9 @@ def summarize(norms: dict[str, float], scopes: dict[str, str], top_k: int) -> di
 def run_estimate(cfg, run_dir: Path, progress, batches: int = DEFAULT_BATCHES, top_k: int = DEFAULT_TOP_K) -> dict:
     from studio.adapters import inject_adapter
     from studio.families.base import build_family
-    from studio.train.setup import mixed_precision
+    from studio.train.setup import standalone_device
 
-    device = torch.device("cuda" if torch.cuda.is_available() and cfg.model.device in ("auto", "cuda") else "cpu")
-    precision = mixed_precision(cfg) if device.type == "cuda" else "no"
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
+    device, dtype = standalone_device(cfg)
     progress.event("loading", message=f"loading {cfg.model.family} model from {cfg.model.path}")
     family = build_family(cfg, device, dtype)
     family.load()

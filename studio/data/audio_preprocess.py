@@ -221,11 +221,9 @@ def collate_songs(items: list[dict]) -> dict:
 def preprocess_songs(cfg, progress) -> dict:
     """Build or refresh the song cache of `data.path` (and `data.eval_path`); returns the summary."""
     from studio.families.base import build_family
-    from studio.train.setup import mixed_precision
+    from studio.train.setup import standalone_device
 
-    device = torch.device("cuda" if torch.cuda.is_available() and cfg.model.device in ("auto", "cuda") else "cpu")
-    precision = mixed_precision(cfg) if device.type == "cuda" else "no"
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
+    device, dtype = standalone_device(cfg)
     progress.event("loading", message=f"loading the {cfg.model.family} encoders from {cfg.model.path}")
     family = build_family(cfg, device, dtype)
     family.load_encoders()

@@ -70,15 +70,13 @@ def run_preprocess(cfg, run_dir: Path) -> int:
 
 def make_family(cfg):
     """The family object on the device and dtype training would use (nothing loaded yet)."""
-    import torch
     from accelerate import Accelerator
 
     from studio.families.base import build_family
-    from studio.train.setup import mixed_precision
+    from studio.train.setup import mixed_precision, weight_dtype
 
     accelerator = Accelerator(mixed_precision=mixed_precision(cfg), cpu=cfg.model.device == "cpu")
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
-    return build_family(cfg, accelerator.device, dtype)
+    return build_family(cfg, accelerator.device, weight_dtype(accelerator.mixed_precision))
 
 
 def load_encoders(cfg, family=None):
@@ -136,9 +134,8 @@ def cache_status(cfg):
     from studio.data.image_cache import ImageCache
     from studio.data.image_source import scan_images
     from studio.families.base import build_family
-    from studio.train.setup import mixed_precision
+    from studio.train.setup import mixed_precision, weight_dtype
 
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mixed_precision(cfg), torch.float32)
-    family = build_family(cfg, torch.device("cpu"), dtype)  # constructed only: nothing is loaded
+    family = build_family(cfg, torch.device("cpu"), weight_dtype(mixed_precision(cfg)))  # constructed only: nothing is loaded
     items = scan_images(cfg, "train")[0].items + (scan_images(cfg, "eval")[0].items if cfg.data.eval_path else [])
     return ImageCache(cfg, family, items).report()

@@ -43,6 +43,18 @@ def mixed_precision(cfg) -> str:
     return "no"
 
 
+def weight_dtype(precision: str) -> torch.dtype:
+    """dtype of the frozen weights for an accelerate mixed-precision mode."""
+    return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
+
+
+def standalone_device(cfg) -> tuple[torch.device, torch.dtype]:
+    """Device and weight dtype for work outside the trainer's Accelerator (caching, estimate)."""
+    use_cuda = torch.cuda.is_available() and cfg.model.device in ("auto", "cuda")
+    device = torch.device("cuda" if use_cuda else "cpu")
+    return device, weight_dtype(mixed_precision(cfg) if use_cuda else "no")
+
+
 def loader_options(cfg, device: torch.device) -> dict:
     """FIELDS §9 platform defaults: 4 workers on Linux/macOS (capped by cores), 0 on Windows; pin memory
     only with CUDA; persistent workers whenever workers are used (not on Windows)."""
@@ -61,7 +73,7 @@ def loader_options(cfg, device: torch.device) -> dict:
 def build_trainer(cfg, accelerator) -> Trainer:
     device = accelerator.device
     precision = accelerator.mixed_precision
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
+    dtype = weight_dtype(precision)
     if cfg.memory.tf32 and torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True
     family = build_family(cfg, device, dtype)
