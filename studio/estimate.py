@@ -125,21 +125,17 @@ def _write_json(path: Path, data: dict) -> None:
 
 def estimate_job(cfg, run_dir: Path, batches: int = DEFAULT_BATCHES, top_k: int = DEFAULT_TOP_K) -> int:
     """Run the estimate as a job: progress.jsonl ends with `done` (exit 0) or `error` (exit 1)."""
-    from studio.train.progress import ProgressLog
+    from studio.train.progress import ProgressLog, run_reported
 
     progress = ProgressLog(run_dir, total_steps=batches)
-    try:
+
+    def work() -> dict:
         report = run_estimate(cfg, run_dir, progress, batches, top_k)
         log.info("top %d layers: %s", top_k, ", ".join(report["target_modules"]))
-        progress.event("done", output_dir=str(run_dir), target_modules=report["target_modules"],
-                       file=str(run_dir / "target_modules.json"))
-        return 0
-    except Exception as err:  # noqa: BLE001 - every failure ends with an error event
-        log.error("estimate failed: %s", err, exc_info=not isinstance(err, (ValueError, OSError)))
-        progress.event("error", message=str(err) or type(err).__name__, type=type(err).__name__)
-        return 1
-    finally:
-        progress.close()
+        return {"output_dir": str(run_dir), "target_modules": report["target_modules"],
+                "file": str(run_dir / "target_modules.json")}
+
+    return run_reported(progress, "estimate", work)
 
 
 def estimate_from_cli(config_path: str, overrides: list[str], batches: int = DEFAULT_BATCHES,

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from studio.config import ConfigError, finalize_job, load_config
-from studio.train.progress import ProgressLog
+from studio.train.progress import ProgressLog, run_reported
 
 log = logging.getLogger("studio.data")
 
@@ -53,19 +53,8 @@ def preprocess_from_cli(config_path: str, overrides: list[str]) -> int:
 
 def run_preprocess(cfg, run_dir: Path) -> int:
     progress = PreprocessProgress(run_dir, total_steps=0)
-    try:
-        summary = preprocess(cfg, progress)
-        progress.event("done", output_dir=str(run_dir), **summary)
-        return 0
-    except KeyboardInterrupt:
-        progress.event("stopped", message="interrupted from the keyboard")
-        return 130
-    except Exception as err:  # noqa: BLE001 - every failure ends with an error event
-        log.error("preprocessing failed: %s", err, exc_info=not isinstance(err, (ValueError, OSError)))
-        progress.event("error", message=str(err) or type(err).__name__, type=type(err).__name__)
-        return 1
-    finally:
-        progress.close()
+    return run_reported(progress, "preprocessing",
+                        lambda: {"output_dir": str(run_dir), **preprocess(cfg, progress)})
 
 
 def make_family(cfg):

@@ -54,9 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _fmt_duration(seconds: float | None) -> str:
+def format_duration(seconds: float | None, missing: str = "-") -> str:
+    """H:MM:SS (shared by the CLI tables and the UI's queue table)."""
     if seconds is None:
-        return "-"
+        return missing
     s = int(seconds)
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
@@ -68,14 +69,14 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 
 
 def _list_rows(jobs: list[Job]) -> str:
-    rows = [[str(j.id), j.name, j.kind, j.status, _fmt_duration(j.duration_s), str(j.attempts),
+    rows = [[str(j.id), j.name, j.kind, j.status, format_duration(j.duration_s), str(j.attempts),
              (j.error or "").splitlines()[0][:60] if j.error else ""] for j in jobs]
     return _table(rows, ["id", "name", "kind", "status", "duration", "runs", "note"])
 
 
 def summary_table(jobs: list[Job]) -> str:
     """The end-of-run summary: job, status, duration, final loss, output folder."""
-    rows = [[f"{j.id} {j.name}", j.status, _fmt_duration(j.duration_s),
+    rows = [[f"{j.id} {j.name}", j.status, format_duration(j.duration_s),
              "-" if j.final_loss is None else f"{j.final_loss:.4g}", j.run_dir] for j in jobs]
     return _table(rows, ["job", "status", "duration", "final loss", "output folder"])
 
@@ -111,7 +112,7 @@ def _run(store: JobStore, args: argparse.Namespace) -> int:
     if args.until_empty:
         started = time.time()
         finished = worker.run_until_empty()
-        print(f"\nqueue empty after {_fmt_duration(time.time() - started)}; {len(finished)} job(s) ran")
+        print(f"\nqueue empty after {format_duration(time.time() - started)}; {len(finished)} job(s) ran")
         if finished:
             print(summary_table(finished))
         return EXIT_OK if all(j.status == "completed" for j in finished) else EXIT_ERROR

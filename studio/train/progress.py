@@ -39,6 +39,26 @@ class ProgressLog:
         self._fh.close()
 
 
+def run_reported(progress: ProgressLog, what: str, work) -> int:
+    """Run `work()` (returns the fields of the `done` event) so that every ending is a progress event:
+    done (exit 0), stopped by Ctrl-C (130) or error (1). Used by preprocess and estimate jobs."""
+    import logging
+
+    try:
+        progress.event("done", **work())
+        return 0
+    except KeyboardInterrupt:
+        progress.event("stopped", message="interrupted from the keyboard")
+        return 130
+    except Exception as err:  # noqa: BLE001 - every failure ends with an error event
+        logging.getLogger("studio").error("%s failed: %s", what, err,
+                                          exc_info=not isinstance(err, (ValueError, OSError)))
+        progress.event("error", message=str(err) or type(err).__name__, type=type(err).__name__)
+        return 1
+    finally:
+        progress.close()
+
+
 def read_progress(run_dir: Path, offset: int = 0) -> tuple[list[dict], int]:
     """Records appended since byte `offset`, and the new offset (only whole lines are consumed)."""
     path = Path(run_dir) / "progress.jsonl"

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from studio.queue import Job, JobStore, QueueError
+from studio.queue.cli import format_duration
 from studio.train.progress import read_progress
 
 # FIELDS §20: pending blue, running and completed green, stopped orange, failed red.
@@ -74,11 +75,6 @@ class LastProgress:
             return last
 
 
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
 def queue_frame(store: JobStore, progress: LastProgress) -> pd.DataFrame:
@@ -91,7 +87,7 @@ def queue_frame(store: JobStore, progress: LastProgress) -> pd.DataFrame:
             done = "done" if job.status == "completed" else ""
         loss = job.final_loss if job.final_loss is not None else (last or {}).get("loss")
         rows.append([job.id, job.name, job.kind, job.status, done, "" if loss is None else f"{loss:.4f}",
-                     time.strftime("%m-%d %H:%M", time.localtime(job.created_at)), _duration(job.duration_s)])
+                     time.strftime("%m-%d %H:%M", time.localtime(job.created_at)), format_duration(job.duration_s, missing="")])
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
 
