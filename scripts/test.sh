@@ -7,7 +7,9 @@ cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv || exit 1
 fi
-.venv/bin/python -m pip install --quiet -r requirements-dev.txt || exit 1
+# requirements-dev.txt is the lock of the tested set (runtime + test tools), generated from
+# requirements-dev.in by scripts/relock.sh; installing it puts every package at its tested version.
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt || exit 1
 
 # Browser tests drive Debian's Chromium through Playwright (never a downloaded browser).
 if [ ! -x /usr/bin/chromium ]; then

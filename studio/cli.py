@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["peft", "kohya", "merged"], default="peft")
     p.add_argument("--out", default=None, help="output path (default: inside the run folder)")
 
-    sub.add_parser("env", help="environment check: versions, devices, free disk")
+    sub.add_parser("env", help="environment check: versions against the lock, devices, free disk")
 
     p = sub.add_parser("queue", help="the persistent job queue (add, list, run, stop, ...)")
     p.add_argument("queue_args", nargs=argparse.REMAINDER, help="queue sub-command and its arguments")
@@ -61,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     from studio.config.errors import ConfigError
 
     try:
+        if args.command in ("train", "preprocess", "estimate"):
+            from studio.lockcheck import enforce
+
+            enforce()  # drifted versions: a warning each; a known-bad set: exit 2 before any model loads
         if args.command == "train":
             from studio.train.run import train_from_cli
 

@@ -13,7 +13,12 @@ def environment() -> dict:
 
     from studio.paths import studio_home
 
+    from studio.lockcheck import LOCK_FILE, check, summary
+
     info: dict = {"packages": {}, "devices": [], "warnings": []}
+    findings = check()
+    info["lock"] = {"file": str(LOCK_FILE), "summary": summary(findings),
+                    "findings": [{"level": f.level, "package": f.package, "message": f.message} for f in findings]}
     for name in PACKAGES:
         try:
             info["packages"][name] = version(name)
@@ -40,6 +45,9 @@ def environment() -> dict:
 
 def format_environment(info: dict) -> str:
     lines = ["Packages:"] + [f"  {k:16s} {v or 'MISSING'}" for k, v in info["packages"].items()]
+    lock = info["lock"]
+    lines.append(f"Lock check ({lock['file']}): {lock['summary']}")
+    lines += [f"  {f['level']}: {f['message']}" for f in lock["findings"]]
     lines.append("Devices:")
     lines += [f"  {d}" for d in info["devices"]] or ["  CPU only"]
     lines.append(f"Studio home: {info['studio_home']} ({info['free_disk_gb']} GB free)")

@@ -46,13 +46,19 @@ def config_from_dict(data: dict):
 
 
 def inject(module: torch.nn.Module, config) -> None:
-    if hasattr(module, "add_adapter"):  # diffusers and transformers models carry PEFT's mixin
-        module.add_adapter(config)
-    else:
-        from peft import inject_adapter_in_model
+    """Put the adapter's layers into `module` with PEFT's own `inject_adapter_in_model`.
 
-        inject_adapter_in_model(config, module, adapter_name=ADAPTER_NAME)
-        module.peft_config = {ADAPTER_NAME: config}
+    Never through the `add_adapter` of diffusers' or transformers' PEFT mixin: those gate on the PEFT
+    version they expect (transformers 5.24 refuses PEFT < 0.22 there), so a release of one library
+    could stop every job. The two attributes the mixins read are set the way `add_adapter` sets them,
+    so `load_lora_weights`, `disable_adapters` and friends still see the adapter.
+    """
+    from peft import inject_adapter_in_model
+
+    inject_adapter_in_model(config, module, adapter_name=ADAPTER_NAME)
+    module.peft_config = {ADAPTER_NAME: config}
+    if hasattr(module, "add_adapter"):  # a diffusers/transformers model: mark it as the mixin would
+        module._hf_peft_config_loaded = True
 
 
 def state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:

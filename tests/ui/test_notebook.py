@@ -20,7 +20,9 @@ def notebook_commands() -> list[list[str]]:
 
 def test_notebook_installs_queues_the_tiny_preset_and_shares_with_a_password():
     commands = notebook_commands()
-    assert any(c[:2] == ["pip", "install"] and "requirements.txt" in c for c in commands)
+    # the lock minus torch (Colab's torch matches its driver), installed exactly
+    assert ["grep", "-v", "^torch==", "requirements.txt", ">", "/tmp/studio-lock.txt"] in commands
+    assert any(c[:2] == ["pip", "install"] and "/tmp/studio-lock.txt" in c for c in commands)
     studio = [c[3:] for c in commands if c[:3] == ["python", "-m", "studio"]]
     for argv in studio:
         args = build_parser().parse_args(argv)

@@ -15,7 +15,10 @@ def environment_markdown() -> str:
     devices = "\n".join(f"- {d.get('name')}" + (f" ({d['memory_gb']} GB)" if "memory_gb" in d else "")
                         for d in info["devices"]) or "- CPU only"
     warnings = "\n".join(f"- ⚠ {w}" for w in info["warnings"]) or "- none"
-    return (f"**Devices**\n\n{devices}\n\n**Studio home** `{info['studio_home']}` · "
+    lock = info["lock"]
+    findings = "\n".join(f"- {'⛔' if f['level'] == 'error' else '⚠'} {f['message']}" for f in lock["findings"])
+    lock_md = f"**Lock check** (`{lock['file']}`): {lock['summary']}\n\n{findings}\n\n"
+    return (f"{lock_md}**Devices**\n\n{devices}\n\n**Studio home** `{info['studio_home']}` · "
             f"**free disk** {info['free_disk_gb']} GB\n\n**Warnings**\n\n{warnings}\n\n"
             f"| package | version |\n|---|---|\n{rows}")
 
