@@ -22,13 +22,11 @@ def launch_config(config: dict, launch: str) -> dict:
     return config
 
 
-def job_command(kind: str, config_path: Path, num_processes: int = 1, python: str = sys.executable) -> list[str]:
-    """`python -m studio train|preprocess CONFIG` (or `accelerate launch` for several GPUs)."""
-    studio_args = ["-m", "studio", kind, str(config_path)]
-    if num_processes > 1:
-        launcher = ["-m", "accelerate.commands.launch", "--num_processes", str(num_processes)]
-        return [python, *launcher, *studio_args]
-    return [python, *studio_args]
+def job_command(kind: str, config_path: Path, python: str = sys.executable) -> list[str]:
+    """`python -m studio train|preprocess|estimate CONFIG`. A job on several processes starts the same
+    way: the studio then writes the accelerate config into the run folder and runs `accelerate launch`
+    (studio/distributed.py), so the queue, the generated script and the CLI share one path."""
+    return [python, "-m", "studio", kind, str(config_path)]
 
 
 def job_env(nonce: str) -> dict[str, str]:

@@ -43,10 +43,18 @@ def write_training_args(run_dir: Path, cfg, trainer) -> None:
 
 
 def train_from_cli(config_path: str, overrides: list[str], progress_bar: bool = True) -> int:
+    from studio import distributed
+
     cfg = finalize_job(load_config(config_path, overrides))
     preflight(cfg)
     run_dir = Path(cfg.job.output_dir).expanduser().resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
+    if distributed.is_multi_process(cfg) and not distributed.inside_launcher():
+        # This process only starts the ranks (through accelerate) with the resolved config.
+        from studio.queue.runfolder import write_config
+
+        resolved = write_config(run_dir, cfg.model_dump(mode="json"))
+        return distributed.launch(cfg, resolved, run_dir)
     with capture_console(run_dir / "console.log"), log_to_stdout(cfg.logging.log_level):
         for note in cfg.notes:
             log.warning("config: %s", note)

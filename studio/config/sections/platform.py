@@ -7,27 +7,58 @@ from studio.config.fields import Section, setting
 
 
 class DistributedSection(Section):
-    num_processes: int = setting(1, "GPUs (processes) to train on. More than 1 starts the job with "
-                                 "`accelerate launch`; the effective batch grows with it.", ge=1, le=64)
-    strategy: Literal["ddp", "fsdp", "deepspeed"] = setting(
-        "ddp", "How several GPUs share the work: DDP copies the model to each GPU (simplest, fastest for "
-        "adapters); FSDP shards weights to fit bigger models; DeepSpeed ZeRO shards optimizer state, "
-        "gradients and weights.", group="advanced")
-    gpu_ids: str = setting("", "Comma-separated GPU ids to use (e.g. `0,1`). Empty = all.",
-                           group="advanced")
-    deepspeed_zero_stage: int = setting(2, "DeepSpeed ZeRO stage: 1 shards optimizer state, 2 adds "
-                                        "gradients, 3 adds the weights.", ge=0, le=3, group="advanced")
-    accelerate_extra_args: str = setting("", "Extra arguments appended to `accelerate launch` "
-                                         "(e.g. `--main_process_port 29501`).", group="advanced")
+    """Several GPUs or machines through `accelerate launch` (see studio/distributed.py)."""
+
+    num_processes: int = setting(1, "Processes (GPUs) on each machine. More than 1 starts the job with "
+                                 "`accelerate launch`; every process takes its own batches, so the effective "
+                                 "batch is batch size x accumulation x processes x machines.", ge=1, le=64)
+    strategy: Literal["ddp", "fsdp2", "deepspeed"] = setting(
+        "ddp", "How the processes share the work. ddp: every GPU holds the whole model and the gradients "
+        "are averaged (simplest and fastest when the model fits one GPU, the usual case for adapters). "
+        "fsdp2: PyTorch's fully sharded data parallel, each GPU keeps a slice of the weights, for models "
+        "too big for one GPU. deepspeed: ZeRO stages 1-3 (needs the deepspeed package and CUDA).",
+        group="advanced")
+    gpu_ids: str = setting("", "Which GPUs of this machine to use, comma-separated (e.g. `0,1`); as many as "
+                           "num_processes. Empty: the first num_processes GPUs.", group="advanced")
+    deepspeed_zero_stage: int = setting(2, "DeepSpeed ZeRO stage: 1 shards the optimizer state, 2 also the "
+                                        "gradients, 3 also the weights.", ge=1, le=3, group="advanced")
+    offload: Literal["none", "optimizer", "optimizer_and_params"] = setting(
+        "none", "Move state to CPU memory to fit a bigger model, at a cost in speed: `optimizer` offloads "
+        "the optimizer state (DeepSpeed ZeRO, FSDP2 offloads weights and optimizer together); "
+        "`optimizer_and_params` also the weights (DeepSpeed stage 3, FSDP2).", group="advanced")
+    num_machines: int = setting(1, "Machines taking part. Start the same job on each one with its own "
+                                "machine_rank; the CLI and the Train tab print the exact command per machine.",
+                                ge=1, le=256, group="advanced")
+    machine_rank: int = setting(0, "This machine's number, 0 to num_machines-1; 0 is the main machine, "
+                                "which writes the run folder.", ge=0, le=255, group="advanced")
+    main_process_ip: str = setting("", "Address of the machine with rank 0, reachable from every other "
+                                   "machine (several machines only).", group="advanced")
+    main_process_port: int = setting(29500, "Port on the main machine where the processes meet; pick "
+                                     "another one when two jobs run side by side.", ge=1024, le=65535,
+                                     group="advanced")
+    timeout_minutes: int = setting(30, "How long a process waits for the others at a synchronisation "
+                                   "point before the job fails (a crashed or stuck rank ends the job "
+                                   "instead of hanging it).", ge=1, le=1440, group="advanced")
+    accelerate_extra_args: str = setting("", "Extra arguments for `accelerate launch`, split as a shell "
+                                         "splits words (e.g. `--main_process_port 29501`).", group="advanced")
 
     def problems(self, cfg) -> list[tuple[str, str]]:
+        from studio.distributed import problems
+
         ids = [part.strip() for part in self.gpu_ids.split(",") if part.strip()]
         if any(not part.isdigit() for part in ids):
             return [("distributed.gpu_ids", f"expected comma-separated integers, got {self.gpu_ids!r}")]
+        out = []
         if ids and len(ids) != self.num_processes:
-            return [("distributed.gpu_ids", f"{len(ids)} GPU ids given but num_processes is "
-                     f"{self.num_processes}; they must match")]
-        return []
+            out.append(("distributed.gpu_ids", f"{len(ids)} GPU ids given but num_processes is "
+                        f"{self.num_processes}; they must match"))
+        try:
+            import shlex
+
+            shlex.split(self.accelerate_extra_args)
+        except ValueError as err:
+            out.append(("distributed.accelerate_extra_args", f"cannot be split into arguments: {err}"))
+        return out + problems(cfg)
 
 
 class HubSection(Section):
