@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from studio.config.sections.music import VARIANTS, music_settings
 from studio.families.acestep_export import AceStepExportMixin
 from studio.families.base import ModelFamily, Sample
+from studio.families.rng import draw
 
 log = logging.getLogger("studio.train")
 # Continuous logit-normal timestep sampling of base/sft (ACE-Step's `timestep_mu` / `timestep_sigma`).
@@ -228,10 +229,11 @@ class AceStepFamily(AceStepExportMixin, ModelFamily):
         return torch.cat([source, torch.ones_like(source)], dim=-1)
 
     def sample_timesteps(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+        ranks = {"generator": generator, "rank": self.rank, "world": self.world}  # global-batch draws
         if self.music.timesteps == "discrete":
-            index = torch.randint(0, len(TURBO_TIMESTEPS), (batch_size,), generator=generator)
+            index = draw(torch.randint, 0, len(TURBO_TIMESTEPS), size=(batch_size,), **ranks)
             return TURBO_TIMESTEPS[index]
-        return torch.sigmoid(torch.randn(batch_size, generator=generator) * TIMESTEP_SIGMA + TIMESTEP_MU)
+        return torch.sigmoid(draw(torch.randn, size=(batch_size,), **ranks) * TIMESTEP_SIGMA + TIMESTEP_MU)
 
     def loss(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
         x0 = batch["target_latents"].to(self.device, self.dtype)  # (B, T, D)
@@ -239,10 +241,11 @@ class AceStepFamily(AceStepExportMixin, ModelFamily):
         bsz, frames = x0.shape[:2]
         # Every random draw comes from the CPU generator: identical on any device and after resume.
         if not self.music.is_turbo and self.music.cfg_ratio > 0:
-            drop = (torch.rand(bsz, generator=generator) < self.music.cfg_ratio).to(self.device)
+            drop = (draw(torch.rand, size=(bsz,), generator=generator, rank=self.rank, world=self.world)
+                    < self.music.cfg_ratio).to(self.device)
             states = torch.where(drop[:, None, None], self.null_condition.expand_as(states), states)
         t = self.sample_timesteps(bsz, generator)
-        noise = torch.randn(x0.shape, generator=generator).to(x0)
+        noise = draw(torch.randn, size=x0.shape, generator=generator, rank=self.rank, world=self.world).to(x0)
         t_dev = t.to(self.device, self.dtype)
         xt = t_dev[:, None, None] * noise + (1.0 - t_dev[:, None, None]) * x0
         pred = self.transformer(hidden_states=xt, timestep=t_dev, timestep_r=t_dev, encoder_hidden_states=states,

@@ -49,6 +49,10 @@ class ModelFamily(ABC):
     `train_dataset()` feeds `loss(batch, generator)` -> `sample(prompts)` / `save_adapter(...)`."""
 
     kind: str = "image"
+    # Set by the trainer with several processes: loss() draws its randomness for the global batch
+    # through `studio.train.ranks.draw(..., rank=self.rank, world=self.world)` and keeps its rows.
+    rank: int = 0
+    world: int = 1
 
     def __init__(self, cfg, device: torch.device, dtype: torch.dtype):
         self.cfg = cfg

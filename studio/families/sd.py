@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from studio.families.base import ModelFamily, Sample
+from studio.families.rng import draw
 from studio.families.paths import resolve_model_path
 from studio.families.sd_export import SdExportMixin
 
@@ -98,7 +99,11 @@ class SdFamily(SdExportMixin, ModelFamily):
         """(B, 3, H, W) in [-1, 1] -> scaled latents (B, 4, H/8, W/8)."""
         pixels = pixels.to(self.device, dtype=self.vae.dtype)
         dist = self.vae.encode(pixels).latent_dist
-        latents = dist.sample(generator=generator) if generator is not None else dist.mode()
+        if generator is None:
+            latents = dist.mode()
+        else:  # dist.sample(), with the draw made for the global batch (the same split over any process count)
+            eps = draw(torch.randn, size=dist.mean.shape, generator=generator, rank=self.rank, world=self.world)
+            latents = dist.mean + dist.std * eps.to(dist.mean)
         return latents * self.vae.config.scaling_factor
 
     @torch.no_grad()
@@ -137,12 +142,13 @@ class SdFamily(SdExportMixin, ModelFamily):
             text = self.encode_text(batch["caption"])
         bsz = latents.shape[0]
         # Noise and timesteps are drawn on the CPU generator: identical on every device and on resume.
-        noise = torch.randn(latents.shape, generator=generator).to(latents)
+        ranks = {"generator": generator, "rank": self.rank, "world": self.world}  # global-batch draws
+        noise = draw(torch.randn, size=latents.shape, **ranks).to(latents)
         if self.cfg.loss.noise_offset > 0:  # https://www.crosslabs.org/blog/diffusion-with-offset-noise
-            offset = torch.randn((bsz, latents.shape[1], 1, 1), generator=generator).to(latents)
+            offset = draw(torch.randn, size=(bsz, latents.shape[1], 1, 1), **ranks).to(latents)
             noise = noise + self.cfg.loss.noise_offset * offset
-        timesteps = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (bsz,),
-                                  generator=generator).to(self.device)
+        timesteps = draw(torch.randint, 0, self.noise_scheduler.config.num_train_timesteps, size=(bsz,),
+                         **ranks).to(self.device)
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
         pred = self.unet(noisy, timesteps, text["prompt_embeds"].to(self.device, self.dtype),
                          added_cond_kwargs=self._added_cond(batch, text, bsz)).sample

@@ -12,16 +12,19 @@ import torch
 @torch.no_grad()
 def evaluate(t) -> dict:
     """Mean eval loss; the generator is re-seeded each time so every evaluation sees the same noise."""
+    from studio.train.ranks import sum_over_ranks
+
     module = t.family.trainable_module()
     module.eval()
     gen = torch.Generator().manual_seed(t.cfg.training.seed + 1)
     total, count = 0.0, 0
-    for batch in t.eval_loader:
+    for batch in t.eval_loader:  # this rank's slice of each eval batch
         with t.accelerator.autocast():
             loss = t.family.loss(batch, gen)
         n = len(next(iter(batch.values())))
         total, count = total + float(loss) * n, count + n
     module.train()
+    total, count = sum_over_ranks(t.accelerator, torch.tensor([total, float(count)], dtype=torch.float64)).tolist()
     mean = total / max(1, count)
     metrics = {"eval_loss": round(mean, 6)}
     metrics.update(t.family.eval_metrics(mean) if hasattr(t.family, "eval_metrics") else {})
@@ -52,8 +55,11 @@ class EarlyStopper:
     def mark_best(self, path: Path) -> None:
         """Remember the best checkpoint (kept by pruning) and say so in `best_checkpoint.json`."""
         self.best_path = path
-        (self.run_dir / "best_checkpoint.json").write_text(
-            json.dumps({"path": str(path), "step": int(path.name.split("-")[1]), "eval_loss": self.best}), "utf-8")
+        from studio.train.ranks import is_main_process
+
+        if is_main_process():
+            (self.run_dir / "best_checkpoint.json").write_text(
+                json.dumps({"path": str(path), "step": int(path.name.split("-")[1]), "eval_loss": self.best}), "utf-8")
 
     def state(self) -> dict:
         return {"best_eval": None if math.isinf(self.best) else self.best, "bad_evals": self.bad_evals,

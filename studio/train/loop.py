@@ -17,6 +17,7 @@ from studio.train import checkpoint as ckpt
 from studio.train.control import ControlFiles
 from studio.train.evaluate import EarlyStopper, evaluate
 from studio.train.progress import ProgressLog
+from studio.train.ranks import mean_over_ranks, shared_flags
 from studio.train.setup import Trainer
 
 log = logging.getLogger("studio.train")
@@ -49,16 +50,23 @@ class Loop:
         self.optimizer = getattr(t.optimizer, "optimizer", t.optimizer) if self.direct else t.optimizer
         self.backward = torch.Tensor.backward if self.direct else acc.backward
         self.clip = torch.nn.utils.clip_grad_norm_ if self.direct else acc.clip_grad_norm_
+        self.main = acc.is_main_process  # the only process that writes the run folder
 
     # ---- state -------------------------------------------------------------------------------
     def state(self) -> dict:
         return {"step": self.step, "epoch": self.epoch, "batches_done": self.batches_done,
-                "total_steps": self.t.total_steps, **self.stopper.state()}
+                "total_steps": self.t.total_steps, "world_size": self.t.accelerator.num_processes,
+                **self.stopper.state()}
 
     def resume(self, path: Path) -> None:
         t = self.t
         state = ckpt.load_checkpoint(path, adapter=t.adapter, optimizer=t.optimizer, scheduler=t.scheduler,
                                      generator=t.generator, ema=t.ema)
+        world, saved_world = t.accelerator.num_processes, state.get("world_size", 1)
+        if saved_world != world:  # its data position counts batches of another global batch size
+            raise ValueError(f"{path.name} was written by {saved_world} process(es) and this run has {world}: "
+                             f"resume with distributed.num_processes x num_machines = {saved_world}, or start a "
+                             f"new run from its adapter (adapter.init_from={path})")
         self.step, self.epoch, self.batches_done = state["step"], state["epoch"], state["batches_done"]
         self.stopper.load(state)
         if self.batches_done >= t.batches_per_epoch:  # saved at an epoch boundary
@@ -68,15 +76,20 @@ class Loop:
         self.progress.event("resumed", step=self.step, checkpoint=str(path))
 
     def save(self, reason: str) -> Path:
+        """Every rank calls this; the main process writes (DDP keeps the ranks' weights identical)."""
         self._check_finite()
         t = self.t
-        path = ckpt.commit_checkpoint(self.run_dir, self.step, adapter=t.adapter, optimizer=t.optimizer,
-                                      scheduler=t.scheduler, trainer_state=self.state(), generator=t.generator,
-                                      ema=t.ema)
-        ckpt.prune_checkpoints(self.run_dir, self.cfg.checkpointing.max_checkpoints, protect=self.stopper.best_path)
+        path = self.run_dir / f"checkpoint-{self.step}"
+        if self.main:
+            path = ckpt.commit_checkpoint(self.run_dir, self.step, adapter=t.adapter, optimizer=t.optimizer,
+                                          scheduler=t.scheduler, trainer_state=self.state(), generator=t.generator,
+                                          ema=t.ema)
+            ckpt.prune_checkpoints(self.run_dir, self.cfg.checkpointing.max_checkpoints,
+                                   protect=self.stopper.best_path)
+            self.progress.event("checkpoint", step=self.step, path=str(path), reason=reason)
+            log.info("checkpoint saved: %s (%s)", path.name, reason)
+        t.accelerator.wait_for_everyone()
         self.last_save_time = time.time()
-        self.progress.event("checkpoint", step=self.step, path=str(path), reason=reason)
-        log.info("checkpoint saved: %s (%s)", path.name, reason)
         return path
 
     # ---- the loop ------------------------------------------------------------------------------
@@ -99,15 +112,15 @@ class Loop:
     def run_epoch(self) -> str | None:
         t, accum = self.t, self.cfg.training.gradient_accumulation_steps
         t.sampler.set_epoch(self.epoch)
-        t.sampler.skip = self.batches_done * self.cfg.training.batch_size
-        module = t.family.trainable_module()
+        t.sampler.skip = self.batches_done * t.global_batch_size
+        module = t.loss_module  # wrapped by accelerate (DDP/FSDP) when there are several processes
         if not module.training:  # train() walks every submodule; evaluation puts it back itself
             module.train()
         for batch in t.train_loader:
             self.batches_done += 1
             sync = self.batches_done % accum == 0 or self.batches_done == t.batches_per_epoch
             with (nullcontext() if sync else t.accelerator.no_sync(module)), t.accelerator.autocast():
-                loss = t.family.loss(batch, t.generator)
+                loss = module(batch, t.generator)
                 self.backward(loss / accum)
             # Stays on the device: no host sync until a logging step reads it.
             detached = loss.detach().float()
@@ -151,17 +164,20 @@ class Loop:
             self.log_step(grad_norm)
         elif self.bar is not None:
             self.bar.update(1)
-        if self.control.take("STOP"):
+        ck = cfg.checkpointing
+        timed = ck.save_interval_minutes > 0 and time.time() - self.last_save_time >= ck.save_interval_minutes * 60
+        # Control files and the clock are read by the main process; every rank obeys its decision.
+        stop, save_now, sample_now, timed = shared_flags(self.t.accelerator, [
+            self.main and self.control.take(name) for name in ("STOP", "SAVE", "SAMPLE")] + [self.main and timed])
+        if stop:
             self.save("stop requested")
             self.progress.event("stopped", step=self.step)
             return "stopped"
-        ck = cfg.checkpointing
         due = ck.save_strategy == "steps" and self.step % ck.save_steps == 0
-        timed = ck.save_interval_minutes > 0 and time.time() - self.last_save_time >= ck.save_interval_minutes * 60
-        if self.control.take("SAVE") or (due and self.step < self.t.total_steps) or timed:
+        if save_now or (due and self.step < self.t.total_steps) or timed:
             self.save("save requested" if not (due or timed) else ("interval" if timed else "save_steps"))
         every = cfg.sampling.every_steps
-        if self.control.take("SAMPLE") or (every and self.step % every == 0 and self.step < self.t.total_steps):
+        if sample_now or (every and self.step % every == 0 and self.step < self.t.total_steps):
             self.render_samples()
         if cfg.evaluation.strategy == "steps" and self.step % cfg.evaluation.steps == 0:
             self.run_eval()
@@ -177,6 +193,9 @@ class Loop:
 
     # ---- reporting -----------------------------------------------------------------------------
     def _check_finite(self) -> None:
+        """Every rank calls this at the same points and sees the same (reduced) value: all stop together."""
+        if self.window_loss is not None:
+            self.window_loss = mean_over_ranks(self.t.accelerator, self.window_loss)
         if self.window_loss is not None and not math.isfinite(float(self.window_loss)):
             raise NonFiniteLoss(f"the loss became {float(self.window_loss)} at step {self.step}; lower "
                                 "training.learning_rate, enable clipping (training.max_grad_norm) or check the data")
@@ -204,13 +223,15 @@ class Loop:
     def render_samples(self) -> None:
         from studio.sampling import render_during_training
 
-        render_during_training(self.t, self.run_dir, self.step, self.progress)
+        if self.main:  # DDP: the main process holds the same weights as every rank
+            render_during_training(self.t, self.run_dir, self.step, self.progress)
+        self.t.accelerator.wait_for_everyone()
 
     def run_eval(self) -> None:
         if self.t.eval_loader is None:
             return
         metrics = evaluate(self.t)
-        improved = self.stopper.update(metrics["eval_loss"], self.step)
+        improved = self.stopper.update(metrics["eval_loss"], self.step)  # the same on every rank (reduced)
         self.progress.event("eval", step=self.step, epoch=self.epoch, best=improved, **metrics)
         if self.writer is not None:
             for key, value in metrics.items():

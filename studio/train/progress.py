@@ -7,14 +7,17 @@ from pathlib import Path
 
 
 class ProgressLog:
-    def __init__(self, run_dir: Path, total_steps: int, start_step: int = 0):
+    def __init__(self, run_dir: Path, total_steps: int, start_step: int = 0, write: bool = True):
         self.path = Path(run_dir) / "progress.jsonl"
         self.total = total_steps
         self.start_step = start_step
         self.t0 = time.time()
-        self._fh = open(self.path, "a", encoding="utf-8")
+        # write=False: a rank other than the main process, which keeps the clock but writes nothing.
+        self._fh = open(self.path, "a", encoding="utf-8") if write else None
 
     def _write(self, record: dict) -> None:
+        if self._fh is None:
+            return
         self._fh.write(json.dumps(record, separators=(",", ":")) + "\n")
         self._fh.flush()
 
@@ -36,7 +39,8 @@ class ProgressLog:
         self._write({"event": name, "time": time.time(), **fields})
 
     def close(self) -> None:
-        self._fh.close()
+        if self._fh is not None:
+            self._fh.close()
 
 
 def run_reported(progress: ProgressLog, what: str, work) -> int:

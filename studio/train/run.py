@@ -55,6 +55,11 @@ def train_from_cli(config_path: str, overrides: list[str], progress_bar: bool = 
 
         resolved = write_config(run_dir, cfg.model_dump(mode="json"))
         return distributed.launch(cfg, resolved, run_dir)
+    from studio.train.ranks import is_main_process
+
+    if not is_main_process():  # another rank: its output reaches the launcher's console; warnings only
+        with log_to_stdout("warning"):
+            return run_training(cfg, run_dir)
     with capture_console(run_dir / "console.log"), log_to_stdout(cfg.logging.log_level):
         for note in cfg.notes:
             log.warning("config: %s", note)
@@ -63,8 +68,9 @@ def train_from_cli(config_path: str, overrides: list[str], progress_bar: bool = 
 
 def run_training(cfg, run_dir: Path, progress_bar: bool = False) -> int:
     from studio.train.progress import ProgressLog
+    from studio.train.ranks import is_main_process
 
-    progress = ProgressLog(run_dir, total_steps=0)
+    progress = ProgressLog(run_dir, total_steps=0, write=is_main_process())
     try:
         outcome, final_loss, step = _train(cfg, run_dir, progress, progress_bar)
     except KeyboardInterrupt:
@@ -93,26 +99,28 @@ def describe_failure(err: Exception) -> str:
 
 
 def _train(cfg, run_dir: Path, progress, progress_bar: bool):
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
 
     from studio.data.preflight import is_image_job, scan_image_job
     from studio.train import checkpoint as ckpt
     from studio.train.loop import Loop
-    from studio.train.setup import build_trainer, mixed_precision
+    from studio.train.setup import build_trainer
 
     if is_image_job(cfg):  # name every unusable file (and refuse with on_bad_file=error) before loading
         scan_image_job(cfg, progress)
-    set_seed(cfg.training.seed)
-    accelerator = Accelerator(mixed_precision=mixed_precision(cfg), cpu=cfg.model.device == "cpu")
+    set_seed(cfg.training.seed)  # the same on every rank: identical adapter init and noise streams
+    accelerator = _accelerator(cfg)
+    main = accelerator.is_main_process
     progress.event("loading", message=f"loading {cfg.model.family} model from {cfg.model.path}")
     trainer = build_trainer(cfg, accelerator)
     progress.total = trainer.total_steps
-    write_training_args(run_dir, cfg, trainer)
-    ckpt.clean_incomplete(run_dir)
-    writer = _tensorboard(cfg, run_dir)
+    if main:
+        write_training_args(run_dir, cfg, trainer)
+        ckpt.clean_incomplete(run_dir)
+    accelerator.wait_for_everyone()
+    writer = _tensorboard(cfg, run_dir) if main else None
     bar = None
-    if progress_bar:
+    if progress_bar and main:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=trainer.total_steps, desc=cfg.job.name, unit="step", dynamic_ncols=True)
@@ -123,7 +131,7 @@ def _train(cfg, run_dir: Path, progress, progress_bar: bool):
         if bar is not None:
             bar.update(loop.step)
     progress.event("start", step=loop.step, total=trainer.total_steps, epochs=trainer.epochs,
-                   items=len(trainer.train_loader.dataset))
+                   items=len(trainer.train_loader.dataset), processes=accelerator.num_processes)
     outcome = loop.run()
     if outcome == "done":
         finish(loop, run_dir)
@@ -143,6 +151,9 @@ def finish(loop, run_dir: Path) -> None:
     params = t.adapter.trainable_params()
     if t.ema is not None:
         t.ema.copy_to(params)
+    if not t.accelerator.is_main_process:  # the main process exports; the others wait for it
+        t.accelerator.wait_for_everyone()
+        return
     from studio.adapters.export import finish_exports
 
     # adapter_model.safetensors, the kohya file, merged/ when asked; each loaded back and checked
@@ -153,6 +164,21 @@ def finish(loop, run_dir: Path) -> None:
         push_run(run_dir, cfg, loop.progress)
     loop.progress.event("done", step=loop.step, final_loss=loop.last_loss, output_dir=str(run_dir))
     log.info("done: %d steps, final loss %.4f, adapter in %s", loop.step, loop.last_loss, run_dir)
+    t.accelerator.wait_for_everyone()
+
+
+def _accelerator(cfg):
+    """One Accelerator per process. With several processes, a rank that waits longer than
+    distributed.timeout_minutes for the others fails (the launcher then ends the job) instead of hanging."""
+    from datetime import timedelta
+
+    from accelerate import Accelerator
+    from accelerate.utils import InitProcessGroupKwargs
+
+    from studio.train.setup import mixed_precision
+
+    timeout = InitProcessGroupKwargs(timeout=timedelta(minutes=cfg.distributed.timeout_minutes))
+    return Accelerator(mixed_precision=mixed_precision(cfg), cpu=cfg.model.device == "cpu", kwargs_handlers=[timeout])
 
 
 def _tensorboard(cfg, run_dir: Path):

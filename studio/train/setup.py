@@ -12,6 +12,7 @@ from studio.adapters import AdapterHandle, inject_adapter
 from studio.data.sampler import EpochSampler
 from studio.families.base import ModelFamily, build_family
 from studio.train.optim import build_optimizer, build_scheduler
+from studio.train.ranks import LossModule, RankSlices
 
 
 @dataclass
@@ -26,6 +27,8 @@ class Trainer:
     optimizer: torch.optim.Optimizer
     scheduler: object
     generator: torch.Generator
+    loss_module: torch.nn.Module  # the accelerate-prepared `ranks.LossModule`: call it for the loss
+    global_batch_size: int  # items per optimizer micro-step over all ranks (data position on resume)
     batches_per_epoch: int
     steps_per_epoch: int
     total_steps: int
@@ -70,6 +73,20 @@ def loader_options(cfg, device: torch.device) -> dict:
     return opts
 
 
+def _global_batch_cfg(cfg, world: int):
+    """A copy of `cfg` whose batch sizes are those of all ranks together (the samplers' view)."""
+    if world == 1:
+        return cfg
+    out = cfg.model_copy(deep=True)
+    out.training.batch_size = cfg.training.batch_size * world
+    out.data.batch_size_per_resolution = [b * world for b in cfg.data.batch_size_per_resolution]
+    return out
+
+
+def _for_rank(batch_sampler, rank: int, world: int, pad: bool = True):
+    return batch_sampler if world == 1 else RankSlices(batch_sampler, rank, world, pad)
+
+
 def build_trainer(cfg, accelerator) -> Trainer:
     device = accelerator.device
     precision = accelerator.mixed_precision
@@ -82,23 +99,30 @@ def build_trainer(cfg, accelerator) -> Trainer:
     if cfg.memory.gradient_checkpointing:
         family.gradient_checkpointing()
     train_ds = family.train_dataset("train")
+    world, rank = accelerator.num_processes, accelerator.process_index
+    family.rank, family.world = rank, world  # random draws are made for the global batch (ranks.draw)
+    # Samplers are built for the global batch (world x batch size), then each rank takes its slice.
+    global_cfg = _global_batch_cfg(cfg, world)
     opts = loader_options(cfg, device)
     if hasattr(train_ds, "batch_sampler"):  # bucketed images: each batch holds one shape
-        sampler = train_ds.batch_sampler(cfg, train=True)
-        train_loader = torch.utils.data.DataLoader(train_ds, batch_sampler=sampler, collate_fn=family.collate, **opts)
+        batches = train_ds.batch_sampler(global_cfg, train=True)
+        sampler = batches
     else:
         sampler = EpochSampler(len(train_ds), cfg.training.seed, cfg.data.shuffle)
-        train_loader = torch.utils.data.DataLoader(train_ds, batch_size=cfg.training.batch_size, sampler=sampler,
-                                                   collate_fn=family.collate, **opts)
+        batches = torch.utils.data.BatchSampler(sampler, global_cfg.training.batch_size, drop_last=False)
+    train_loader = torch.utils.data.DataLoader(train_ds, batch_sampler=_for_rank(batches, rank, world),
+                                               collate_fn=family.collate, **opts)
     eval_loader = None
     if cfg.evaluation.strategy != "no":
         eval_ds = family.train_dataset("eval")
         if len(eval_ds):
-            batching = ({"batch_sampler": eval_ds.batch_sampler(cfg, train=False)} if hasattr(eval_ds, "batch_sampler")
-                        else {"batch_size": cfg.training.batch_size})
-            eval_loader = torch.utils.data.DataLoader(eval_ds, collate_fn=family.collate, num_workers=0, **batching)
+            eval_batches = (eval_ds.batch_sampler(global_cfg, train=False) if hasattr(eval_ds, "batch_sampler")
+                            else torch.utils.data.BatchSampler(range(len(eval_ds)), global_cfg.training.batch_size,
+                                                               drop_last=False))
+            eval_loader = torch.utils.data.DataLoader(eval_ds, batch_sampler=_for_rank(eval_batches, rank, world, pad=False),
+                                                      collate_fn=family.collate, num_workers=0)
     accum = cfg.training.gradient_accumulation_steps
-    batches = len(train_loader)
+    batches = len(train_loader)  # global batches = this rank's batches
     steps_per_epoch = math.ceil(batches / accum)
     if cfg.training.max_steps > 0:
         total = cfg.training.max_steps
@@ -110,9 +134,7 @@ def build_trainer(cfg, accelerator) -> Trainer:
         sampler.set_total_batches(total * accum)
     optimizer = build_optimizer(adapter.param_groups(cfg.training.learning_rate), cfg)  # text encoders: own LR
     scheduler = build_scheduler(optimizer, cfg, total)
-    module, optimizer = accelerator.prepare(family.trainable_module(), optimizer)
-    if accelerator.num_processes > 1:
-        train_loader = accelerator.prepare(train_loader)
+    loss_module, optimizer = accelerator.prepare(LossModule(family, list(adapter.components.values())), optimizer)
     if cfg.memory.torch_compile:
         family.compile()
     ema = None
@@ -124,6 +146,7 @@ def build_trainer(cfg, accelerator) -> Trainer:
             ema.to("cpu")
     return Trainer(cfg=cfg, accelerator=accelerator, family=family, adapter=adapter, train_loader=train_loader,
                    sampler=sampler, eval_loader=eval_loader, optimizer=optimizer, scheduler=scheduler,
-                   generator=torch.Generator().manual_seed(cfg.training.seed), batches_per_epoch=batches,
+                   generator=torch.Generator().manual_seed(cfg.training.seed), loss_module=loss_module,
+                   global_batch_size=global_cfg.training.batch_size, batches_per_epoch=batches,
                    steps_per_epoch=steps_per_epoch, total_steps=total, epochs=epochs, ema=ema,
                    notes=list(cfg.notes))
