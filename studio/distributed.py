@@ -141,6 +141,12 @@ def problems(cfg) -> list[tuple[str, str]]:
     if d.num_machines > 1 and not d.main_process_ip.strip():
         out.append(("distributed.main_process_ip", "required with several machines: the address of the "
                     "machine with rank 0, reachable from the others"))
+    if d.strategy != "ddp" and world_size(d) > 1:
+        # The accelerate config for both is written and tested, but checkpoints, samples and exports
+        # read whole (unsharded) weights and optimizer state, which only DDP has on every rank.
+        out.append(("distributed.strategy", f"{d.strategy} is not supported by the trainer yet: its checkpoints "
+                    "and exports need whole weights on the main process, which only ddp keeps; use ddp (each "
+                    "GPU holds the frozen base model, the adapter's gradients are averaged)"))
     if d.strategy == "deepspeed":
         if importlib.util.find_spec("deepspeed") is None:
             out.append(("distributed.strategy", "DeepSpeed is not installed (`pip install deepspeed` on a "

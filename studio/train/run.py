@@ -131,7 +131,8 @@ def _train(cfg, run_dir: Path, progress, progress_bar: bool):
         if bar is not None:
             bar.update(loop.step)
     progress.event("start", step=loop.step, total=trainer.total_steps, epochs=trainer.epochs,
-                   items=len(trainer.train_loader.dataset), processes=accelerator.num_processes)
+                   items=len(trainer.train_loader.dataset), processes=accelerator.num_processes,
+                   strategy=accelerator.distributed_type.value)
     outcome = loop.run()
     if outcome == "done":
         finish(loop, run_dir)
@@ -178,7 +179,12 @@ def _accelerator(cfg):
     from studio.train.setup import mixed_precision
 
     timeout = InitProcessGroupKwargs(timeout=timedelta(minutes=cfg.distributed.timeout_minutes))
-    return Accelerator(mixed_precision=mixed_precision(cfg), cpu=cfg.model.device == "cpu", kwargs_handlers=[timeout])
+    acc = Accelerator(mixed_precision=mixed_precision(cfg), cpu=cfg.model.device == "cpu", kwargs_handlers=[timeout])
+    wanted = {"ddp": ("MULTI_GPU", "MULTI_CPU", "NO"), "fsdp2": ("FSDP",), "deepspeed": ("DEEPSPEED",)}
+    if acc.num_processes > 1 and acc.distributed_type.value not in wanted[cfg.distributed.strategy]:
+        raise ValueError(f"distributed.strategy={cfg.distributed.strategy} was asked for but accelerate runs "
+                         f"{acc.distributed_type.value}: never train with another strategy than the one chosen")
+    return acc
 
 
 def _tensorboard(cfg, run_dir: Path):

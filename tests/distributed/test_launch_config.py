@@ -29,8 +29,10 @@ def test_ddp_config_is_one_accelerate_reads_back(tmp_path):
 
 
 def test_fsdp2_and_deepspeed_become_accelerate_plugins():
-    fsdp = distributed.accelerate_config(_cfg("distributed.num_processes=4", "distributed.strategy=fsdp2",
-                                              "distributed.offload=optimizer_and_params"))
+    # (both are refused at validation until the trainer gathers sharded weights; the config is ready)
+    cfg = _cfg("distributed.num_processes=4")
+    cfg.distributed.strategy, cfg.distributed.offload = "fsdp2", "optimizer_and_params"
+    fsdp = distributed.accelerate_config(cfg)
     assert fsdp["distributed_type"] == "FSDP"
     assert fsdp["fsdp_config"]["fsdp_version"] == 2 and fsdp["fsdp_config"]["fsdp_offload_params"] is True
     cfg = _cfg("distributed.num_processes=2", "training.gradient_accumulation_steps=3")
@@ -56,6 +58,7 @@ def test_two_machines_total_processes_and_one_command_per_machine(tmp_path):
     (["distributed.num_machines=2", "distributed.main_process_ip=h", "distributed.machine_rank=2"],
      "distributed.machine_rank", "below num_machines"),
     (["distributed.num_processes=2", "distributed.strategy=deepspeed"], "distributed.strategy", "pip install deepspeed"),
+    (["distributed.num_processes=2", "distributed.strategy=fsdp2"], "distributed.strategy", "not supported by the trainer"),
     (["distributed.num_processes=2", "distributed.offload=optimizer"], "distributed.offload", "fsdp2 or deepspeed"),
     (["distributed.num_processes=2", "distributed.strategy=fsdp2", "adapter.type=loha", "adapter.backend=lycoris"],
      "distributed.strategy", "LyCORIS"),
