@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from studio.registry.families import ALL_FAMILIES
+
 EXIT_CONFIG_ERROR = 2
 
 
@@ -41,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=16, help="layers written to target_modules.json (default 16)")
 
     p = sub.add_parser("tiny-model", help="write a tiny random model folder (offline tests and demo)")
-    p.add_argument("family", help="sd15, sdxl, sd3, flux, acestep or causal_lm")
+    p.add_argument("family", help=", ".join(ALL_FAMILIES))
     p.add_argument("out_dir")
 
     p = sub.add_parser("export", help="export a finished run's adapter")

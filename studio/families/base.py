@@ -3,7 +3,6 @@ so it never branches on the family name (PEFT's tuners are the model: every fami
 """
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,24 +10,16 @@ from typing import Any
 
 import torch
 
-# family id -> "module:Class"; imported lazily so `studio` starts fast and optional deps stay optional.
-_REGISTRY: dict[str, str] = {
-    "sd15": "studio.families.sd:SdFamily",
-    "sdxl": "studio.families.sd:SdFamily",
-    "causal_lm": "studio.families.causal_lm:CausalLmFamily",
-    "acestep": "studio.families.acestep:AceStepFamily",
-}
-
-
-def register(name: str, target: str) -> None:
-    _REGISTRY[name] = target
+from studio.registry.families import family_ids, load_attr, row
 
 
 def get_family_class(name: str) -> type["ModelFamily"]:
-    if name not in _REGISTRY:
-        raise ValueError(f"model.family '{name}' is not available; available: {', '.join(sorted(_REGISTRY))}")
-    module, cls = _REGISTRY[name].split(":")
-    return getattr(importlib.import_module(module), cls)
+    """The ModelFamily class of a family id, from the family registry (imported on first use)."""
+    info = row(name)
+    if info.family_class is None:
+        raise ValueError(f"model.family '{name}' has no trainer yet; trainable families: "
+                         + ", ".join(family_ids(trainable=True)))
+    return load_attr(info.family_class)
 
 
 def build_family(cfg, device: torch.device, dtype: torch.dtype) -> "ModelFamily":

@@ -9,7 +9,11 @@ from typing import Literal
 
 from pydantic import field_validator
 
-from studio.config.fields import UNET_FAMILIES, Section, setting
+from studio.config.fields import Section, setting
+from studio.registry.families import family_ids
+
+TEXT_ENCODER_FAMILIES = family_ids(trait="text_encoder_lora")
+ATTENTION_SPLIT_FAMILIES = family_ids(trait="attention_split")
 
 AdapterType = Literal["lora", "dora", "loha", "lokr", "oft", "boft", "ia3", "locon", "glora", "dylora", "full"]
 PEFT_TYPES = ("lora", "dora", "loha", "lokr", "oft", "boft", "ia3")
@@ -76,17 +80,17 @@ class AdapterSection(Section):
         "both", "Which attention layers get the adapter. `self`: attention inside the image/music stream "
         "(style, texture, rhythm), about half the size; `cross`: attention to the prompt (prompt "
         "following); `both`: all, best quality. Layers that are not attention (convolutions, MLPs) "
-        "listed in the targets are always kept.", families=("sd15", "sdxl", "acestep"))
+        "listed in the targets are always kept.", families=ATTENTION_SPLIT_FAMILIES)
     target_modules: list[str] = setting(
         None, "Layer names to adapt, matched at the end of each module path (e.g. `to_q to_k to_v "
         "to_out.0`). Empty = the family's attention projections. A space- or comma-separated string "
         "is accepted.", default_factory=list, group="advanced")
     self_target_modules: list[str] = setting(
         None, "Separate layer names for self-attention (only with attention type `both`). Empty = "
-        "`target_modules`.", default_factory=list, group="advanced", families=("sd15", "sdxl", "acestep"))
+        "`target_modules`.", default_factory=list, group="advanced", families=ATTENTION_SPLIT_FAMILIES)
     cross_target_modules: list[str] = setting(
         None, "Separate layer names for cross-attention (only with attention type `both`). Empty = "
-        "`target_modules`.", default_factory=list, group="advanced", families=("sd15", "sdxl", "acestep"))
+        "`target_modules`.", default_factory=list, group="advanced", families=ATTENTION_SPLIT_FAMILIES)
     bias: Literal["none", "lora_only", "all"] = setting(
         "none", "Train bias terms too: `none` (recommended), `lora_only` (biases of the adapted layers) or "
         "`all` (every bias of the network). PEFT lora/dora/oft/boft only; kohya files cannot carry them.",
@@ -119,10 +123,10 @@ class AdapterSection(Section):
     train_text_encoder: bool = setting(False, "Also put the adapter on the text encoder(s). Can sharpen a "
                                        "concept's trigger word but overfits easily; the text embeddings are "
                                        "then computed every step (never cached).", group="advanced",
-                                       families=UNET_FAMILIES)
+                                       families=TEXT_ENCODER_FAMILIES)
     text_encoder_lr: float = setting(1e-4, "Learning rate of the text-encoder adapter; usually 5-10x below "
                                      "the main learning rate because the text encoder is fragile.", gt=0.0,
-                                     le=10.0, group="advanced", families=UNET_FAMILIES)
+                                     le=10.0, group="advanced", families=TEXT_ENCODER_FAMILIES)
     merge_after_training: bool = setting(False, "After training, also write `merged/`: the full model with "
                                          "the adapter folded into its weights (no adapter needed to use it, "
                                          "but the size of the whole model).", group="advanced")
@@ -186,11 +190,12 @@ class AdapterSection(Section):
             if kind == "lokr" and getattr(self, name) and backend != "lycoris":
                 out.append((f"adapter.{name}", "needs backend 'lycoris' (PEFT's LoKr has no such option)"))
         family = cfg.model.family
-        if self.train_text_encoder and family not in UNET_FAMILIES:
-            out.append(("adapter.train_text_encoder", f"only for sd15 / sdxl (model.family is '{family}')"))
+        if self.train_text_encoder and family not in TEXT_ENCODER_FAMILIES:
+            out.append(("adapter.train_text_encoder", f"only for {' / '.join(TEXT_ENCODER_FAMILIES)} "
+                        f"(model.family is '{family}')"))
         if self.train_text_encoder and kind == "full":
             out.append(("adapter.train_text_encoder", "not with type 'full'; use a low-rank method"))
-        if self.attention_type != "both" and family not in ("sd15", "sdxl", "acestep"):
+        if self.attention_type != "both" and family not in ATTENTION_SPLIT_FAMILIES:
             out.append(("adapter.attention_type", f"'{family}' has no self/cross split; use 'both'"))
         return out
 
