@@ -209,7 +209,7 @@ def _peak_of(run, sync) -> int:
 def _studio_steps(trainer, count: int) -> None:
     """A few steps through the studio's own Loop (its own run folder), to read its memory peak."""
     from studio.train.loop import Loop
-    from studio.train.progress import ProgressLog
+    from studio.runfolder.progress import ProgressLog
 
     run_dir = Path(trainer.cfg.job.output_dir) / "memory"
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -68,15 +68,15 @@ def main(argv: list[str] | None = None) -> int:
 
             enforce()  # drifted versions: a warning each; a known-bad set: exit 2 before any model loads
         if args.command == "train":
-            from studio.train.run import train_from_cli
+            from studio.commands.train import train_from_cli
 
             return train_from_cli(args.config, args.overrides, progress_bar=not args.no_progress)
         if args.command == "preprocess":
-            from studio.data.preprocess import preprocess_from_cli
+            from studio.commands.preprocess import preprocess_from_cli
 
             return preprocess_from_cli(args.config, args.overrides)
         if args.command == "estimate":
-            from studio.estimate import estimate_from_cli
+            from studio.commands.estimate import estimate_from_cli
 
             return estimate_from_cli(args.config, args.overrides, batches=args.batches, top_k=args.top_k)
         if args.command == "tiny-model":
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"tiny {args.family} model written to {path}")
             return 0
         if args.command == "export":
-            from studio.adapters.export import export_from_cli
+            from studio.commands.export import export_from_cli
 
             return export_from_cli(args.run_dir, args.format, args.out)
         if args.command == "env":

@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import torch
 
 from studio.adapters import lycoris_backend, peft_backend
+from studio.adapters.lycoris_backend import lycoris_prefix
 from studio.adapters.targets import TargetSpec, resolve_targets
 
 LYCORIS_CHILD = "studio_lycoris"  # LyCORIS' network is registered under its network: train()/eval()/to() reach it
@@ -185,11 +186,6 @@ def _start_from(handle: AdapterHandle, path: str) -> None:
     if missing:
         raise ValueError(f"adapter.init_from: {path} lacks {len(missing)} weights this adapter has, e.g. "
                          f"{missing[:3]} (same type, rank and target layers needed)")
-
-
-def lycoris_prefix(family, component: str) -> str:
-    """Key prefix of a LyCORIS network: kohya's name for the component where the family has one."""
-    return family.kohya_prefixes.get(component, f"lycoris_{component}")
 
 
 def _targets_for(family, a, name: str, net, is_main: bool, backend: str) -> TargetSpec:

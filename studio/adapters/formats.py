@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from studio.runfolder.atomic import atomic_write_text  # noqa: F401 - re-exported for the families
+
 ADAPTER_FILE = "adapter_model.safetensors"
 CONFIG_FILE = "adapter_config.json"
 DIFFUSERS_FILE = "pytorch_lora_weights.safetensors"  # the name diffusers picks first in a folder
@@ -45,16 +47,6 @@ def atomic_save_file(tensors: dict[str, torch.Tensor], path: Path, metadata: dic
         save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    tmp = temp_name(path)
-    try:
-        tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -16,6 +16,11 @@ ALGOS = {"lora": "lora", "dora": "lora", "locon": "locon", "loha": "loha", "lokr
 ALL_LAYERS = ["Linear", "Conv1d", "Conv2d", "Conv3d"]
 
 
+def lycoris_prefix(family, component: str) -> str:
+    """Key prefix of a LyCORIS network: kohya's name for the component where the family has one."""
+    return family.kohya_prefixes.get(component, f"lycoris_{component}")
+
+
 def _set_preset(prefix: str, pattern: str | None, classes: list[str] | None = None) -> None:
     from lycoris import LycorisNetwork
 

@@ -94,7 +94,7 @@ def _te_key(key: str) -> str:
 
 def describe(handle) -> dict:
     """adapter_config.json of a LyCORIS adapter: enough to rebuild the network."""
-    from studio.adapters import lycoris_prefix
+    from studio.adapters.lycoris_backend import lycoris_prefix
     from studio.adapters.lycoris_backend import ALGOS
     from studio.config.kv import parse_key_values
 
@@ -148,7 +148,7 @@ def read_adapter_folder(path: str | Path, handle, field: str = "adapter.init_fro
     """Per-network state dicts of an adapter file (ours, a PEFT folder, or a kohya file) for `handle`."""
     weights, _ = formats.read_safetensors(adapter_file(path, field))
     if handle.backend == "lycoris":
-        from studio.adapters import lycoris_prefix
+        from studio.adapters.lycoris_backend import lycoris_prefix
 
         return split_by_prefix(weights, {n: lycoris_prefix(handle.family, n) for n in handle.components}, field)
     if any(k.endswith(".lora_down.weight") for k in weights):  # a kohya file (ours or another trainer's)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import json
 import logging
-import os
 import platform
 import sys
 import time
@@ -13,7 +12,10 @@ from pathlib import Path
 
 from studio.config import ConfigError, finalize_job, load_config
 from studio.config.preflight import preflight
-from studio.train.console import capture_console, log_to_stdout
+from studio.runfolder.atomic import atomic_write_text
+from studio.runfolder.console import capture_console, log_to_stdout
+from studio.runfolder.events import Event
+from studio.runfolder.layout import TRAINING_ARGS_FILE, console_path
 
 log = logging.getLogger("studio.train")
 
@@ -32,14 +34,11 @@ def library_versions() -> dict:
 
 def write_training_args(run_dir: Path, cfg, trainer) -> None:
     ds = trainer.train_loader.dataset
-    fingerprint = ds.fingerprint() if hasattr(ds, "fingerprint") else None
     record = {"config": cfg.model_dump(mode="json"), "versions": library_versions(), "seed": cfg.training.seed,
-              "dataset_fingerprint": fingerprint, "dataset_items": len(ds), "total_steps": trainer.total_steps,
-              "dataset_cache": ds.cache_summary() if hasattr(ds, "cache_summary") else None,
+              "dataset_fingerprint": ds.fingerprint(), "dataset_items": len(ds), "total_steps": trainer.total_steps,
+              "dataset_cache": ds.cache_summary(),
               "notes": trainer.notes, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    tmp = run_dir / "training_args.json.tmp"
-    tmp.write_text(json.dumps(record, indent=2), encoding="utf-8")
-    os.replace(tmp, run_dir / "training_args.json")
+    atomic_write_text(run_dir / TRAINING_ARGS_FILE, json.dumps(record, indent=2))
 
 
 def train_from_cli(config_path: str, overrides: list[str], progress_bar: bool = True) -> int:
@@ -47,25 +46,25 @@ def train_from_cli(config_path: str, overrides: list[str], progress_bar: bool = 
     preflight(cfg)
     run_dir = Path(cfg.job.output_dir).expanduser().resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    with capture_console(run_dir / "console.log"), log_to_stdout(cfg.logging.log_level):
+    with capture_console(console_path(run_dir)), log_to_stdout(cfg.logging.log_level):
         for note in cfg.notes:
             log.warning("config: %s", note)
         return run_training(cfg, run_dir, progress_bar=progress_bar and sys.stderr.isatty())
 
 
 def run_training(cfg, run_dir: Path, progress_bar: bool = False) -> int:
-    from studio.train.progress import ProgressLog
+    from studio.runfolder.progress import ProgressLog
 
     progress = ProgressLog(run_dir, total_steps=0)
     try:
         outcome, final_loss, step = _train(cfg, run_dir, progress, progress_bar)
     except KeyboardInterrupt:
-        progress.event("stopped", message="interrupted from the keyboard")
+        progress.event(Event.STOPPED, message="interrupted from the keyboard")
         return 130
     except Exception as err:  # noqa: BLE001 - every failure must end with an error event
         message = describe_failure(err)
         log.error("training failed: %s", message, exc_info=not isinstance(err, (ConfigError, ValueError, OSError)))
-        progress.event("error", message=message, type=type(err).__name__)
+        progress.event(Event.ERROR, message=message, type=type(err).__name__)
         return 1
     finally:
         progress.close()
@@ -91,13 +90,14 @@ def _train(cfg, run_dir: Path, progress, progress_bar: bool):
     from studio.data.preflight import is_image_job, scan_image_job
     from studio.train import checkpoint as ckpt
     from studio.train.loop import Loop
-    from studio.train.setup import build_trainer, mixed_precision
+    from studio.runfolder.device import mixed_precision
+    from studio.train.setup import build_trainer
 
     if is_image_job(cfg):  # name every unusable file (and refuse with on_bad_file=error) before loading
         scan_image_job(cfg, progress)
     set_seed(cfg.training.seed)
     accelerator = Accelerator(mixed_precision=mixed_precision(cfg), cpu=cfg.model.device == "cpu")
-    progress.event("loading", message=f"loading {cfg.model.family} model from {cfg.model.path}")
+    progress.event(Event.LOADING, message=f"loading {cfg.model.family} model from {cfg.model.path}")
     trainer = build_trainer(cfg, accelerator)
     progress.total = trainer.total_steps
     write_training_args(run_dir, cfg, trainer)
@@ -114,7 +114,7 @@ def _train(cfg, run_dir: Path, progress, progress_bar: bool):
         loop.resume(Path(resume))
         if bar is not None:
             bar.update(loop.step)
-    progress.event("start", step=loop.step, total=trainer.total_steps, epochs=trainer.epochs,
+    progress.event(Event.START, step=loop.step, total=trainer.total_steps, epochs=trainer.epochs,
                    items=len(trainer.train_loader.dataset))
     outcome = loop.run()
     if outcome == "done":
@@ -143,7 +143,7 @@ def finish(loop, run_dir: Path) -> None:
         from studio.hub import push_run
 
         push_run(run_dir, cfg, loop.progress)
-    loop.progress.event("done", step=loop.step, final_loss=loop.last_loss, output_dir=str(run_dir))
+    loop.progress.event(Event.DONE, step=loop.step, final_loss=loop.last_loss, output_dir=str(run_dir))
     log.info("done: %d steps, final loss %.4f, adapter in %s", loop.step, loop.last_loss, run_dir)
 
 

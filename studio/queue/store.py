@@ -12,7 +12,6 @@ Public API (the UI and the CLI use exactly this):
     store.clone(id, name="")                 # a new pending job with the same config
     store.remove(id)                         # refused while running (QueueError)
     store.update(id, config)                 # replace a job's config while it is not running
-    store.script()                           # bash script with the pending jobs' exact commands
     store.get_setting(key) / store.set_setting(key, value)
 
 Statuses: pending -> running -> completed | stopped | failed | interrupted.
@@ -34,7 +33,7 @@ from typing import Any, Iterator
 from studio.config import ConfigError, JobConfig, finalize_job, load_config
 from studio.config.loader import default_job_name
 from studio.paths import studio_home
-from studio.queue import runfolder
+from studio import runfolder
 
 STATUSES = ("pending", "running", "completed", "stopped", "failed", "interrupted")
 FINISHED = ("completed", "stopped", "failed", "interrupted")
@@ -281,12 +280,6 @@ class JobStore:
                 raise QueueError(f"job {job.id} '{job.name}' is running: stop it before editing its config")
             conn.execute("UPDATE jobs SET config = ? WHERE id = ?", (json.dumps(config), job.id))
             return self._get(conn, job.id)
-
-    def script(self) -> str:
-        """The generated queue script: the pending jobs' exact commands (see script.py)."""
-        from studio.queue.script import queue_script  # script.py imports this module
-
-        return queue_script(self)
 
     # -- user operations --------------------------------------------------------------------
     def move(self, job_id: int, index: int) -> list[Job]:

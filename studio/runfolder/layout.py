@@ -1,65 +1,25 @@
-"""What the queue reads and writes in a run folder (DESIGN.md §3.3).
+"""The names of the files in a run folder, and the queue's side of it (docs/architecture.md, "The run
+folder").
 
-The run folder is the only channel between the queue and a trainer: the worker writes
-`config.json` and `control/STOP`, the trainer writes `progress.jsonl` and `console.log`.
+The run folder is the only channel between the queue, the UI and a job: the worker writes
+`config.json` and `control/STOP`, the job writes `progress.jsonl`, `console.log` and
+`training_args.json`.
 """
 from __future__ import annotations
 
 import json
-import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
+
+from studio.runfolder.atomic import atomic_write_text
 
 CONFIG_FILE = "config.json"
 PROGRESS_FILE = "progress.jsonl"
 CONSOLE_FILE = "console.log"
-STOP_FILE = Path("control") / "STOP"
+TRAINING_ARGS_FILE = "training_args.json"
+CONTROL_DIR = "control"
+STOP_FILE = Path(CONTROL_DIR) / "STOP"
 ATTEMPTS_DIR = "attempts"
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What the progress log says about one launch."""
-
-    last_event: str | None  # the `event` of the last record written by this launch, if any
-    message: str  # the error event's message, when there is one
-    final_loss: float | None  # loss of the newest step record in the whole log
-
-
-def read_outcome(run_dir: Path, offset: int = 0) -> Outcome:
-    """Read `progress.jsonl`; only records after byte `offset` (this launch's) decide the event.
-
-    A truncated last line (the trainer killed mid-write) is skipped rather than trusted.
-    """
-    path = Path(run_dir) / PROGRESS_FILE
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return Outcome(None, "", None)
-    last_event, message, final_loss = None, "", None
-    pos = 0
-    for raw in data.splitlines(keepends=True):
-        start, pos = pos, pos + len(raw)
-        try:
-            rec = json.loads(raw)
-        except ValueError:
-            continue
-        if not isinstance(rec, dict):
-            continue
-        if "event" not in rec and isinstance(rec.get("loss"), (int, float)):
-            final_loss = float(rec["loss"])
-        if start >= offset:
-            last_event = rec.get("event")
-            message = str(rec.get("message", "")) if last_event == "error" else ""
-    return Outcome(last_event, message, final_loss)
-
-
-def progress_size(run_dir: Path) -> int:
-    try:
-        return (Path(run_dir) / PROGRESS_FILE).stat().st_size
-    except FileNotFoundError:
-        return 0
 
 
 def write_config(run_dir: Path, config: dict) -> Path:
@@ -67,21 +27,8 @@ def write_config(run_dir: Path, config: dict) -> Path:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / CONFIG_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(config, indent=2, sort_keys=True) + "\n")
     return path
-
-
-def request_stop(run_dir: Path) -> None:
-    path = Path(run_dir) / STOP_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch()
-
-
-def clear_stop(run_dir: Path) -> None:
-    # A STOP left by an earlier launch would stop a resumed job at its first step.
-    (Path(run_dir) / STOP_FILE).unlink(missing_ok=True)
 
 
 def archive_attempt(run_dir: Path, attempt: int) -> Path | None:
@@ -103,6 +50,14 @@ def archive_attempt(run_dir: Path, attempt: int) -> Path | None:
     for path in movable:
         shutil.move(str(path), str(dest / path.name))
     return dest
+
+
+def progress_path(run_dir: Path) -> Path:
+    return Path(run_dir) / PROGRESS_FILE
+
+
+def console_path(run_dir: Path) -> Path:
+    return Path(run_dir) / CONSOLE_FILE
 
 
 def console_tail(run_dir: Path, lines: int = 5, max_bytes: int = 16384) -> str:

@@ -1,14 +1,23 @@
-"""`progress.jsonl`: the trainer's only channel to the queue and the UI (one JSON object per line)."""
+"""`progress.jsonl`: a job's only channel to the queue and the UI (one JSON object per line).
+
+`ProgressLog` writes it; `read_progress` is the one reader (UI, queue, bench, tests): it parses whole
+lines only, so a line being written (or cut short by a kill) is never trusted. Event names: `Event`.
+"""
 from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
+
+from studio.runfolder.events import Event, is_step
+from studio.runfolder.layout import progress_path
 
 
 class ProgressLog:
     def __init__(self, run_dir: Path, total_steps: int, start_step: int = 0):
-        self.path = Path(run_dir) / "progress.jsonl"
+        self.path = progress_path(run_dir)
         self.total = total_steps
         self.start_step = start_step
         self.t0 = time.time()
@@ -32,8 +41,8 @@ class ProgressLog:
                      "elapsed_s": round(self.elapsed(), 2), "eta_s": self.eta(step), **extra,
                      "time": time.time()})
 
-    def event(self, name: str, **fields) -> None:
-        self._write({"event": name, "time": time.time(), **fields})
+    def event(self, name: Event | str, **fields) -> None:
+        self._write({"event": str(Event(name)), "time": time.time(), **fields})
 
     def close(self) -> None:
         self._fh.close()
@@ -45,33 +54,75 @@ def run_reported(progress: ProgressLog, what: str, work) -> int:
     import logging
 
     try:
-        progress.event("done", **work())
+        progress.event(Event.DONE, **work())
         return 0
     except KeyboardInterrupt:
-        progress.event("stopped", message="interrupted from the keyboard")
+        progress.event(Event.STOPPED, message="interrupted from the keyboard")
         return 130
     except Exception as err:  # noqa: BLE001 - every failure ends with an error event
         logging.getLogger("studio").error("%s failed: %s", what, err,
                                           exc_info=not isinstance(err, (ValueError, OSError)))
-        progress.event("error", message=str(err) or type(err).__name__, type=type(err).__name__)
+        progress.event(Event.ERROR, message=str(err) or type(err).__name__, type=type(err).__name__)
         return 1
     finally:
         progress.close()
 
 
+def _records(chunk: bytes) -> Iterator[tuple[int, dict]]:
+    """(offset of the line in `chunk`, record) for each whole line that holds a JSON object."""
+    pos = 0
+    for raw in chunk.splitlines(keepends=True):
+        start, pos = pos, pos + len(raw)
+        try:  # a line cut short by a kill is not valid JSON, so it is skipped
+            rec = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(rec, dict):
+            yield start, rec
+
+
 def read_progress(run_dir: Path, offset: int = 0) -> tuple[list[dict], int]:
     """Records appended since byte `offset`, and the new offset (only whole lines are consumed)."""
-    path = Path(run_dir) / "progress.jsonl"
+    path = progress_path(run_dir)
     if not path.exists():
         return [], offset
     with open(path, "rb") as fh:
         fh.seek(offset)
         chunk = fh.read()
     end = chunk.rfind(b"\n") + 1
-    records = []
-    for line in chunk[:end].splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records, offset + end
+    return [rec for _, rec in _records(chunk[:end])], offset + end
+
+
+def progress_size(run_dir: Path) -> int:
+    try:
+        return progress_path(run_dir).stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the progress log says about one launch."""
+
+    last_event: str | None  # the `event` of the last record written by this launch, if any
+    message: str  # the error event's message, when there is one
+    final_loss: float | None  # loss of the newest step record in the whole log
+
+
+def read_outcome(run_dir: Path, offset: int = 0) -> Outcome:
+    """Read `progress.jsonl`; only records after byte `offset` (this launch's) decide the event.
+
+    A truncated last line (the trainer killed mid-write) is skipped rather than trusted.
+    """
+    try:
+        data = progress_path(run_dir).read_bytes()
+    except FileNotFoundError:
+        return Outcome(None, "", None)
+    last_event, message, final_loss = None, "", None
+    for start, rec in _records(data):
+        if is_step(rec) and isinstance(rec.get("loss"), (int, float)):
+            final_loss = float(rec["loss"])
+        if start >= offset:
+            last_event = rec.get("event")
+            message = str(rec.get("message", "")) if last_event == Event.ERROR else ""
+    return Outcome(last_event, message, final_loss)

@@ -24,7 +24,7 @@ def evaluate(t) -> dict:
     module.train()
     mean = total / max(1, count)
     metrics = {"eval_loss": round(mean, 6)}
-    metrics.update(t.family.eval_metrics(mean) if hasattr(t.family, "eval_metrics") else {})
+    metrics.update(t.family.eval_metrics(mean))
     return metrics
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 
 from studio.train import checkpoint as ckpt
-from studio.train.control import ControlFiles
+from studio.runfolder.control import ControlFiles
 from studio.train.evaluate import EarlyStopper, evaluate
-from studio.train.progress import ProgressLog
+from studio.runfolder.progress import ProgressLog
 from studio.train.setup import Trainer
 
 log = logging.getLogger("studio.train")

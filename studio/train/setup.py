@@ -11,6 +11,7 @@ import torch
 from studio.adapters import AdapterHandle, inject_adapter
 from studio.data.sampler import EpochSampler
 from studio.families.base import ModelFamily, build_family
+from studio.runfolder.device import weight_dtype
 from studio.train.optim import build_optimizer, build_scheduler
 
 
@@ -32,27 +33,6 @@ class Trainer:
     epochs: int
     ema: object = None
     notes: list[str] = field(default_factory=list)
-
-
-def mixed_precision(cfg) -> str:
-    choice = cfg.memory.mixed_precision
-    if choice != "auto":
-        return choice
-    if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "no"
-
-
-def weight_dtype(precision: str) -> torch.dtype:
-    """dtype of the frozen weights for an accelerate mixed-precision mode."""
-    return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
-
-
-def standalone_device(cfg) -> tuple[torch.device, torch.dtype]:
-    """Device and weight dtype for work outside the trainer's Accelerator (caching, estimate)."""
-    use_cuda = torch.cuda.is_available() and cfg.model.device in ("auto", "cuda")
-    device = torch.device("cuda" if use_cuda else "cpu")
-    return device, weight_dtype(mixed_precision(cfg) if use_cuda else "no")
 
 
 def loader_options(cfg, device: torch.device) -> dict:
@@ -83,8 +63,8 @@ def build_trainer(cfg, accelerator) -> Trainer:
         family.gradient_checkpointing()
     train_ds = family.train_dataset("train")
     opts = loader_options(cfg, device)
-    if hasattr(train_ds, "batch_sampler"):  # bucketed images: each batch holds one shape
-        sampler = train_ds.batch_sampler(cfg, train=True)
+    sampler = train_ds.batch_sampler(cfg, train=True)  # bucketed images: each batch holds one shape
+    if sampler is not None:
         train_loader = torch.utils.data.DataLoader(train_ds, batch_sampler=sampler, collate_fn=family.collate, **opts)
     else:
         sampler = EpochSampler(len(train_ds), cfg.training.seed, cfg.data.shuffle)
@@ -94,7 +74,8 @@ def build_trainer(cfg, accelerator) -> Trainer:
     if cfg.evaluation.strategy != "no":
         eval_ds = family.train_dataset("eval")
         if len(eval_ds):
-            batching = ({"batch_sampler": eval_ds.batch_sampler(cfg, train=False)} if hasattr(eval_ds, "batch_sampler")
+            eval_sampler = eval_ds.batch_sampler(cfg, train=False)
+            batching = ({"batch_sampler": eval_sampler} if eval_sampler is not None
                         else {"batch_size": cfg.training.batch_size})
             eval_loader = torch.utils.data.DataLoader(eval_ds, collate_fn=family.collate, num_workers=0, **batching)
     accum = cfg.training.gradient_accumulation_steps
@@ -106,8 +87,7 @@ def build_trainer(cfg, accelerator) -> Trainer:
     else:
         epochs = cfg.training.epochs
         total = epochs * steps_per_epoch
-    if hasattr(sampler, "set_total_batches"):  # progressive resolution splits the run's batches
-        sampler.set_total_batches(total * accum)
+    sampler.set_total_batches(total * accum)  # progressive resolution splits the run's batches
     optimizer = build_optimizer(adapter.param_groups(cfg.training.learning_rate), cfg)  # text encoders: own LR
     scheduler = build_scheduler(optimizer, cfg, total)
     module, optimizer = accelerator.prepare(family.trainable_module(), optimizer)
