@@ -89,6 +89,7 @@ def _train(cfg, run_dir: Path, progress, progress_bar: bool):
 
     from studio.data.preflight import is_image_job, scan_image_job
     from studio.train import checkpoint as ckpt
+    from studio.hub import CheckpointPusher
     from studio.train.loop import Loop
     from studio.runfolder.device import mixed_precision
     from studio.train.setup import build_trainer
@@ -108,17 +109,22 @@ def _train(cfg, run_dir: Path, progress, progress_bar: bool):
         from tqdm.auto import tqdm
 
         bar = tqdm(total=trainer.total_steps, desc=cfg.job.name, unit="step", dynamic_ncols=True)
-    loop = Loop(trainer, run_dir, progress, writer=writer, bar=bar)
-    resume = cfg.checkpointing.resume_from or (ckpt.latest_checkpoint(run_dir) if cfg.checkpointing.auto_resume else None)
-    if resume:
-        loop.resume(Path(resume))
-        if bar is not None:
-            bar.update(loop.step)
-    progress.event(Event.START, step=loop.step, total=trainer.total_steps, epochs=trainer.epochs,
-                   items=len(trainer.train_loader.dataset))
-    outcome = loop.run()
-    if outcome == "done":
-        finish(loop, run_dir)
+    pusher = CheckpointPusher(cfg, progress) if CheckpointPusher.wanted(cfg) else None
+    loop = Loop(trainer, run_dir, progress, writer=writer, bar=bar, on_checkpoint=pusher and pusher.push)
+    try:
+        resume = cfg.checkpointing.resume_from or (ckpt.latest_checkpoint(run_dir) if cfg.checkpointing.auto_resume else None)
+        if resume:
+            loop.resume(Path(resume))
+            if bar is not None:
+                bar.update(loop.step)
+        progress.event(Event.START, step=loop.step, total=trainer.total_steps, epochs=trainer.epochs,
+                       items=len(trainer.train_loader.dataset))
+        outcome = loop.run()
+        if outcome == "done":
+            finish(loop, run_dir, pusher)
+    finally:
+        if pusher is not None:
+            pusher.close()  # idempotent: after `finish`, nothing is left to wait for
     if bar is not None:
         bar.close()
     if writer is not None:
@@ -126,8 +132,9 @@ def _train(cfg, run_dir: Path, progress, progress_bar: bool):
     return outcome, loop.last_loss, loop.step
 
 
-def finish(loop, run_dir: Path) -> None:
-    """Final samples and adapter (EMA weights when enabled), optional hub upload, then `done`."""
+def finish(loop, run_dir: Path, pusher=None) -> None:
+    """Final samples and adapter (EMA weights when enabled), optional hub upload, then `done` (after the
+    checkpoint uploads still queued, so that `done` is the run's last word)."""
     t, cfg = loop.t, loop.cfg
     loop._check_finite()
     if cfg.sampling.at_end:
@@ -139,6 +146,8 @@ def finish(loop, run_dir: Path) -> None:
 
     # adapter_model.safetensors, the kohya file, merged/ when asked; each loaded back and checked
     finish_exports(t.adapter, run_dir, step=loop.step, progress=loop.progress)
+    if pusher is not None:
+        pusher.close()
     if cfg.hub.push_to_hub:
         from studio.hub import push_run
 
@@ -152,4 +161,6 @@ def _tensorboard(cfg, run_dir: Path):
         return None
     from torch.utils.tensorboard import SummaryWriter
 
-    return SummaryWriter(log_dir=cfg.logging.log_dir or str(run_dir / "runs"))
+    # TensorBoard lists runs by folder: `job.run_name` names this run there (else the job name).
+    base = Path(cfg.logging.log_dir) if cfg.logging.log_dir else run_dir / "runs"
+    return SummaryWriter(log_dir=str(base / cfg.job.run_name if cfg.job.run_name else base))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -22,13 +23,35 @@ def launch_config(config: dict, launch: str) -> dict:
     return config
 
 
-def job_command(kind: str, config_path: Path, num_processes: int = 1, python: str = sys.executable) -> list[str]:
-    """`python -m studio train|preprocess CONFIG` (or `accelerate launch` for several GPUs)."""
+def job_command(kind: str, config_path: Path, distributed: dict | None = None,
+                python: str = sys.executable) -> list[str]:
+    """`python -m studio train|preprocess CONFIG`, or through `accelerate launch` when the job's
+    `distributed` section asks for several processes or for given GPUs."""
     studio_args = ["-m", "studio", kind, str(config_path)]
-    if num_processes > 1:
-        launcher = ["-m", "accelerate.commands.launch", "--num_processes", str(num_processes)]
-        return [python, *launcher, *studio_args]
-    return [python, *studio_args]
+    launcher = accelerate_args(distributed or {})
+    return [python, *launcher, *studio_args] if launcher else [python, *studio_args]
+
+
+def accelerate_args(distributed: dict) -> list[str]:
+    """`-m accelerate.commands.launch ...` for the `distributed` section, or [] for a plain process.
+
+    The flags are accelerate's own (accelerate/commands/launch.py): `--multi_gpu` (DDP), `--use_fsdp`,
+    `--use_deepspeed --zero_stage N`, `--gpu_ids`; `accelerate_extra_args` goes last, so it can add
+    anything else (a port, a config file).
+    """
+    processes = int(distributed.get("num_processes") or 1)
+    gpu_ids = ",".join(p.strip() for p in str(distributed.get("gpu_ids") or "").split(",") if p.strip())
+    if processes <= 1 and not gpu_ids:
+        return []
+    args = ["-m", "accelerate.commands.launch", "--num_processes", str(processes)]
+    strategy = distributed.get("strategy") or "ddp"
+    if processes > 1:
+        args += {"ddp": ["--multi_gpu"], "fsdp": ["--use_fsdp"],
+                 "deepspeed": ["--use_deepspeed", "--zero_stage", str(distributed.get("deepspeed_zero_stage", 2))]
+                 }[strategy]
+    if gpu_ids:
+        args += ["--gpu_ids", gpu_ids]
+    return args + shlex.split(str(distributed.get("accelerate_extra_args") or ""))
 
 
 def job_env(nonce: str) -> dict[str, str]:

@@ -23,7 +23,7 @@ def _job_block(job: Job, use_uv: bool) -> list[str]:
     run_dir = Path(job.run_dir)
     config_path = run_dir / runfolder.CONFIG_FILE
     python = "python" if use_uv else sys.executable
-    argv = commands.job_command(job.kind, config_path, job.num_processes, python=python)
+    argv = commands.job_command(job.kind, config_path, job.distributed, python=python)
     if use_uv:
         argv = ["uv", "run", *argv]
     q = shlex.quote

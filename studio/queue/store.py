@@ -115,7 +115,22 @@ class Job:
 
     @property
     def num_processes(self) -> int:
-        return int((self.config.get("distributed") or {}).get("num_processes") or 1)
+        return int(self.distributed.get("num_processes") or 1)
+
+    @property
+    def distributed(self) -> dict:
+        """The job's `distributed` section as stored (how its command is launched)."""
+        return self.config.get("distributed") or {}
+
+    @property
+    def run_name(self) -> str:
+        """The user's free label (`job.run_name`), shown beside the job name."""
+        return str((self.config.get("job") or {}).get("run_name") or "")
+
+    @property
+    def label(self) -> str:
+        """The name as the queue list and the UI show it: `name (run_name)`."""
+        return f"{self.name} ({self.run_name})" if self.run_name else self.name
 
     def to_dict(self) -> dict:
         return asdict(self) | {"duration_s": self.duration_s}

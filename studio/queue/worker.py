@@ -38,7 +38,7 @@ CommandBuilder = Callable[[Job, Path], list[str]]
 
 
 def default_command(job: Job, config_path: Path) -> list[str]:
-    return commands.job_command(job.kind, config_path, job.num_processes)
+    return commands.job_command(job.kind, config_path, job.distributed)
 
 
 class WorkerBusy(QueueError):

@@ -6,12 +6,13 @@ lines only, so a line being written (or cut short by a kill) is never trusted. E
 from __future__ import annotations
 
 import json
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from studio.runfolder.events import Event, is_step
+from studio.runfolder.events import FINAL_EVENTS, Event, is_step
 from studio.runfolder.layout import progress_path
 
 
@@ -22,10 +23,13 @@ class ProgressLog:
         self.start_step = start_step
         self.t0 = time.time()
         self._fh = open(self.path, "a", encoding="utf-8")
+        self._lock = threading.Lock()  # background work (hub uploads) reports too: one whole line at a time
 
     def _write(self, record: dict) -> None:
-        self._fh.write(json.dumps(record, separators=(",", ":")) + "\n")
-        self._fh.flush()
+        line = json.dumps(record, separators=(",", ":")) + "\n"
+        with self._lock:
+            self._fh.write(line)
+            self._fh.flush()
 
     def elapsed(self) -> float:
         return time.time() - self.t0
@@ -104,7 +108,7 @@ def progress_size(run_dir: Path) -> int:
 class Outcome:
     """What the progress log says about one launch."""
 
-    last_event: str | None  # the `event` of the last record written by this launch, if any
+    last_event: str | None  # this launch's last final event (done/stopped/error), else its last event
     message: str  # the error event's message, when there is one
     final_loss: float | None  # loss of the newest step record in the whole log
 
@@ -112,7 +116,8 @@ class Outcome:
 def read_outcome(run_dir: Path, offset: int = 0) -> Outcome:
     """Read `progress.jsonl`; only records after byte `offset` (this launch's) decide the event.
 
-    A truncated last line (the trainer killed mid-write) is skipped rather than trusted.
+    A truncated last line (the trainer killed mid-write) is skipped rather than trusted. A final event
+    wins over what background work (a checkpoint upload) may report after it.
     """
     try:
         data = progress_path(run_dir).read_bytes()
@@ -122,7 +127,7 @@ def read_outcome(run_dir: Path, offset: int = 0) -> Outcome:
     for start, rec in _records(data):
         if is_step(rec) and isinstance(rec.get("loss"), (int, float)):
             final_loss = float(rec["loss"])
-        if start >= offset:
+        if start >= offset and (last_event not in FINAL_EVENTS or rec.get("event") in FINAL_EVENTS):
             last_event = rec.get("event")
             message = str(rec.get("message", "")) if last_event == Event.ERROR else ""
     return Outcome(last_event, message, final_loss)

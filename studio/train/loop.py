@@ -27,8 +27,9 @@ class NonFiniteLoss(RuntimeError):
 
 
 class Loop:
-    def __init__(self, t: Trainer, run_dir: Path, progress: ProgressLog, writer=None, bar=None):
+    def __init__(self, t: Trainer, run_dir: Path, progress: ProgressLog, writer=None, bar=None, on_checkpoint=None):
         self.t, self.run_dir, self.progress, self.writer, self.bar = t, Path(run_dir), progress, writer, bar
+        self.on_checkpoint = on_checkpoint  # called with (checkpoint folder, step) after each commit
         self.cfg = t.cfg
         self.control = ControlFiles(run_dir)
         self.step = self.epoch = self.batches_done = 0
@@ -77,6 +78,8 @@ class Loop:
         self.last_save_time = time.time()
         self.progress.event("checkpoint", step=self.step, path=str(path), reason=reason)
         log.info("checkpoint saved: %s (%s)", path.name, reason)
+        if self.on_checkpoint is not None:
+            self.on_checkpoint(path, self.step)
         return path
 
     # ---- the loop ------------------------------------------------------------------------------

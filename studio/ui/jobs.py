@@ -86,7 +86,7 @@ def queue_frame(store: JobStore, progress: LastProgress) -> pd.DataFrame:
         else:
             done = "done" if job.status == "completed" else ""
         loss = job.final_loss if job.final_loss is not None else (last or {}).get("loss")
-        rows.append([job.id, job.name, job.kind, job.status, done, "" if loss is None else f"{loss:.4f}",
+        rows.append([job.id, job.label, job.kind, job.status, done, "" if loss is None else f"{loss:.4f}",
                      time.strftime("%m-%d %H:%M", time.localtime(job.created_at)), format_duration(job.duration_s, missing="")])
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 

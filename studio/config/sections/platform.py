@@ -35,8 +35,9 @@ class HubSection(Section):
                                 "completes (needs a token: `HF_TOKEN` or `huggingface-cli login`).")
     model_id: str = setting("", "Hub repository, `user/name`.")
     private: bool = setting(True, "Create the repository as private.", group="advanced")
-    push_checkpoints: bool = setting(False, "Also upload every checkpoint as it is written.",
-                                     group="advanced")
+    push_checkpoints: bool = setting(False, "Also upload every checkpoint as it is committed, into "
+                                     "`checkpoints/<name>/` of the repository. Uploads run in the background; a "
+                                     "failed one is a warning and training goes on.", group="advanced")
 
     def problems(self, cfg) -> list[tuple[str, str]]:
         out = []
