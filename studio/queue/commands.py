@@ -35,7 +35,8 @@ def job_command(kind: str, config_path: Path, distributed: dict | None = None,
 def accelerate_args(distributed: dict) -> list[str]:
     """`-m accelerate.commands.launch ...` for the `distributed` section, or [] for a plain process.
 
-    The flags are accelerate's own (accelerate/commands/launch.py): `--multi_gpu` (DDP), `--use_fsdp`,
+    The flags are accelerate's own (accelerate/commands/launch.py): none for DDP (what it launches for
+    several processes on GPUs by itself), `--use_fsdp`,
     `--use_deepspeed --zero_stage N`, `--gpu_ids`; `accelerate_extra_args` goes last, so it can add
     anything else (a port, a config file).
     """
@@ -46,7 +47,7 @@ def accelerate_args(distributed: dict) -> list[str]:
     args = ["-m", "accelerate.commands.launch", "--num_processes", str(processes)]
     strategy = distributed.get("strategy") or "ddp"
     if processes > 1:
-        args += {"ddp": ["--multi_gpu"], "fsdp": ["--use_fsdp"],
+        args += {"ddp": [], "fsdp": ["--use_fsdp"],  # DDP: accelerate's own choice for several processes
                  "deepspeed": ["--use_deepspeed", "--zero_stage", str(distributed.get("deepspeed_zero_stage", 2))]
                  }[strategy]
     if gpu_ids:

@@ -17,7 +17,7 @@ def test_one_process_without_gpu_ids_is_a_plain_python_process():
 
 def test_strategy_stage_gpu_ids_and_extra_args_reach_accelerate_launch():
     ddp = accelerate_args({"num_processes": 2, "strategy": "ddp", "gpu_ids": "0, 1"})
-    assert ddp == ["-m", "accelerate.commands.launch", "--num_processes", "2", "--multi_gpu", "--gpu_ids", "0,1"]
+    assert ddp == ["-m", "accelerate.commands.launch", "--num_processes", "2", "--gpu_ids", "0,1"]
     assert "--use_fsdp" in accelerate_args({"num_processes": 2, "strategy": "fsdp"})
     ds = accelerate_args({"num_processes": 4, "strategy": "deepspeed", "deepspeed_zero_stage": 3,
                           "accelerate_extra_args": "--main_process_port 29501"})
