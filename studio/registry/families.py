@@ -31,6 +31,17 @@ class FamilyRow:
     variants: tuple[str, ...] = ()  # allowed `model.variant` values; () = the family has none
     traits: frozenset[str] = frozenset()
     defaults: dict[str, Any] = field(default_factory=dict)  # partial config merged under the user's
+    demo: dict[str, Any] = field(default_factory=dict)  # what the offline demo of its data kind needs more
+
+
+# Built-in offline data per data kind (written on first use; nothing is downloaded), for the family
+# conformance test and demos: a family row only adds what its own model needs (`FamilyRow.demo`).
+DEMO_DATA: dict[str, dict[str, Any]] = {
+    "images": {"data": {"path": "demo:images", "resolution": 64}},
+    "songs": {"data": {"path": "demo:songs", "min_duration": 2.0, "chunk_seconds": 0},
+              "sampling": {"audio_seconds": 1.0}},
+    "text": {"data": {"path": "presets/data/tiny-chat.jsonl", "max_seq_length": 256}},
+}
 
 
 _IMAGE_DEFAULTS = {"training": {"batch_size": 4}}
@@ -47,6 +58,7 @@ FAMILIES: dict[str, FamilyRow] = {row.id: row for row in (
               defaults={"data": {"resolution": 1024}, **_IMAGE_DEFAULTS}),
     FamilyRow("acestep", "songs", "studio.families.tiny_audio:write_acestep",
               "studio.families.acestep:AceStepFamily", variants=("turbo", "base", "sft"),
+              demo={"model": {"variant": "turbo"}},
               traits=frozenset({"attention_split", "min_snr", "kohya_file"}),
               defaults={"adapter": {"rank": 64, "alpha": 128, "dropout": 0.1},
                         "training": {"learning_rate": 1e-4, "batch_size": 1, "gradient_accumulation_steps": 4,
@@ -55,6 +67,7 @@ FAMILIES: dict[str, FamilyRow] = {row.id: row for row in (
                         "checkpointing": {"save_strategy": "epoch", "save_every_n_epochs": 10}}),
     FamilyRow("causal_lm", "text", "studio.families.tiny_text:write_causal_lm",
               "studio.families.causal_lm:CausalLmFamily", variants=("sft", "pretrain"),
+              demo={"model": {"variant": "sft"}},
               defaults={"adapter": {"rank": 16, "alpha": 16},
                         "training": {"learning_rate": 2e-4, "batch_size": 2, "gradient_accumulation_steps": 4,
                                      "epochs": 2},
@@ -82,6 +95,16 @@ def row(family: str) -> FamilyRow:
 def family_defaults(family: str) -> dict:
     """The family's starting values (a deep copy: callers merge into it)."""
     return copy.deepcopy(FAMILIES[family].defaults) if family in FAMILIES else {}
+
+
+def demo_config(family: str) -> dict[str, Any]:
+    """A partial config that trains `family`'s tiny model on the built-in data of its kind."""
+    info = FAMILIES[family]
+    out = copy.deepcopy(DEMO_DATA[info.data])
+    for section, values in info.demo.items():
+        out.setdefault(section, {}).update(copy.deepcopy(values))
+    out.setdefault("model", {}).update(family=family, path=f"tiny:{family}")
+    return out
 
 
 def load_attr(target: str):
