@@ -161,14 +161,14 @@ def loader_for(handle, fmt: str, file: Path) -> str:
     lora_shaped = all(_param(k) in LORA_PARAMS for k in keys)
     # diffusers drops kohya `dora_scale` keys on SD/SDXL (lora_pipeline.py `lora_state_dict` filters them
     # with a warning), so a kohya DoRA file is checked with LyCORIS, whose reading ComfyUI and A1111 share.
-    kohya_keys = fmt == "kohya" or handle.backend == "lycoris"
+    kohya_keys = fmt == "kohya" or handle.impl.KOHYA_KEYS
     diffusers_kinds = ("lora", "locon", "dylora") if kohya_keys else ("lora", "dora")
     family_reads_it = _has_lora_loader(handle.family) and (handle.family.kohya_prefixes or not kohya_keys)
     if lora_shaped and handle.kind in diffusers_kinds and family_reads_it:
         return "family"
-    if handle.backend == "lycoris" and handle.kind == "ia3":
+    if handle.impl.KOHYA_KEYS and handle.kind == "ia3":
         return "lycoris-rebuild"
-    if handle.backend == "lycoris" or fmt == "kohya":
+    if kohya_keys:
         return "lycoris"
     return "peft"
 
@@ -229,10 +229,7 @@ def _load_lycoris(handle, fresh: dict, file: Path, rebuild: bool) -> list[str]:
 
 
 def _adapted_layer_count(handle, name: str) -> int:
-    if handle.backend == "lycoris":
-        return len(handle.adapters[name].loras)
-    layers = peft_backend.tuner_layers(handle.components[name])
-    return sum(1 for _, layer in layers if hasattr(layer, "base_layer"))
+    return handle.impl.layer_count(handle.components[name], handle.adapters[name])
 
 
 def _load_peft(handle, fresh: dict, file: Path) -> list[str]:

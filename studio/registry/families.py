@@ -10,7 +10,7 @@ Traits:
   text_encoder_lora the adapter can also go on the text encoder(s) (`adapter.train_text_encoder`)
   attention_split   self- and cross-attention can be targeted apart (`adapter.attention_type`)
   min_snr           the loss supports min-SNR-gamma weighting (`loss.snr_gamma`)
-  kohya_file        the run also writes a kohya/ComfyUI single-file adapter
+  kohya_keys        its ComfyUI single file uses kohya keys (LyCORIS writes them for every adapter type)
 """
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ DEMO_DATA: dict[str, dict[str, Any]] = {
 
 
 _IMAGE_DEFAULTS = {"training": {"batch_size": 4}}
-_SD_TRAITS = frozenset({"unet", "text_encoder_lora", "attention_split", "min_snr", "kohya_file"})
+_SD_TRAITS = frozenset({"unet", "text_encoder_lora", "attention_split", "min_snr", "kohya_keys"})
 
 FAMILIES: dict[str, FamilyRow] = {row.id: row for row in (
     FamilyRow("sd15", "images", "studio.families.tiny_image:write_sd15", "studio.families.sd:SdFamily",
@@ -59,7 +59,7 @@ FAMILIES: dict[str, FamilyRow] = {row.id: row for row in (
     FamilyRow("acestep", "songs", "studio.families.tiny_audio:write_acestep",
               "studio.families.acestep:AceStepFamily", variants=("turbo", "base", "sft"),
               demo={"model": {"variant": "turbo"}},
-              traits=frozenset({"attention_split", "min_snr", "kohya_file"}),
+              traits=frozenset({"attention_split", "min_snr"}),
               defaults={"adapter": {"rank": 64, "alpha": 128, "dropout": 0.1},
                         "training": {"learning_rate": 1e-4, "batch_size": 1, "gradient_accumulation_steps": 4,
                                      "epochs": 100},
