@@ -61,7 +61,7 @@ def steps_per_second(run_dir: Path) -> float:
 def train_rate(cfg, run_dir: Path) -> tuple[float, float]:
     """(steps/s of wall time, CPU seconds of the whole run). CPU time hardly depends on what else the
     machine runs, so on a shared box it shows the work saved even when wall-clock rates are noisy."""
-    from studio.train.run import run_training
+    from studio.commands.train import run_training
 
     run_dir.mkdir(parents=True)
     cpu = time.process_time()
@@ -74,7 +74,7 @@ def run(args) -> dict:
     from statistics import median
 
     from studio.config import finalize_job, load_config
-    from studio.data.preprocess import run_preprocess
+    from studio.commands.preprocess import run_preprocess
 
     work = Path(tempfile.mkdtemp(prefix="cache-bench-"))
     os.environ.setdefault("STUDIO_HOME", str(work / "home"))

@@ -133,17 +133,16 @@ def studio_trainer(name: str, spec: dict, device: torch.device, steps: int, grad
 @contextmanager
 def registered(family: str, target: str):
     """The family id served by `target` while the trainer is built, then the studio's own again."""
-    from studio.families import base
+    from dataclasses import replace
 
-    previous = base._REGISTRY.get(family)  # no public getter; register() is the public setter
-    base.register(family, target)
+    from studio.registry.families import FAMILIES
+
+    previous = FAMILIES[family]
+    FAMILIES[family] = replace(previous, family_class=target)
     try:
         yield
     finally:
-        if previous is None:
-            base._REGISTRY.pop(family, None)
-        else:
-            base.register(family, previous)
+        FAMILIES[family] = previous
 
 
 def forward_flops(step_inputs, module: torch.nn.Module) -> float:
@@ -210,7 +209,7 @@ def _peak_of(run, sync) -> int:
 def _studio_steps(trainer, count: int) -> None:
     """A few steps through the studio's own Loop (its own run folder), to read its memory peak."""
     from studio.train.loop import Loop
-    from studio.train.progress import ProgressLog
+    from studio.runfolder.progress import ProgressLog
 
     run_dir = Path(trainer.cfg.job.output_dir) / "memory"
     run_dir.mkdir(parents=True, exist_ok=True)

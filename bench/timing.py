@@ -138,7 +138,7 @@ def run_paired(trainer, run_dir: Path, contenders: dict[str, Callable[[], object
                sync: Callable[[], None] = lambda: None) -> dict:
     """Train the studio's loop until every phase has its pairs (or its share of the time budget).
     The loop must be allowed enough steps: `trainer.total_steps` >= warmup + blocks * block + phases."""
-    from studio.train.progress import ProgressLog
+    from studio.runfolder.progress import ProgressLog
 
     for step in contenders.values():  # first calls allocate and initialise lazily: not part of a step
         for _ in range(warmup):

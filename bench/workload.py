@@ -83,8 +83,8 @@ class Workload:
 
 def build_cache(cfg, work: Path) -> dict:
     """`python -m studio preprocess`, in process: encodes the demo images into the dataset cache."""
-    from studio.data.preprocess import run_preprocess
-    from studio.train.progress import read_progress
+    from studio.commands.preprocess import run_preprocess
+    from studio.runfolder.progress import read_progress
 
     prep_dir = work / "preprocess"
     prep_cfg = cfg.model_copy(deep=True)
@@ -129,7 +129,8 @@ def prepare(work: Path, steps: int, extra: list[str] = ()) -> Workload:
     from accelerate.utils import set_seed
 
     from studio.families.paths import resolve_model_path
-    from studio.train.setup import build_trainer, mixed_precision
+    from studio.runfolder.device import mixed_precision
+    from studio.train.setup import build_trainer
 
     cfg = load_job(work / "run-studio", steps, extra=extra)
     check_comparable(cfg)

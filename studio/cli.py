@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from studio.registry.families import ALL_FAMILIES
+
 EXIT_CONFIG_ERROR = 2
 
 
@@ -41,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=16, help="layers written to target_modules.json (default 16)")
 
     p = sub.add_parser("tiny-model", help="write a tiny random model folder (offline tests and demo)")
-    p.add_argument("family", help="sd15, sdxl, sd3, flux, acestep or causal_lm")
+    p.add_argument("family", help=", ".join(ALL_FAMILIES))
     p.add_argument("out_dir")
 
     p = sub.add_parser("export", help="export a finished run's adapter")
@@ -66,15 +68,15 @@ def main(argv: list[str] | None = None) -> int:
 
             enforce()  # drifted versions: a warning each; a known-bad set: exit 2 before any model loads
         if args.command == "train":
-            from studio.train.run import train_from_cli
+            from studio.commands.train import train_from_cli
 
             return train_from_cli(args.config, args.overrides, progress_bar=not args.no_progress)
         if args.command == "preprocess":
-            from studio.data.preprocess import preprocess_from_cli
+            from studio.commands.preprocess import preprocess_from_cli
 
             return preprocess_from_cli(args.config, args.overrides)
         if args.command == "estimate":
-            from studio.estimate import estimate_from_cli
+            from studio.commands.estimate import estimate_from_cli
 
             return estimate_from_cli(args.config, args.overrides, batches=args.batches, top_k=args.top_k)
         if args.command == "tiny-model":
@@ -87,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"tiny {args.family} model written to {path}")
             return 0
         if args.command == "export":
-            from studio.adapters.export import export_from_cli
+            from studio.commands.export import export_from_cli
 
             return export_from_cli(args.run_dir, args.format, args.out)
         if args.command == "env":

@@ -13,14 +13,14 @@ No torch import here: the queue, the CLI and the UI build commands without loadi
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shlex
 import sys
 from pathlib import Path
 
-ACCELERATE_CONFIG_FILE = "accelerate_config.json"
+from studio.runfolder.layout import ACCELERATE_CONFIG_FILE
+
 # Set by torchrun (and so by `accelerate launch`) in every process it starts.
 _LAUNCHED_ENV = ("LOCAL_RANK", "WORLD_SIZE")
 
@@ -91,11 +91,18 @@ def accelerate_config(cfg) -> dict:
 
 
 def write_accelerate_config(cfg, run_dir: Path) -> Path:
+    from studio.runfolder.atomic import atomic_write_text
+
     path = Path(run_dir) / ACCELERATE_CONFIG_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(accelerate_config(cfg), indent=2, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(accelerate_config(cfg), indent=2, sort_keys=True))
     return path
+
+
+def pin_gpus(cfg) -> None:
+    """One process with `distributed.gpu_ids`: show it only those GPUs (set before CUDA starts)."""
+    ids = ",".join(p.strip() for p in cfg.distributed.gpu_ids.split(",") if p.strip())
+    if ids and cfg.model.device != "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ids
 
 
 def launch_argv(kind: str, config_path: Path, accelerate_file: Path, extra_args: str = "",
@@ -130,45 +137,3 @@ def launch(cfg, config_path: Path, run_dir: Path) -> int:
         print("run on each machine (same data and model paths):\n  " + "\n  ".join(
             f"machine {r}: {line}" for r, line in enumerate(machine_commands(cfg, config_path))), flush=True)
     return subprocess.call(argv)
-
-
-def problems(cfg) -> list[tuple[str, str]]:
-    """Combinations that cannot work, found before anything is launched."""
-    d, out = cfg.distributed, []
-    if d.machine_rank >= d.num_machines:
-        out.append(("distributed.machine_rank", f"must be below num_machines ({d.num_machines}); "
-                    "rank 0 is the main machine"))
-    if d.num_machines > 1 and not d.main_process_ip.strip():
-        out.append(("distributed.main_process_ip", "required with several machines: the address of the "
-                    "machine with rank 0, reachable from the others"))
-    if d.strategy != "ddp" and world_size(d) > 1:
-        # The accelerate config for both is written and tested, but checkpoints, samples and exports
-        # read whole (unsharded) weights and optimizer state, which only DDP has on every rank.
-        out.append(("distributed.strategy", f"{d.strategy} is not supported by the trainer yet: its checkpoints "
-                    "and exports need whole weights on the main process, which only ddp keeps; use ddp (each "
-                    "GPU holds the frozen base model, the adapter's gradients are averaged)"))
-    if d.strategy == "deepspeed":
-        if importlib.util.find_spec("deepspeed") is None:
-            out.append(("distributed.strategy", "DeepSpeed is not installed (`pip install deepspeed` on a "
-                        "machine with CUDA); or choose ddp or fsdp2"))
-        if cfg.model.device == "cpu":
-            out.append(("distributed.strategy", "DeepSpeed trains on CUDA GPUs only; choose ddp for CPU runs"))
-    if d.offload == "optimizer_and_params" and d.strategy == "deepspeed" and d.deepspeed_zero_stage != 3:
-        out.append(("distributed.offload", "offloading the weights needs ZeRO stage 3 "
-                    "(distributed.deepspeed_zero_stage=3); stage 1-2 can offload the optimizer only"))
-    if d.offload != "none" and d.strategy == "ddp":
-        out.append(("distributed.offload", "DDP keeps everything on each GPU; offloading needs fsdp2 or deepspeed"))
-    if d.strategy != "ddp" and getattr(cfg.model, "quantization", "none") != "none":
-        out.append(("distributed.strategy", f"a quantized base (model.quantization={cfg.model.quantization}) "
-                    "cannot be sharded by FSDP2/DeepSpeed here; use ddp (each GPU holds the small "
-                    "quantized base) or an unquantized base"))
-    if d.strategy != "ddp" and cfg.adapter.type not in ("full",) and _backend(cfg) == "lycoris":
-        out.append(("distributed.strategy", f"LyCORIS keeps its weights outside the model, where "
-                    f"{d.strategy} cannot shard them; use ddp, or a PEFT adapter type"))
-    return out
-
-
-def _backend(cfg) -> str:
-    from studio.config.sections.adapter import resolved_backend
-
-    return resolved_backend(cfg.adapter.type, cfg.adapter.backend)

@@ -13,10 +13,18 @@ from types import SimpleNamespace
 
 import torch
 
-from studio.adapters import lycoris_backend, peft_backend
+from studio.adapters.lycoris_backend import LYCORIS_CHILD, lycoris_prefix  # noqa: F401 - public names
 from studio.adapters.targets import TargetSpec, resolve_targets
+from studio.registry.adapters import BACKENDS
+from studio.registry.families import FAMILIES
 
-LYCORIS_CHILD = "studio_lycoris"  # LyCORIS' network is registered under its network: train()/eval()/to() reach it
+
+def backend_module(backend: str):
+    """The module implementing `backend` (studio/registry/adapters.py `BACKENDS`). Each one offers the same
+    functions: attach, parameters, weights, load_weights, enable, merge, peft_config."""
+    import importlib
+
+    return importlib.import_module(BACKENDS[backend])
 
 
 class AdapterHandle:
@@ -25,6 +33,7 @@ class AdapterHandle:
     def __init__(self, family, cfg, kind: str, backend: str, components: dict[str, torch.nn.Module],
                  adapters: dict[str, object], targets: dict[str, TargetSpec]):
         self.family, self.cfg, self.kind, self.backend = family, cfg, kind, backend
+        self.impl = backend_module(backend)
         self.components, self.adapters, self.targets = components, adapters, targets
         self.main = next(iter(components))
         self.merged = False
@@ -36,19 +45,17 @@ class AdapterHandle:
     @property
     def config(self):
         """The main network's PEFT config (None for LyCORIS)."""
-        return self.adapters[self.main] if self.backend == "peft" else None
+        return self.impl.peft_config(self.adapters[self.main])
 
     # ---- parameters --------------------------------------------------------------------------------
     def _component_named(self, name: str) -> dict[str, torch.nn.Parameter]:
-        if self.backend == "peft":
-            return {n: p for n, p in self.components[name].named_parameters() if p.requires_grad}
-        return dict(self.adapters[name].named_parameters())
+        return self.impl.parameters(self.components[name], self.adapters[name])
 
     def named_trainable(self) -> dict[str, torch.nn.Parameter]:
         """Unique names over all networks (the main PEFT network keeps its own names)."""
         out = {}
         for name in self.components:
-            prefix = "" if (name == self.main and self.backend == "peft") else f"{name}."
+            prefix = "" if (name == self.main and self.impl.MAIN_KEEPS_NAMES) else f"{name}."
             out.update({prefix + n: p for n, p in self._component_named(name).items()})
         return out
 
@@ -68,10 +75,7 @@ class AdapterHandle:
         """Per network: PEFT keys without the adapter name, or LyCORIS' kohya-style keys; fp32 on the CPU."""
         out = {}
         for name, net in self.components.items():
-            if self.backend == "peft":
-                raw = peft_backend.state_dict(net)
-            else:
-                raw = lycoris_backend.state_dict(self.adapters[name])
+            raw = self.impl.weights(net, self.adapters[name])
             out[name] = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in raw.items()}
         return out
 
@@ -85,10 +89,7 @@ class AdapterHandle:
             if name not in self.components:
                 raise ValueError(f"adapter weights for '{name}', which this run does not adapt "
                                  f"(adapted: {', '.join(self.components)})")
-            if self.backend == "peft":
-                missing += peft_backend.load_state_dict(self.components[name], sd)
-            else:
-                missing += lycoris_backend.load_state_dict(self.adapters[name], sd)
+            missing += self.impl.load_weights(self.components[name], self.adapters[name], sd)
         return missing
 
     def load_state_dict(self, weights: dict[str, torch.Tensor]) -> None:
@@ -112,10 +113,7 @@ class AdapterHandle:
 
     def _set_enabled(self, enabled: bool) -> None:
         for name, net in self.components.items():
-            if self.backend == "peft":
-                peft_backend.set_enabled(net, enabled)
-            else:
-                lycoris_backend.set_enabled(self.adapters[name], enabled)
+            self.impl.enable(net, self.adapters[name], enabled)
 
     @contextmanager
     def eval_mode(self):
@@ -133,11 +131,7 @@ class AdapterHandle:
         """Fold the adapter into the base weights in place; the handle is spent afterwards."""
         for name, net in self.components.items():
             net.eval()  # no dropout, and DyLoRA at full rank
-            if self.backend == "peft":
-                peft_backend.merge_and_unload(net)
-            else:
-                lycoris_backend.merge_and_unload(self.adapters[name])
-                delattr(net, LYCORIS_CHILD)
+            self.impl.merge(net, self.adapters[name])
         self.merged = True
 
 
@@ -146,25 +140,15 @@ def inject_adapter(family, cfg) -> AdapterHandle:
     from studio.config.kv import parse_key_values
 
     a = cfg.adapter
-    kind, backend = a.type, a.resolved_backend
+    kind, backend = a.type, a.backend_for(cfg.model.family)
+    impl = backend_module(backend)
     args = parse_key_values(a.network_args)
     components = family.adapter_components(text_encoders=a.train_text_encoder)
     main = next(iter(components))
     adapters, targets = {}, {}
     for name, net in components.items():
-        spec = _targets_for(family, a, name, net, is_main=name == main, backend=backend)
-        targets[name] = spec
-        if backend == "peft":
-            adapters[name] = peft_backend.build_config(kind, a, spec.peft_value(), args)
-            peft_backend.inject(net, adapters[name])
-            for p in net.parameters():
-                if p.requires_grad:
-                    p.data = p.data.float()
-        else:
-            spec.all_layers = kind == "full" and not a.target_modules and name == main
-            adapters[name] = lycoris_backend.create(net, lycoris_prefix(family, name), kind, a, args,
-                                                    spec.lycoris_pattern())
-            net.add_module(LYCORIS_CHILD, adapters[name])
+        targets[name] = spec = _targets_for(family, a, name, net, is_main=name == main)
+        adapters[name] = impl.attach(family, name, net, kind, a, args, spec, is_main=name == main)
     handle = AdapterHandle(family, cfg, kind, backend, components, adapters, targets)
     if not handle.trainable_params():
         raise ValueError(f"adapter.target_modules: none of {targets[main].names} matched a layer of the model")
@@ -187,16 +171,11 @@ def _start_from(handle: AdapterHandle, path: str) -> None:
                          f"{missing[:3]} (same type, rank and target layers needed)")
 
 
-def lycoris_prefix(family, component: str) -> str:
-    """Key prefix of a LyCORIS network: kohya's name for the component where the family has one."""
-    return family.kohya_prefixes.get(component, f"lycoris_{component}")
-
-
-def _targets_for(family, a, name: str, net, is_main: bool, backend: str) -> TargetSpec:
+def _targets_for(family, a, name: str, net, is_main: bool) -> TargetSpec:
     if not is_main:  # text encoders: the family's projections; the user's lists are the main network's
         no_user_lists = SimpleNamespace(attention_type="both", target_modules=[], self_target_modules=[],
                                         cross_target_modules=[])
         return resolve_targets(net, no_user_lists, family.default_targets(name), {}, scoped=False)
-    extra = family.conv_targets() if (backend == "lycoris" and a.conv_rank > 0) else []
+    extra = family.conv_targets() if a.conv_rank > 0 else []  # the config allows it only where it applies
     return resolve_targets(net, a, family.default_targets(), family.attention_scopes(), extra=extra)
 

@@ -4,16 +4,13 @@ Every export is written under a temporary name next to its destination, loaded b
 (`verify.py`), then renamed into place, so a failed or mismatching export never leaves a truncated or
 wrong file under the final name. The run's own `adapter_model.safetensors` is the exception: it is the
 training result, so it is published even when its check fails (the run then ends with an error).
-
-    python -m studio export RUN_DIR --format peft|kohya|merged [--out PATH]
+`python -m studio export` is in studio/commands/export.py.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
-import sys
 from pathlib import Path
 
 from studio.adapters import formats, writer
@@ -139,64 +136,3 @@ def _report(progress, event: str, **fields) -> None:
         progress.event(event, **fields)
     elif event == "warning":
         log.warning("%s", fields.get("message"))
-
-
-# ---- python -m studio export ---------------------------------------------------------------------
-def export_from_cli(run_dir: str, fmt: str, out: str | None) -> int:
-    """Rebuild the run's model and adapter from its folder, then export and check `fmt`."""
-    try:
-        handle = load_run(Path(run_dir))
-        dest = default_destination(handle, fmt, Path(run_dir).resolve(), out)
-        if fmt == "kohya" and not handle.family.kohya_prefixes:
-            return _export_family_single_file(handle, dest)
-        result = export_adapter(handle, fmt, dest, checked_reference(handle))
-    except (OSError, ValueError, formats.UnsupportedExport) as err:
-        print(f"export failed: {err}", file=sys.stderr)
-        return 1
-    if result is None:
-        print(f"{fmt} export written to {dest} (not checked)")
-        return 0
-    print(result.summary(), file=sys.stdout if result.ok else sys.stderr)
-    return 0 if result.ok else 1
-
-
-def _export_family_single_file(handle, dest: Path) -> int:
-    """Families whose ComfyUI file has a layout of its own (ACE-Step) write it in `save_adapter`:
-    write the adapter files into a scratch folder beside `dest`, then move that file into place."""
-    import tempfile
-
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".export-", dir=dest.parent) as scratch:
-        handle.save(Path(scratch))
-        found = sorted(Path(scratch).glob("*_kohya.safetensors"))
-        if not found:
-            raise formats.UnsupportedExport(f"no ComfyUI single-file layout exists for a '{handle.kind}' adapter of "
-                                            f"this family; use --format peft")
-        os.replace(found[0], dest)
-    print(f"kohya export written to {dest} (the family's own ComfyUI layout)")
-    return 0
-
-
-def load_run(run_dir: Path):
-    """The trained model of a finished run: its config from training_args.json, its final adapter."""
-    import torch
-
-    from studio.adapters import inject_adapter
-    from studio.config import load_config
-    from studio.families.base import build_family
-
-    record_file = run_dir / "training_args.json"
-    if not record_file.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run folder (no training_args.json)")
-    cfg = load_config(json.loads(record_file.read_text(encoding="utf-8"))["config"], [])
-    cfg.adapter.init_from = ""  # the run's own final weights are loaded below
-    cfg.data.cache_mode = "off"  # exporting needs the model only, never the dataset cache
-    use_cuda = torch.cuda.is_available() and cfg.model.device in ("auto", "cuda")
-    # fp32 even on a GPU: merged weights are exact, and the check's tolerance is the tightest.
-    family = build_family(cfg, torch.device("cuda" if use_cuda else "cpu"), torch.float32)
-    family.load()
-    handle = inject_adapter(family, cfg)
-    missing = handle.load_component_state_dicts(writer.read_adapter_folder(run_dir, handle, field="RUN_DIR"))
-    if missing:
-        raise ValueError(f"{run_dir / formats.ADAPTER_FILE} lacks {len(missing)} adapter weights, e.g. {missing[:3]}")
-    return handle

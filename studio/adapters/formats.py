@@ -16,6 +16,9 @@ from pathlib import Path
 
 import torch
 
+from studio.registry.adapters import ADAPTERS
+from studio.runfolder.atomic import atomic_write_text  # noqa: F401 - re-exported for the families
+
 ADAPTER_FILE = "adapter_model.safetensors"
 CONFIG_FILE = "adapter_config.json"
 DIFFUSERS_FILE = "pytorch_lora_weights.safetensors"  # the name diffusers picks first in a folder
@@ -50,16 +53,6 @@ def atomic_save_file(tensors: dict[str, torch.Tensor], path: Path, metadata: dic
         tmp.unlink(missing_ok=True)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    tmp = temp_name(path)
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 # ---- PEFT -> kohya --------------------------------------------------------------------------------
 def peft_to_kohya(kind: str, prefix: str, weights: dict[str, torch.Tensor], scalings: dict[str, float],
                   ranks: dict[str, int]) -> dict[str, torch.Tensor]:
@@ -67,7 +60,7 @@ def peft_to_kohya(kind: str, prefix: str, weights: dict[str, torch.Tensor], scal
     effective scale and rank (alpha written = scale x rank, so kohya's alpha / rank is the same scale)."""
     if kind in ("lora", "dora"):
         return _lora_to_kohya(prefix, weights, scalings)
-    if kind not in ("loha", "lokr"):
+    if not ADAPTERS[kind].peft_kohya:
         raise UnsupportedExport(f"no kohya/ComfyUI format for PEFT's {kind}; train it with adapter.backend "
                                 "'lycoris' to get a file ComfyUI and A1111 load")
     out: dict[str, torch.Tensor] = {}
@@ -119,11 +112,12 @@ def _lora_to_kohya(prefix: str, weights: dict[str, torch.Tensor], scalings: dict
     return out
 
 
-def kohya_metadata(cfg, family, kind: str, backend: str, step: int | None) -> dict[str, str]:
-    """kohya's `ss_*` header (what A1111/ComfyUI and civitai read) plus the family's base-model entries."""
+def kohya_metadata(cfg, family, kind: str, backend: str, step: int | None, converted: bool) -> dict[str, str]:
+    """kohya's `ss_*` header (what A1111/ComfyUI and civitai read) plus the family's base-model entries.
+    `converted`: the weights were converted from PEFT keys (else they are LyCORIS' own kohya keys)."""
     a = cfg.adapter
-    module = "networks.lora" if backend == "peft" and kind in ("lora", "dora") else "lycoris.kohya"
-    args = {"algo": kind if backend == "peft" else _lycoris_algo(kind)}
+    module = "networks.lora" if converted and kind in ("lora", "dora") else "lycoris.kohya"
+    args = {"algo": kind if converted else _lycoris_algo(kind)}
     if a.conv_rank:
         args.update(conv_dim=str(a.conv_rank), conv_alpha=str(a.conv_alpha))
     if kind == "dora":

@@ -9,11 +9,20 @@ from __future__ import annotations
 
 import torch
 
-# adapter.type -> LyCORIS algo name (lycoris/wrapper.py `network_module_dict`)
-ALGOS = {"lora": "lora", "dora": "lora", "locon": "locon", "loha": "loha", "lokr": "lokr", "oft": "diag-oft",
-         "boft": "boft", "ia3": "ia3", "glora": "glora", "dylora": "dylora", "full": "full"}
+from studio.registry.adapters import ADAPTERS
+
+# adapter.type -> LyCORIS algo name (lycoris/wrapper.py `network_module_dict`), from the adapter registry
+ALGOS = {kind: row.lycoris_algo for kind, row in ADAPTERS.items()}
+MAIN_KEEPS_NAMES = False  # every network's keys carry its component name
+KOHYA_KEYS = True  # weights are already keyed the kohya way: they are the ComfyUI file as they are
+LYCORIS_CHILD = "studio_lycoris"  # the network is registered under its model: train()/eval()/to() reach it
 # Class names LyCORIS targets for `full` without explicit targets: every weight layer.
 ALL_LAYERS = ["Linear", "Conv1d", "Conv2d", "Conv3d"]
+
+
+def lycoris_prefix(family, component: str) -> str:
+    """Key prefix of a LyCORIS network: kohya's name for the component where the family has one."""
+    return family.kohya_prefixes.get(component, f"lycoris_{component}")
 
 
 def _set_preset(prefix: str, pattern: str | None, classes: list[str] | None = None) -> None:
@@ -159,3 +168,41 @@ def _merge_full(lora) -> None:
     layer.weight = torch.nn.Parameter(weight.detach().to(dtype), requires_grad=False)
     if bias is not None:
         layer.bias = torch.nn.Parameter(bias.detach().to(dtype), requires_grad=False)
+
+
+# ---- the backend functions studio/adapters calls (the same set in peft_backend.py) ---------------
+def attach(family, name: str, net: torch.nn.Module, kind: str, a, args: dict, spec, is_main: bool):
+    """Build the LyCORIS network of `kind` on `net` and register it there; returns the network."""
+    spec.all_layers = kind == "full" and not a.target_modules and is_main
+    network = create(net, lycoris_prefix(family, name), kind, a, args, spec.lycoris_pattern())
+    net.add_module(LYCORIS_CHILD, network)
+    return network
+
+
+def parameters(net: torch.nn.Module, adapter) -> dict[str, torch.nn.Parameter]:
+    return dict(adapter.named_parameters())
+
+
+def weights(net: torch.nn.Module, adapter) -> dict[str, torch.Tensor]:
+    return state_dict(adapter)
+
+
+def load_weights(net: torch.nn.Module, adapter, sd: dict[str, torch.Tensor]) -> list[str]:
+    return load_state_dict(adapter, sd)
+
+
+def enable(net: torch.nn.Module, adapter, enabled: bool) -> None:
+    set_enabled(adapter, enabled)
+
+
+def merge(net: torch.nn.Module, adapter) -> None:
+    merge_and_unload(adapter)
+    delattr(net, LYCORIS_CHILD)
+
+
+def peft_config(adapter):
+    return None  # LyCORIS networks have no PEFT config
+
+
+def layer_count(net: torch.nn.Module, adapter) -> int:
+    return len(adapter.loras)

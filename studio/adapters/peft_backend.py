@@ -9,32 +9,70 @@ from __future__ import annotations
 import torch
 
 ADAPTER_NAME = "default"
+MAIN_KEEPS_NAMES = True  # the main network's keys are PEFT's own, without a component prefix
+KOHYA_KEYS = False  # weights are PEFT-keyed: the family's own layout writes them, kohya needs converting
 
 
 def build_config(kind: str, a, targets, args: dict):
-    """The PEFT config of `adapter.type` from the section `a` and the parsed `network_args`."""
-    from peft import BOFTConfig, IA3Config, LoHaConfig, LoKrConfig, LoraConfig, OFTConfig
+    """The PEFT config of `adapter.type` from the section `a` and the parsed `network_args`, built by the
+    function the type's row of the adapter registry names."""
+    from studio.registry.adapters import ADAPTERS
+    from studio.registry.families import load_attr
 
-    if kind in ("lora", "dora"):
-        # Gaussian init of A (B is zero) as diffusers' LoRA examples: the model starts unchanged.
-        return LoraConfig(r=a.rank, lora_alpha=a.alpha, lora_dropout=a.dropout, target_modules=targets,
-                          use_dora=kind == "dora", bias=a.bias, **{"init_lora_weights": "gaussian", **args})
-    if kind == "loha":
-        return LoHaConfig(r=a.rank, alpha=a.alpha, rank_dropout=a.rank_dropout, module_dropout=a.module_dropout,
-                          target_modules=targets, **args)
-    if kind == "lokr":
-        return LoKrConfig(r=a.rank, alpha=a.alpha, rank_dropout=a.rank_dropout, module_dropout=a.module_dropout,
-                          decompose_both=a.lokr_decompose_both, decompose_factor=a.lokr_factor,
-                          use_effective_conv2d=a.lokr_use_tucker, target_modules=targets, **args)
-    if kind == "oft":  # `rank` is the block size: each block of `rank` input features gets its own rotation
-        return OFTConfig(r=0, oft_block_size=a.rank, module_dropout=a.module_dropout, bias=a.bias,
-                         target_modules=targets, **args)
-    if kind == "boft":
-        return BOFTConfig(boft_block_size=a.rank, boft_dropout=a.module_dropout, bias=a.bias,
-                          target_modules=targets, **args)
-    if kind == "ia3":  # no feed-forward modules: every target scales its output
-        return IA3Config(target_modules=targets, feedforward_modules=[], **args)
-    raise ValueError(f"adapter.type: PEFT has no '{kind}'")
+    row = ADAPTERS[kind]
+    if row.peft_config is None:
+        raise ValueError(f"adapter.type: PEFT has no '{kind}'")
+    return load_attr(row.peft_config)(a, targets, args)
+
+
+# ---- one config builder per type (named by studio/registry/adapters.py) ---------------------------
+def lora_config(a, targets, args: dict, use_dora: bool = False):
+    from peft import LoraConfig
+
+    # Gaussian init of A (B is zero) as diffusers' LoRA examples: the model starts unchanged.
+    return LoraConfig(r=a.rank, lora_alpha=a.alpha, lora_dropout=a.dropout, target_modules=targets,
+                      use_dora=use_dora, bias=a.bias, **{"init_lora_weights": "gaussian", **args})
+
+
+def dora_config(a, targets, args: dict):
+    return lora_config(a, targets, args, use_dora=True)
+
+
+def loha_config(a, targets, args: dict):
+    from peft import LoHaConfig
+
+    return LoHaConfig(r=a.rank, alpha=a.alpha, rank_dropout=a.rank_dropout, module_dropout=a.module_dropout,
+                      target_modules=targets, **args)
+
+
+def lokr_config(a, targets, args: dict):
+    from peft import LoKrConfig
+
+    return LoKrConfig(r=a.rank, alpha=a.alpha, rank_dropout=a.rank_dropout, module_dropout=a.module_dropout,
+                      decompose_both=a.lokr_decompose_both, decompose_factor=a.lokr_factor,
+                      use_effective_conv2d=a.lokr_use_tucker, target_modules=targets, **args)
+
+
+def oft_config(a, targets, args: dict):
+    from peft import OFTConfig
+
+    # `rank` is the block size: each block of `rank` input features gets its own rotation
+    return OFTConfig(r=0, oft_block_size=a.rank, module_dropout=a.module_dropout, bias=a.bias,
+                     target_modules=targets, **args)
+
+
+def boft_config(a, targets, args: dict):
+    from peft import BOFTConfig
+
+    return BOFTConfig(boft_block_size=a.rank, boft_dropout=a.module_dropout, bias=a.bias,
+                      target_modules=targets, **args)
+
+
+def ia3_config(a, targets, args: dict):
+    from peft import IA3Config
+
+    # no feed-forward modules: every target scales its output
+    return IA3Config(target_modules=targets, feedforward_modules=[], **args)
 
 
 def config_from_dict(data: dict):
@@ -105,3 +143,43 @@ def merge_and_unload(module: torch.nn.Module) -> None:
     for attr in ("peft_config", "_hf_peft_config_loaded"):
         if hasattr(module, attr):
             delattr(module, attr) if attr == "peft_config" else setattr(module, attr, False)
+
+
+# ---- the backend functions studio/adapters calls (the same set in lycoris_backend.py) -------------
+def attach(family, name: str, net: torch.nn.Module, kind: str, a, args: dict, spec, is_main: bool):
+    """Inject the adapter of `kind` into `net`; returns its PEFT config. Trainable weights are fp32."""
+    config = build_config(kind, a, spec.peft_value(), args)
+    inject(net, config)
+    for p in net.parameters():
+        if p.requires_grad:
+            p.data = p.data.float()
+    return config
+
+
+def parameters(net: torch.nn.Module, adapter) -> dict[str, torch.nn.Parameter]:
+    return {n: p for n, p in net.named_parameters() if p.requires_grad}
+
+
+def weights(net: torch.nn.Module, adapter) -> dict[str, torch.Tensor]:
+    return state_dict(net)
+
+
+def load_weights(net: torch.nn.Module, adapter, sd: dict[str, torch.Tensor]) -> list[str]:
+    return load_state_dict(net, sd)
+
+
+def enable(net: torch.nn.Module, adapter, enabled: bool) -> None:
+    set_enabled(net, enabled)
+
+
+def merge(net: torch.nn.Module, adapter) -> None:
+    merge_and_unload(net)
+
+
+def peft_config(adapter):
+    return adapter
+
+
+def layer_count(net: torch.nn.Module, adapter) -> int:
+    """Adapted layers (containers of adapter layers do not count)."""
+    return sum(1 for _, layer in tuner_layers(net) if hasattr(layer, "base_layer"))

@@ -77,20 +77,18 @@ class CheckResult:
 
 
 @contextmanager
-def full_precision(family, nets):
-    """Upcast the half-precision tensors of `nets` to fp32 (exact) and let the family compute in fp32;
-    everything is put back afterwards (fp32 -> the original half type is exact for upcast values)."""
+def full_precision(nets):
+    """Upcast the half-precision tensors of `nets` to fp32 (exact) for the check (the family is told to
+    compute in fp32 by `verification_forward`'s dtype); everything is put back afterwards (fp32 -> the
+    original half type is exact for upcast values)."""
     tensors = {id(t): t for net in nets for t in itertools.chain(net.parameters(), net.buffers())
                if t.dtype in HALF}
     dtypes = {key: t.dtype for key, t in tensors.items()}
-    saved = family.dtype
     for t in tensors.values():
         t.data = t.data.float()
-    family.dtype = torch.float32
     try:
         yield
     finally:
-        family.dtype = saved
         for key, t in tensors.items():
             t.data = t.data.to(dtypes[key])
 
@@ -114,10 +112,10 @@ def reference_outputs(handle) -> Reference:
     family = handle.family
     inputs = family.verification_inputs()
     nets = list(handle.components.values())
-    with torch.no_grad(), handle.eval_mode(), full_precision(family, nets), plain_forward(nets):
-        trained = family.verification_forward(handle.components, inputs)
+    with torch.no_grad(), handle.eval_mode(), full_precision(nets), plain_forward(nets):
+        trained = family.verification_forward(handle.components, inputs, torch.float32)
         with handle.disabled():
-            base = family.verification_forward(handle.components, inputs)
+            base = family.verification_forward(handle.components, inputs, torch.float32)
     return Reference(inputs, trained, base)
 
 
@@ -127,7 +125,7 @@ def check_export(handle, path: Path, fmt: str, reference: Reference) -> CheckRes
     family, path = handle.family, Path(path)
     file = path / formats.ADAPTER_FILE if fmt == "peft" else path
     loader = loader_for(handle, fmt, file)
-    label = LOADER_LABELS.get(loader) or getattr(family, "lora_loader_name", f"{type(family).__name__}.load_lora_file")
+    label = LOADER_LABELS.get(loader) or family.lora_loader_name
     result = CheckResult(str(path), fmt, label)
     try:
         # In the training precision (the same rounded base weights the adapter was trained on), then
@@ -137,12 +135,12 @@ def check_export(handle, path: Path, fmt: str, reference: Reference) -> CheckRes
         result.notes.append(f"not checked: {err}")
         return result
     try:
-        with torch.no_grad(), full_precision(family, fresh.values()):
+        with torch.no_grad(), full_precision(fresh.values()):
             if fmt != "merged":
                 result.problems += _load(handle, fresh, file, loader)
             for net in fresh.values():
                 net.eval()
-            out = family.verification_forward(fresh, reference.inputs)
+            out = family.verification_forward(fresh, reference.inputs, torch.float32)
     except Exception as err:  # noqa: BLE001 - a loader that refuses the file is the finding itself
         result.problems.append(f"the loader failed: {type(err).__name__}: {err}")
         return result
@@ -163,14 +161,14 @@ def loader_for(handle, fmt: str, file: Path) -> str:
     lora_shaped = all(_param(k) in LORA_PARAMS for k in keys)
     # diffusers drops kohya `dora_scale` keys on SD/SDXL (lora_pipeline.py `lora_state_dict` filters them
     # with a warning), so a kohya DoRA file is checked with LyCORIS, whose reading ComfyUI and A1111 share.
-    kohya_keys = fmt == "kohya" or handle.backend == "lycoris"
+    kohya_keys = fmt == "kohya" or handle.impl.KOHYA_KEYS
     diffusers_kinds = ("lora", "locon", "dylora") if kohya_keys else ("lora", "dora")
     family_reads_it = _has_lora_loader(handle.family) and (handle.family.kohya_prefixes or not kohya_keys)
     if lora_shaped and handle.kind in diffusers_kinds and family_reads_it:
         return "family"
-    if handle.backend == "lycoris" and handle.kind == "ia3":
+    if handle.impl.KOHYA_KEYS and handle.kind == "ia3":
         return "lycoris-rebuild"
-    if handle.backend == "lycoris" or fmt == "kohya":
+    if kohya_keys:
         return "lycoris"
     return "peft"
 
@@ -181,9 +179,8 @@ def _param(key: str) -> str:
 
 
 def _has_lora_loader(family) -> bool:
-    from studio.families.base import ModelFamily
-
-    return type(family).load_lora_file is not ModelFamily.load_lora_file
+    """A family with an ecosystem loader names it (`lora_loader_name`) and implements `load_lora_file`."""
+    return bool(family.lora_loader_name)
 
 
 def _load(handle, fresh: dict, file: Path, loader: str) -> list[str]:
@@ -204,7 +201,7 @@ def _is_key_warning(message: str, adapted: dict) -> bool:
 
 
 def _load_lycoris(handle, fresh: dict, file: Path, rebuild: bool) -> list[str]:
-    from studio.adapters import lycoris_prefix
+    from studio.adapters.lycoris_backend import lycoris_prefix
     from studio.adapters.writer import split_by_prefix
 
     weights, _ = formats.read_safetensors(file)
@@ -232,10 +229,7 @@ def _load_lycoris(handle, fresh: dict, file: Path, rebuild: bool) -> list[str]:
 
 
 def _adapted_layer_count(handle, name: str) -> int:
-    if handle.backend == "lycoris":
-        return len(handle.adapters[name].loras)
-    layers = peft_backend.tuner_layers(handle.components[name])
-    return sum(1 for _, layer in layers if hasattr(layer, "base_layer"))
+    return handle.impl.layer_count(handle.components[name], handle.adapters[name])
 
 
 def _load_peft(handle, fresh: dict, file: Path) -> list[str]:

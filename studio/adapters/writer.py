@@ -59,7 +59,7 @@ def link_for_diffusers(handle, folder: Path) -> None:
 
 
 def write_native(handle, out_dir: Path, states: dict) -> list[Path]:
-    if handle.backend == "lycoris":
+    if handle.impl.KOHYA_KEYS:  # LyCORIS: its own keys plus the description that rebuilds the network
         tensors = {k: v for sd in states.values() for k, v in sd.items()}
         description = describe(handle)
         formats.atomic_save_file(tensors, out_dir / ADAPTER_FILE,
@@ -94,7 +94,7 @@ def _te_key(key: str) -> str:
 
 def describe(handle) -> dict:
     """adapter_config.json of a LyCORIS adapter: enough to rebuild the network."""
-    from studio.adapters import lycoris_prefix
+    from studio.adapters.lycoris_backend import lycoris_prefix
     from studio.adapters.lycoris_backend import ALGOS
     from studio.config.kv import parse_key_values
 
@@ -107,7 +107,7 @@ def describe(handle) -> dict:
 
 
 def kohya_tensors(handle, states: dict) -> dict[str, torch.Tensor]:
-    if handle.backend == "lycoris":
+    if handle.impl.KOHYA_KEYS:
         return {k: v for sd in states.values() for k, v in sd.items()}
     if handle.cfg.adapter.bias != "none":
         raise UnsupportedExport("kohya files carry no trained biases (adapter.bias is "
@@ -129,7 +129,8 @@ def kohya_tensors(handle, states: dict) -> dict[str, torch.Tensor]:
 def write_kohya(handle, path: Path, states: dict | None = None, step: int | None = None) -> Path:
     states = states if states is not None else handle.component_state_dicts()
     tensors = kohya_tensors(handle, states)
-    meta = formats.kohya_metadata(handle.cfg, handle.family, handle.kind, handle.backend, step)
+    meta = formats.kohya_metadata(handle.cfg, handle.family, handle.kind, handle.backend, step,
+                                  converted=not handle.impl.KOHYA_KEYS)
     formats.atomic_save_file(tensors, path, {"format": "pt", **meta})
     return path
 
@@ -147,8 +148,8 @@ def adapter_file(path: str | Path, field: str) -> Path:
 def read_adapter_folder(path: str | Path, handle, field: str = "adapter.init_from") -> dict[str, dict]:
     """Per-network state dicts of an adapter file (ours, a PEFT folder, or a kohya file) for `handle`."""
     weights, _ = formats.read_safetensors(adapter_file(path, field))
-    if handle.backend == "lycoris":
-        from studio.adapters import lycoris_prefix
+    if handle.impl.KOHYA_KEYS:
+        from studio.adapters.lycoris_backend import lycoris_prefix
 
         return split_by_prefix(weights, {n: lycoris_prefix(handle.family, n) for n in handle.components}, field)
     if any(k.endswith(".lora_down.weight") for k in weights):  # a kohya file (ours or another trainer's)

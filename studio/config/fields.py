@@ -15,12 +15,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-IMAGE_FAMILIES = ("sd15", "sdxl", "sd3", "flux")
-UNET_FAMILIES = ("sd15", "sdxl")
-ALL_FAMILIES = ("sd15", "sdxl", "sd3", "flux", "acestep", "causal_lm")
-# Families the trainer implements (the family registry in studio/families/base.py must match; a test
-# checks it). sd3 and flux have tiny models but no trainer yet.
-TRAINABLE_FAMILIES = ("sd15", "sdxl", "acestep", "causal_lm")
+from studio.registry.families import ALL_FAMILIES, family_ids
+
+# Groups of family ids for the `families=` hints, read from the family registry (studio/registry/families.py).
+IMAGE_FAMILIES = family_ids(data="images")
+TRAINABLE_FAMILIES = family_ids(trainable=True)  # sd3 and flux have tiny models but no trainer yet
 
 
 def setting(

@@ -13,8 +13,9 @@ from typing import Any, Iterable
 from pydantic import ValidationError
 
 from studio.config.errors import ConfigError
-from studio.config.family_defaults import family_defaults
+from studio.registry.families import family_defaults
 from studio.config.schema import SECTIONS, JobConfig
+from studio.config.sections.job_model import ModelSection
 
 
 def deep_merge(base: dict, over: dict) -> dict:
@@ -73,7 +74,7 @@ def read_json(path: str | Path) -> dict:
 
 def validate(data: dict) -> JobConfig:
     """Validate a full or partial config dict (family defaults are merged underneath)."""
-    family = (data.get("model") or {}).get("family", "sd15")
+    family = (data.get("model") or {}).get("family", ModelSection.model_fields["family"].default)
     merged = deep_merge(family_defaults(family), data)
     try:
         return JobConfig.model_validate(merged)

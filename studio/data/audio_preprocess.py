@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 
 from studio.data.audio import AudioProblem, Song, find_songs, load_song
+from studio.data.dataset import TrainingData
 from studio.data.image_source import DataError, resolve_data_path
 from studio.data.manifest import MANIFEST_NAME, CacheManifest, CacheReport, Want, read_tensors
 from studio.data.scan import Finding
@@ -153,7 +153,7 @@ def report_findings(result: RefreshResult, on_bad_file: str, progress=None) -> N
 
 
 # ---- the training dataset -----------------------------------------------------------------------
-class SongLatentDataset(torch.utils.data.Dataset):
+class SongLatentDataset(TrainingData):
     """Cached songs; item = (index, epoch) from EpochSampler (or a plain index for evaluation).
     With `chunk_frames` > 0 each item is a random window of that many latent frames, drawn from
     (seed, epoch, index) only, so a resumed run sees the same windows."""
@@ -215,33 +215,3 @@ def collate_songs(items: list[dict]) -> dict:
         states[i, :n], mask[i, :n] = it["encoder_hidden_states"], True
     return {"target_latents": torch.stack(latents), "encoder_hidden_states": states,
             "encoder_attention_mask": mask, "keys": [it["key"] for it in items]}
-
-
-# ---- python -m studio preprocess (acestep) ------------------------------------------------------
-def preprocess_songs(cfg, progress) -> dict:
-    """Build or refresh the song cache of `data.path` (and `data.eval_path`); returns the summary."""
-    from studio.families.base import build_family
-    from studio.train.setup import standalone_device
-
-    device, dtype = standalone_device(cfg)
-    progress.event("loading", message=f"loading the {cfg.model.family} encoders from {cfg.model.path}")
-    family = build_family(cfg, device, dtype)
-    family.load_encoders()
-    summary = {"songs": 0, "bad_files": 0, "encoded": 0, "removed": 0}
-    for source in ("train", "eval") if cfg.data.eval_path else ("train",):
-        started = time.time()
-        result = refresh_song_cache(cfg, family, source, on_progress=lambda d, t: progress.items(d, t))
-        report_findings(result, cfg.data.on_bad_file, progress)
-        seconds = time.time() - started
-        log.info("%s: %d song(s) cached in %s (%d encoded in %.1f s, %d unusable, %d removed)", source,
-                 len(result.keys), result.root, result.encoded, seconds, len(result.bad), result.before.removed)
-        progress.event("cache_state", when="after", source=source, dir=str(result.root), songs=len(result.keys),
-                       encoded=result.encoded, bad=len(result.bad), removed=result.before.removed)
-        for key in ("encoded", "removed"):
-            summary[key] += result.encoded if key == "encoded" else result.before.removed
-        summary["songs"] += len(result.keys)
-        summary["bad_files"] += len(result.bad)
-        summary.setdefault("cache_dir", str(result.root))
-    if summary["songs"] == 0:
-        raise DataError(f"data.path: no usable songs in {cfg.data.path}")
-    return summary

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from studio.data.dataset import TrainingData
+
 log = logging.getLogger("studio.data")
 
 IGNORE_INDEX = -100  # label value PyTorch's cross-entropy (and transformers' LM loss) skip
@@ -176,7 +178,7 @@ def tokenize_conversation(tokenizer, messages: list[dict], max_length: int) -> t
 
 
 # ---- datasets -------------------------------------------------------------------------------------
-class TokenizedDataset(torch.utils.data.Dataset):
+class TokenizedDataset(TrainingData):
     """Pre-tokenized causal LM examples: [{"input_ids": [...], "labels": [...]}]."""
 
     def __init__(self, examples: list[dict], fingerprint: str, report: str = "", truncated: int = 0):

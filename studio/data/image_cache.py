@@ -28,12 +28,10 @@ EMPTY_CAPTION = "<empty caption>"  # entry holding the embedding caption dropout
 ENCODING_VERSION = 1  # bump when the way pixels are prepared changes, to invalidate old caches
 
 
-def model_identity(cfg, subfolders: tuple[str, ...]) -> str:
-    """Short hash naming the encoder weights: model path, revision, variant, and each part's
-    config and weight-file sizes (a swapped model folder shows up as a changed identity)."""
-    from studio.families.paths import resolve_model_path
-
-    path = resolve_model_path(cfg.model.path)
+def model_identity(cfg, path: str, subfolders: tuple[str, ...]) -> str:
+    """Short hash naming the encoder weights: model path (resolved), revision, variant, and each part's
+    config and weight-file sizes (a swapped model folder shows up as a changed identity). Families call
+    it from their `cache_identity` with the sub-folders of their own encoders."""
     ident: dict = {"path": path, "revision": cfg.model.revision, "variant": cfg.model.weight_variant}
     local = Path(path)
     if local.is_file():
@@ -69,9 +67,9 @@ class ImageCache:
         self.use_text = (self.data.cache_text_embeds and not self.data.shuffle_captions
                          and not getattr(cfg.adapter, "train_text_encoder", False))
         self.serves_latents = self.serves_text = False
-        self.vae_settings = {"encoder": model_identity(cfg, ("vae",)), "dtype": str(family.vae_dtype),
+        self.vae_settings = {"encoder": family.cache_identity(LATENTS), "dtype": str(family.vae_dtype),
                              "version": ENCODING_VERSION}
-        self.text_settings = {"encoder": model_identity(cfg, ("text_encoder", "text_encoder_2")),
+        self.text_settings = {"encoder": family.cache_identity(TEXT),
                               "dtype": str(family.dtype), "family": cfg.model.family}
         self.wanted = self._wanted()
         self._memo: dict[tuple, dict[str, torch.Tensor]] = {}  # see _read

@@ -18,6 +18,7 @@ from PIL import Image, ImageOps
 
 from studio.data.buckets import CropPlan, plan_crop
 from studio.data.captions import vary_caption
+from studio.data.dataset import TrainingData
 from studio.data.sampler import BucketBatchSampler, BucketLayout
 from studio.data.scan import ImageItem
 
@@ -60,7 +61,7 @@ def load_view(path: Path, plan: CropPlan, flip: bool, with_mask: bool):
     return pixels, mask
 
 
-class ImageDataset(torch.utils.data.Dataset):
+class ImageDataset(TrainingData):
     """Indexed by (view, epoch) pairs from `BucketBatchSampler` (or a plain view index)."""
 
     def __init__(self, items: list[ImageItem], views: list[View], resolutions: list[int], folders: list[FolderSpec],

@@ -19,8 +19,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +26,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
+
+from studio.runfolder.atomic import atomic_write  # noqa: F401 - re-exported: data/scan.py imports it from here
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
@@ -180,26 +180,3 @@ def read_tensors(path: Path, names: list[str] | None = None) -> dict[str, torch.
         return tensors if names is None else {n: tensors[n] for n in names}
     with safe_open(str(path), framework="pt") as fh:
         return {n: fh.get_tensor(n) for n in (names if names is not None else fh.keys())}
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Temp file in the same folder -> fsync -> rename -> fsync the folder: all or nothing on disk."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:  # some platforms cannot open folders
-        return
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)

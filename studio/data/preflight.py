@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import logging
 
-from studio.config.fields import IMAGE_FAMILIES
 from studio.data.image_source import check_bad_files, scan_images
 from studio.data.scan import ScanReport
+from studio.registry.families import row
 
 log = logging.getLogger("studio.data")
 LISTED_IN_EVENT = 200  # progress.jsonl names at most this many files (the console log has them all)
 
 
 def is_image_job(cfg) -> bool:
-    return cfg.model.family in IMAGE_FAMILIES
+    return row(cfg.model.family).data == "images"
 
 
 def scan_job_images(cfg) -> ScanReport:

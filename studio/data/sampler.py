@@ -19,6 +19,9 @@ class EpochSampler(torch.utils.data.Sampler):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def set_total_batches(self, total: int) -> None:
+        """Batches in the whole run: every epoch is alike here, so nothing depends on it."""
+
     def __len__(self) -> int:
         return self.length - self.skip
 

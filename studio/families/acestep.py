@@ -84,7 +84,7 @@ class AceStepFamily(AceStepExportMixin, ModelFamily):
         encoder = self.condition_encoder
         self.silence_latent = encoder.silence_latent.detach().to(self.device, self.dtype)  # (1, S, D)
         self.null_condition = encoder.null_condition_emb.detach().to(self.device, self.dtype)  # (1, 1, H)
-        self.place_encoders(on_device=True)
+        self._place_encoders(on_device=True)
 
     def load(self) -> None:
         from diffusers.models.transformers.ace_step_transformer import AceStepTransformer1DModel
@@ -107,7 +107,7 @@ class AceStepFamily(AceStepExportMixin, ModelFamily):
         if self.cfg.data.eval_path:
             self.eval_songs = refresh_song_cache(self.cfg, self, "eval")
             report_findings(self.eval_songs, self.cfg.data.on_bad_file)
-        self.place_encoders(on_device=not self.cfg.memory.offload_encoder)
+        self._place_encoders(on_device=not self.cfg.memory.offload_encoder)
 
     def check_variant(self) -> None:
         """Warn when the checkpoint's own turbo flag contradicts the configured variant."""
@@ -118,7 +118,7 @@ class AceStepFamily(AceStepExportMixin, ModelFamily):
                 "model.variant: the checkpoint says it is %s but the run trains it as %s; check model.variant "
                 "/ model.base_variant", "turbo" if is_turbo else "not turbo", self.music.base_variant)
 
-    def place_encoders(self, on_device: bool) -> None:
+    def _place_encoders(self, on_device: bool) -> None:
         """VAE and text/condition encoders on the device (True) or in system RAM (`memory.offload_encoder`)."""
         self.encoders_on_device = on_device
         target = self.device if on_device else torch.device("cpu")
@@ -173,13 +173,13 @@ class AceStepFamily(AceStepExportMixin, ModelFamily):
     def encode_song(self, audio: np.ndarray, caption: str, lyrics: str, meta: dict, seconds: float) -> dict:
         """(C, N) waveform at the model rate -> `target_latents` (T, D) and `encoder_hidden_states` (L, H)."""
         placed = self.encoders_on_device
-        self.place_encoders(on_device=True)
+        self._place_encoders(on_device=True)
         try:
             wave = torch.from_numpy(audio)[None].to(self.device, torch.float32)  # (1, C, N)
             latents = self.vae.encode(wave).latent_dist.mean[0].T  # (T, D): the mean, so the cache is exact
             states = self.encode_condition([caption], [lyrics], meta, seconds)[0]
         finally:
-            self.place_encoders(placed)
+            self._place_encoders(placed)
         return {"target_latents": latents.float().cpu().contiguous(),
                 "encoder_hidden_states": states.float().cpu().contiguous()}
 
@@ -271,11 +271,11 @@ class AceStepFamily(AceStepExportMixin, ModelFamily):
     @torch.no_grad()
     def sample(self, prompts: list, step: int) -> list[Sample]:
         placed = self.encoders_on_device
-        self.place_encoders(on_device=True)  # sampling encodes prompts and decodes audio on the device
+        self._place_encoders(on_device=True)  # sampling encodes prompts and decodes audio on the device
         try:
             return [self._sample_one(p, step) for p in prompts]
         finally:
-            self.place_encoders(placed)
+            self._place_encoders(placed)
 
     def _sample_one(self, p, step: int) -> Sample:
         sampling, music = self.cfg.sampling, self.music

@@ -102,13 +102,14 @@ class AceStepExportMixin:
                 "states": torch.randn(1, 6, width, generator=gen), "t": torch.tensor([0.6])}
 
     @torch.no_grad()
-    def verification_forward(self, components: dict[str, torch.nn.Module], inputs: dict) -> torch.Tensor:
+    def verification_forward(self, components: dict[str, torch.nn.Module], inputs: dict,
+                             dtype: torch.dtype) -> torch.Tensor:
         """Velocity prediction (1, 16, D) of the DiT in `components` for the fixed input."""
         transformer = components.get("transformer", self.transformer)
-        latents = inputs["latents"].to(self.device, self.dtype)
-        t = inputs["t"].to(self.device, self.dtype)
+        latents = inputs["latents"].to(self.device, dtype)
+        t = inputs["t"].to(self.device, dtype)
         out = transformer(hidden_states=latents, timestep=t, timestep_r=t,
-                          encoder_hidden_states=inputs["states"].to(self.device, self.dtype),
+                          encoder_hidden_states=inputs["states"].to(self.device, dtype),
                           context_latents=self.context_latents(1, latents.shape[1])).sample
         return out.float().cpu()
 

@@ -1,34 +1,32 @@
-"""The ModelFamily interface and registry. The trainer talks to a family only through this interface,
-so it never branches on the family name (PEFT's tuners are the model: every family has the same shape).
+"""The ModelFamily contract: every hook the rest of the studio calls on a family, declared here.
+
+Code outside `studio/families/` talks to a family only through these hooks (never `hasattr`, never the
+family's name), so a new family is its own module(s) plus one row in `studio/registry/families.py`.
+`docs/family-template.md` says for each hook when it is called, what it gets and what it returns.
+Hooks with a default are optional; the defaults say what the studio does without them.
 """
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-# family id -> "module:Class"; imported lazily so `studio` starts fast and optional deps stay optional.
-_REGISTRY: dict[str, str] = {
-    "sd15": "studio.families.sd:SdFamily",
-    "sdxl": "studio.families.sd:SdFamily",
-    "causal_lm": "studio.families.causal_lm:CausalLmFamily",
-    "acestep": "studio.families.acestep:AceStepFamily",
-}
+from studio.registry.families import family_ids, load_attr, row
 
-
-def register(name: str, target: str) -> None:
-    _REGISTRY[name] = target
+if TYPE_CHECKING:
+    from studio.data.dataset import TrainingData
 
 
 def get_family_class(name: str) -> type["ModelFamily"]:
-    if name not in _REGISTRY:
-        raise ValueError(f"model.family '{name}' is not available; available: {', '.join(sorted(_REGISTRY))}")
-    module, cls = _REGISTRY[name].split(":")
-    return getattr(importlib.import_module(module), cls)
+    """The ModelFamily class of a family id, from the family registry (imported on first use)."""
+    info = row(name)
+    if info.family_class is None:
+        raise ValueError(f"model.family '{name}' has no trainer yet; trainable families: "
+                         + ", ".join(family_ids(trainable=True)))
+    return load_attr(info.family_class)
 
 
 def build_family(cfg, device: torch.device, dtype: torch.dtype) -> "ModelFamily":
@@ -48,9 +46,9 @@ class ModelFamily(ABC):
     """One model architecture. Lifecycle: `load()` -> `trainable_module()` gets adapters ->
     `train_dataset()` feeds `loss(batch, generator)` -> `sample(prompts)` / `save_adapter(...)`."""
 
-    kind: str = "image"
+    kind: str = "image"  # the kind of `Sample` it renders: "image" | "audio" | "text"
     # Set by the trainer with several processes: loss() draws its randomness for the global batch
-    # through `studio.train.ranks.draw(..., rank=self.rank, world=self.world)` and keeps its rows.
+    # through `studio.families.rng.draw(..., rank=self.rank, world=self.world)` and keeps its rows.
     rank: int = 0
     world: int = 1
 
@@ -59,6 +57,7 @@ class ModelFamily(ABC):
         self.device = device
         self.dtype = dtype  # dtype of the frozen weights; trainable weights stay fp32
 
+    # ---- training -----------------------------------------------------------------------------------
     @abstractmethod
     def load(self) -> None:
         """Load every part from `cfg.model.path`, frozen, on the device."""
@@ -68,12 +67,8 @@ class ModelFamily(ABC):
         """The network adapters are injected into (UNet, transformer, LM)."""
 
     @abstractmethod
-    def default_targets(self) -> list[str]:
-        """Module names the adapter targets when `adapter.target_modules` is empty."""
-
-    @abstractmethod
-    def train_dataset(self, split: str = "train") -> torch.utils.data.Dataset:
-        """Items for the DataLoader; `split` is "train" or "eval"."""
+    def train_dataset(self, split: str = "train") -> "TrainingData":
+        """Items for the DataLoader; `split` is "train" or "eval" (an empty dataset: no eval)."""
 
     def collate(self, items: list[dict]) -> dict:
         return torch.utils.data.default_collate(items)
@@ -82,13 +77,9 @@ class ModelFamily(ABC):
     def loss(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
         """Scalar training loss. All randomness (noise, timesteps) comes from `generator`."""
 
-    @abstractmethod
-    def sample(self, prompts: list, step: int) -> list[Sample]:
-        """Generate one sample per prompt with the current (adapted) weights."""
-
-    @abstractmethod
-    def save_adapter(self, out_dir: Path, state_dict: dict[str, torch.Tensor], adapter_config) -> None:
-        """Write `adapter_model.safetensors` (+ `adapter_config.json`) loadable by the ecosystem's loader."""
+    def eval_metrics(self, loss: float) -> dict[str, float]:
+        """Extra evaluation metrics derived from the mean eval loss (e.g. perplexity)."""
+        return {}
 
     def gradient_checkpointing(self) -> None:
         module = self.trainable_module()
@@ -101,8 +92,13 @@ class ModelFamily(ABC):
         """torch.compile the trainable network in place (first steps slow, later faster)."""
         self.trainable_module().compile()
 
-    # ---- adapter hooks (studio/adapters: targets, kohya file, export checks); defaults: one network --
+    # ---- where the adapter goes (studio/adapters: targets, kohya file) ---------------------------------
     kohya_prefixes: dict[str, str] = {}  # component -> key prefix in kohya/ComfyUI files; {} = no such file
+
+    @abstractmethod
+    def default_targets(self, component: str = "model") -> list[str]:
+        """Module names the adapter targets on `component` (a key of `adapter_components`) when
+        `adapter.target_modules` is empty."""
 
     def adapter_components(self, text_encoders: bool = False) -> dict[str, torch.nn.Module]:
         """Networks that carry the adapter, by the name their keys are prefixed with in diffusers-style
@@ -121,6 +117,58 @@ class ModelFamily(ABC):
         """`ss_*` / `modelspec.*` header entries of the kohya file (base model, resolution, ...)."""
         return {}
 
+    # ---- caching images (data kind "images": studio/data/image_cache.py) ------------------------------
+    @property
+    def vae_dtype(self) -> torch.dtype:
+        """dtype the VAE encodes in (cached latents are tagged with it)."""
+        return self.dtype
+
+    def cache_identity(self, part: str) -> str:
+        """Short hash of the weights that encode `part` ("latents" or "text"): a cache made by other
+        weights is stale."""
+        raise NotImplementedError(f"{type(self).__name__} does not cache images")
+
+    def place_encoders(self, vae: bool, text: bool) -> None:
+        """Move the VAE / text encoders to the device (True) or keep them in CPU memory (False)."""
+        raise NotImplementedError(f"{type(self).__name__} does not cache images")
+
+    def encode_images(self, pixels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Pixels (B, 3, H, W) in [-1, 1] -> scaled latents (B, C, H/f, W/f) on the CPU side of the cache."""
+        raise NotImplementedError(f"{type(self).__name__} does not cache images")
+
+    def encode_text(self, captions: list[str], encoders: list | None = None) -> dict[str, torch.Tensor]:
+        """Captions -> the conditioning tensors `loss` reads (name -> (B, ...))."""
+        raise NotImplementedError(f"{type(self).__name__} does not cache captions")
+
+    # ---- caching songs (data kind "songs": studio/data/audio_preprocess.py) ---------------------------
+    def load_encoders(self) -> None:
+        """Load only what encodes songs (VAE, text/lyrics encoders): preprocessing needs no trainer."""
+        raise NotImplementedError(f"{type(self).__name__} does not cache songs")
+
+    def audio_format(self):
+        """The `studio.data.audio.AudioFormat` songs are decoded to (sample rate, channels, length limits)."""
+        raise NotImplementedError(f"{type(self).__name__} does not cache songs")
+
+    def encoder_identity(self) -> str:
+        """Short hash of the song encoders' weights: a cache made by other weights is stale."""
+        raise NotImplementedError(f"{type(self).__name__} does not cache songs")
+
+    def encode_song(self, audio, caption: str, lyrics: str, meta: dict, seconds: float) -> dict:
+        """One song (float32 numpy (channels, samples)) -> its cached tensors (latents, conditions)."""
+        raise NotImplementedError(f"{type(self).__name__} does not cache songs")
+
+    # ---- sampling -------------------------------------------------------------------------------------
+    @abstractmethod
+    def sample(self, prompts: list, step: int) -> list[Sample]:
+        """Generate one sample per prompt with the current (adapted) weights."""
+
+    # ---- saving and export verification (studio/adapters/export.py, verify.py) -------------------------
+    lora_loader_name: str = ""  # how export checks name `load_lora_file` (e.g. "diffusers load_lora_weights")
+
+    @abstractmethod
+    def save_adapter(self, out_dir: Path, state_dict: dict[str, torch.Tensor], adapter_config) -> None:
+        """Write `adapter_model.safetensors` (+ `adapter_config.json`) loadable by the ecosystem's loader."""
+
     def load_base_components(self, path: str | None = None) -> dict[str, torch.nn.Module]:
         """Fresh frozen copies of `adapter_components()` loaded from `path` (default: the base model),
         on this family's device and dtype; used to load exported files back for verification."""
@@ -130,8 +178,10 @@ class ModelFamily(ABC):
         """A small fixed (seeded) input for `verification_forward`."""
         raise NotImplementedError(f"{type(self).__name__} has no fixed input for export checks")
 
-    def verification_forward(self, components: dict[str, torch.nn.Module], inputs: dict) -> torch.Tensor:
-        """The family's output for `inputs` through `components` (e.g. UNet noise prediction)."""
+    def verification_forward(self, components: dict[str, torch.nn.Module], inputs: dict,
+                             dtype: torch.dtype) -> torch.Tensor:
+        """The family's output for `inputs` through `components` (e.g. UNet noise prediction), computed
+        in `dtype` (export checks run in fp32 whatever the training precision)."""
         raise NotImplementedError(f"{type(self).__name__} has no forward for export checks")
 
     def load_lora_file(self, components: dict[str, torch.nn.Module], file: Path) -> list[str]:
@@ -142,3 +192,8 @@ class ModelFamily(ABC):
     def save_merged(self, out_dir: Path, components: dict[str, torch.nn.Module]) -> None:
         """Write a complete model folder (diffusers or transformers layout) made with `components`."""
         raise NotImplementedError(f"{type(self).__name__} cannot write a merged model")
+
+    # ---- estimate (python -m studio estimate) ----------------------------------------------------------
+    def estimate_candidates(self) -> list[str]:
+        """Module names the estimate job ranks by gradient norm. Default: every Linear of the network."""
+        return [n for n, m in self.trainable_module().named_modules() if n and isinstance(m, torch.nn.Linear)]

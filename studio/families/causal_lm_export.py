@@ -14,6 +14,8 @@ PROBE_TEXT = "The quick brown fox jumps over the lazy dog. What colour is the sk
 
 
 class CausalLmExportMixin:
+    lora_loader_name = "peft PeftModel.from_pretrained"  # how export checks name `load_lora_file`
+
     def default_targets(self, component: str = "model") -> list[str]:
         """q_proj + v_proj (FIELDS §22, the LoRA paper's choice); models with other layer names (GPT-2's
         `c_attn`, Falcon's `query_key_value`) get every linear layer except the output head."""
@@ -35,7 +37,7 @@ class CausalLmExportMixin:
         `quantized`: as in training (`model.quantization`), so export checks compare like with like."""
         from transformers import AutoModelForCausalLM
 
-        from studio.families.causal_lm import quantization_config
+        from studio.families.causal_lm_source import quantization_config
 
         src = str(path or self.model_path)
         kwargs = {} if Path(src).exists() else {"use_safetensors": True, "revision": self.cfg.model.revision or None}
@@ -55,7 +57,8 @@ class CausalLmExportMixin:
         return {"input_ids": ids}  # (1, T)
 
     @torch.no_grad()
-    def verification_forward(self, components: dict[str, torch.nn.Module], inputs: dict) -> torch.Tensor:
+    def verification_forward(self, components: dict[str, torch.nn.Module], inputs: dict,
+                             dtype: torch.dtype) -> torch.Tensor:
         """Next-token logits (1, T, vocab) of the probe text through `components["model"]`."""
         model = components.get("model", self.model)
         return model(input_ids=inputs["input_ids"].to(self.device), use_cache=False).logits.float().cpu()

@@ -62,6 +62,13 @@ class SdFamily(SdExportMixin, ModelFamily):
         # The SDXL VAE overflows in fp16 (diffusers keeps it in fp32 too), so only the rest is cast.
         return torch.float32 if self.is_xl else self.dtype
 
+    def cache_identity(self, part: str) -> str:
+        from studio.data.image_cache import LATENTS, model_identity
+
+        # SD 1.5 names the (absent) second encoder too: its identity stays what existing caches recorded.
+        folders = ("vae",) if part == LATENTS else ("text_encoder", "text_encoder_2")
+        return model_identity(self.cfg, resolve_model_path(self.cfg.model.path), folders)
+
     def place_encoders(self, vae: bool, text: bool) -> None:
         """Move the VAE / text encoders to the device (True) or keep them in CPU memory (False)."""
         self.encoders_on_device = (vae, text)
@@ -158,16 +165,17 @@ class SdFamily(SdExportMixin, ModelFamily):
             target = noise
         return self._weighted_mse(pred.float(), target.float(), timesteps, batch.get("loss_mask"))
 
-    def _added_cond(self, batch: dict, text: dict, bsz: int) -> dict | None:
+    def _added_cond(self, batch: dict, text: dict, bsz: int, dtype: torch.dtype | None = None) -> dict | None:
         if not self.is_xl:
             return None
+        dtype = dtype or self.dtype
         res = self.cfg.data.resolution
         original = batch.get("original_size", torch.tensor([[res, res]] * bsz))
         crop = batch.get("crop_top_left", torch.zeros(bsz, 2, dtype=torch.long))
         target = batch.get("target_size", torch.tensor([[res, res]] * bsz))  # (B, 2) bucket (h, w)
         # (B, 6): original size, crop top-left, target size, as SDXL's micro-conditioning expects.
-        time_ids = torch.cat([original, crop, target], dim=1).to(self.device, self.dtype)
-        return {"text_embeds": text["pooled_prompt_embeds"].to(self.device, self.dtype), "time_ids": time_ids}
+        time_ids = torch.cat([original, crop, target], dim=1).to(self.device, dtype)
+        return {"text_embeds": text["pooled_prompt_embeds"].to(self.device, dtype), "time_ids": time_ids}
 
     def _weighted_mse(self, pred, target, timesteps, mask=None) -> torch.Tensor:
         gamma = self.cfg.loss.snr_gamma

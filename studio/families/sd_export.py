@@ -103,7 +103,8 @@ class SdExportMixin:
         return {"latents": latents, "timestep": torch.tensor([499]), "caption": ["a photo of a red fox, studio light"]}
 
     @torch.no_grad()
-    def verification_forward(self, components: dict[str, torch.nn.Module], inputs: dict) -> torch.Tensor:
+    def verification_forward(self, components: dict[str, torch.nn.Module], inputs: dict,
+                             dtype: torch.dtype) -> torch.Tensor:
         """UNet noise prediction (1, 4, 8, 8) for the fixed input, text encoded by `components`' encoders."""
         encoders = [components.get("text_encoder", self.text_encoders[0])]
         if self.is_xl:
@@ -117,9 +118,9 @@ class SdExportMixin:
             for encoder, device in zip(encoders, devices):
                 encoder.to(device)
         unet = components.get("unet", self.unet)
-        latents = inputs["latents"].to(self.device, self.dtype)
-        out = unet(latents, inputs["timestep"].to(self.device), text["prompt_embeds"].to(self.device, self.dtype),
-                   added_cond_kwargs=self._added_cond({}, text, 1)).sample
+        latents = inputs["latents"].to(self.device, dtype)
+        out = unet(latents, inputs["timestep"].to(self.device), text["prompt_embeds"].to(self.device, dtype),
+                   added_cond_kwargs=self._added_cond({}, text, 1, dtype)).sample
         return out.float().cpu()
 
     def load_lora_file(self, components: dict[str, torch.nn.Module], file: Path) -> list[str]:

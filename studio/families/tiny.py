@@ -10,32 +10,21 @@ weights (seeded, so two writes are byte-identical) and tokenizers are all built 
 
 from __future__ import annotations
 
-import importlib
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Callable
 
-TINY_FAMILIES = ("sd15", "sdxl", "sd3", "flux", "acestep", "causal_lm")
+from studio.registry.families import ALL_FAMILIES, FAMILIES, load_attr
 
-
-# family -> (module, writer function). Imported lazily: torch/diffusers/transformers take
-# seconds to import and most callers (CLI help, config validation) only need the names.
-_WRITERS = {
-    "sd15": ("tiny_image", "write_sd15"),
-    "sdxl": ("tiny_image", "write_sdxl"),
-    "sd3": ("tiny_flow", "write_sd3"),
-    "flux": ("tiny_flow", "write_flux"),
-    "acestep": ("tiny_audio", "write_acestep"),
-    "causal_lm": ("tiny_text", "write_causal_lm"),
-}
+# Every registered family has a tiny model (its registry row names the writer, imported lazily:
+# torch/diffusers/transformers take seconds to import and most callers only need the names).
+TINY_FAMILIES = ALL_FAMILIES
 
 
 def _writer(family: str) -> Callable[[Path], None]:
-    module_name, func_name = _WRITERS[family]
-    module = importlib.import_module(f"{__package__}.{module_name}")
-    return getattr(module, func_name)
+    return load_attr(FAMILIES[family].tiny_writer)
 
 
 def _check_family(family: str) -> None:

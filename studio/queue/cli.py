@@ -69,7 +69,7 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 
 
 def _list_rows(jobs: list[Job]) -> str:
-    rows = [[str(j.id), j.name, j.kind, j.status, format_duration(j.duration_s), str(j.attempts),
+    rows = [[str(j.id), j.label, j.kind, j.status, format_duration(j.duration_s), str(j.attempts),
              (j.error or "").splitlines()[0][:60] if j.error else ""] for j in jobs]
     return _table(rows, ["id", "name", "kind", "status", "duration", "runs", "note"])
 

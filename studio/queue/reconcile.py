@@ -16,7 +16,8 @@ from pathlib import Path
 
 import psutil
 
-from studio.queue import procs, runfolder
+from studio import runfolder
+from studio.queue import procs
 from studio.queue.store import Job, JobStore
 
 log = logging.getLogger("studio.queue")

@@ -12,7 +12,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from studio.queue import commands, runfolder
+from studio import runfolder
+from studio.queue import commands
 from studio.queue.store import Job, JobStore
 
 _EOF = "STUDIO_CONFIG_EOF"

@@ -12,7 +12,6 @@ Public API (the UI and the CLI use exactly this):
     store.clone(id, name="")                 # a new pending job with the same config
     store.remove(id)                         # refused while running (QueueError)
     store.update(id, config)                 # replace a job's config while it is not running
-    store.script()                           # bash script with the pending jobs' exact commands
     store.get_setting(key) / store.set_setting(key, value)
 
 Statuses: pending -> running -> completed | stopped | failed | interrupted.
@@ -34,7 +33,7 @@ from typing import Any, Iterator
 from studio.config import ConfigError, JobConfig, finalize_job, load_config
 from studio.config.loader import default_job_name
 from studio.paths import studio_home
-from studio.queue import runfolder
+from studio import runfolder
 
 STATUSES = ("pending", "running", "completed", "stopped", "failed", "interrupted")
 FINISHED = ("completed", "stopped", "failed", "interrupted")
@@ -116,7 +115,17 @@ class Job:
 
     @property
     def num_processes(self) -> int:
-        return int((self.config.get("distributed") or {}).get("num_processes") or 1)
+        return int(self.distributed.get("num_processes") or 1)
+
+    @property
+    def run_name(self) -> str:
+        """The user's free label (`job.run_name`), shown beside the job name."""
+        return str((self.config.get("job") or {}).get("run_name") or "")
+
+    @property
+    def label(self) -> str:
+        """The name as the queue list and the UI show it: `name (run_name)`."""
+        return f"{self.name} ({self.run_name})" if self.run_name else self.name
 
     def to_dict(self) -> dict:
         return asdict(self) | {"duration_s": self.duration_s}
@@ -281,12 +290,6 @@ class JobStore:
                 raise QueueError(f"job {job.id} '{job.name}' is running: stop it before editing its config")
             conn.execute("UPDATE jobs SET config = ? WHERE id = ?", (json.dumps(config), job.id))
             return self._get(conn, job.id)
-
-    def script(self) -> str:
-        """The generated queue script: the pending jobs' exact commands (see script.py)."""
-        from studio.queue.script import queue_script  # script.py imports this module
-
-        return queue_script(self)
 
     # -- user operations --------------------------------------------------------------------
     def move(self, job_id: int, index: int) -> list[Job]:

@@ -26,7 +26,8 @@ from typing import Callable
 
 import psutil
 
-from studio.queue import commands, procs, runfolder
+from studio import runfolder
+from studio.queue import commands, procs
 from studio.queue.reconcile import reconcile
 from studio.queue.store import Job, JobStore, QueueError
 
@@ -265,11 +266,11 @@ def decide_status(exit_code: int | None, outcome: runfolder.Outcome, signals_sen
     process (not our child, so its exit code cannot be read): then the event alone decides.
     """
     clean = exit_code == 0 or (adopted and exit_code is None)
-    if clean and outcome.last_event == "done":
+    if clean and outcome.last_event == runfolder.Event.DONE:
         return "completed", None
-    if clean and outcome.last_event == "stopped":
+    if clean and outcome.last_event == runfolder.Event.STOPPED:
         return "stopped", None
-    if outcome.last_event == "error":
+    if outcome.last_event == runfolder.Event.ERROR:
         return "failed", outcome.message or "the trainer reported an error"
     if signals_sent:
         return "stopped", (f"did not stop within the grace period and was ended with {'/'.join(signals_sent)}; "

@@ -27,7 +27,7 @@ def evaluate(t) -> dict:
     total, count = sum_over_ranks(t.accelerator, torch.tensor([total, float(count)], dtype=torch.float64)).tolist()
     mean = total / max(1, count)
     metrics = {"eval_loss": round(mean, 6)}
-    metrics.update(t.family.eval_metrics(mean) if hasattr(t.family, "eval_metrics") else {})
+    metrics.update(t.family.eval_metrics(mean))
     return metrics
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 
 from studio.train import checkpoint as ckpt
-from studio.train.control import ControlFiles
+from studio.runfolder.control import ControlFiles
 from studio.train.evaluate import EarlyStopper, evaluate
-from studio.train.progress import ProgressLog
+from studio.runfolder.progress import ProgressLog
 from studio.train.ranks import mean_over_ranks, shared_flags
 from studio.train.setup import Trainer
 
@@ -28,8 +28,9 @@ class NonFiniteLoss(RuntimeError):
 
 
 class Loop:
-    def __init__(self, t: Trainer, run_dir: Path, progress: ProgressLog, writer=None, bar=None):
+    def __init__(self, t: Trainer, run_dir: Path, progress: ProgressLog, writer=None, bar=None, on_checkpoint=None):
         self.t, self.run_dir, self.progress, self.writer, self.bar = t, Path(run_dir), progress, writer, bar
+        self.on_checkpoint = on_checkpoint  # called with (checkpoint folder, step) after each commit
         self.cfg = t.cfg
         self.control = ControlFiles(run_dir)
         self.step = self.epoch = self.batches_done = 0
@@ -88,6 +89,8 @@ class Loop:
                                    protect=self.stopper.best_path)
             self.progress.event("checkpoint", step=self.step, path=str(path), reason=reason)
             log.info("checkpoint saved: %s (%s)", path.name, reason)
+            if self.on_checkpoint is not None:
+                self.on_checkpoint(path, self.step)
         t.accelerator.wait_for_everyone()
         self.last_save_time = time.time()
         return path

@@ -11,6 +11,7 @@ import torch
 from studio.adapters import AdapterHandle, inject_adapter
 from studio.data.sampler import EpochSampler
 from studio.families.base import ModelFamily, build_family
+from studio.runfolder.device import weight_dtype
 from studio.train.optim import build_optimizer, build_scheduler
 from studio.train.ranks import LossModule, RankSlices
 
@@ -35,27 +36,6 @@ class Trainer:
     epochs: int
     ema: object = None
     notes: list[str] = field(default_factory=list)
-
-
-def mixed_precision(cfg) -> str:
-    choice = cfg.memory.mixed_precision
-    if choice != "auto":
-        return choice
-    if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "no"
-
-
-def weight_dtype(precision: str) -> torch.dtype:
-    """dtype of the frozen weights for an accelerate mixed-precision mode."""
-    return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
-
-
-def standalone_device(cfg) -> tuple[torch.device, torch.dtype]:
-    """Device and weight dtype for work outside the trainer's Accelerator (caching, estimate)."""
-    use_cuda = torch.cuda.is_available() and cfg.model.device in ("auto", "cuda")
-    device = torch.device("cuda" if use_cuda else "cpu")
-    return device, weight_dtype(mixed_precision(cfg) if use_cuda else "no")
 
 
 def loader_options(cfg, device: torch.device) -> dict:
@@ -100,12 +80,12 @@ def build_trainer(cfg, accelerator) -> Trainer:
         family.gradient_checkpointing()
     train_ds = family.train_dataset("train")
     world, rank = accelerator.num_processes, accelerator.process_index
-    family.rank, family.world = rank, world  # random draws are made for the global batch (ranks.draw)
+    family.rank, family.world = rank, world  # random draws are made for the global batch (families.rng.draw)
     # Samplers are built for the global batch (world x batch size), then each rank takes its slice.
     global_cfg = _global_batch_cfg(cfg, world)
     opts = loader_options(cfg, device)
-    if hasattr(train_ds, "batch_sampler"):  # bucketed images: each batch holds one shape
-        batches = train_ds.batch_sampler(global_cfg, train=True)
+    batches = train_ds.batch_sampler(global_cfg, train=True)  # bucketed images: each batch holds one shape
+    if batches is not None:
         sampler = batches
     else:
         sampler = EpochSampler(len(train_ds), cfg.training.seed, cfg.data.shuffle)
@@ -116,9 +96,10 @@ def build_trainer(cfg, accelerator) -> Trainer:
     if cfg.evaluation.strategy != "no":
         eval_ds = family.train_dataset("eval")
         if len(eval_ds):
-            eval_batches = (eval_ds.batch_sampler(global_cfg, train=False) if hasattr(eval_ds, "batch_sampler")
-                            else torch.utils.data.BatchSampler(range(len(eval_ds)), global_cfg.training.batch_size,
-                                                               drop_last=False))
+            eval_batches = eval_ds.batch_sampler(global_cfg, train=False)
+            if eval_batches is None:
+                eval_batches = torch.utils.data.BatchSampler(range(len(eval_ds)), global_cfg.training.batch_size,
+                                                             drop_last=False)
             eval_loader = torch.utils.data.DataLoader(eval_ds, batch_sampler=_for_rank(eval_batches, rank, world, pad=False),
                                                       collate_fn=family.collate, num_workers=0)
     accum = cfg.training.gradient_accumulation_steps
@@ -130,8 +111,7 @@ def build_trainer(cfg, accelerator) -> Trainer:
     else:
         epochs = cfg.training.epochs
         total = epochs * steps_per_epoch
-    if hasattr(sampler, "set_total_batches"):  # progressive resolution splits the run's batches
-        sampler.set_total_batches(total * accum)
+    sampler.set_total_batches(total * accum)  # progressive resolution splits the run's batches
     optimizer = build_optimizer(adapter.param_groups(cfg.training.learning_rate), cfg)  # text encoders: own LR
     scheduler = build_scheduler(optimizer, cfg, total)
     loss_module, optimizer = accelerator.prepare(LossModule(family, list(adapter.components.values())), optimizer)

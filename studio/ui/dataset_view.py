@@ -10,8 +10,9 @@ from pathlib import Path
 import pandas as pd
 
 from studio.config import JobConfig
-from studio.config.fields import IMAGE_FAMILIES
 from studio.queue import JobStore
+from studio.registry.families import row
+from studio.runfolder import Event, read_progress
 
 SCAN_COLUMNS = ["file", "problem", "verdict"]
 
@@ -28,7 +29,7 @@ class ScanResult:
 
 def scan_dataset(cfg: JobConfig) -> ScanResult:
     """The same scan the trainer runs first (nothing is decoded twice: facts are cached by size/mtime)."""
-    if cfg.model.family not in IMAGE_FAMILIES:
+    if row(cfg.model.family).data != "images":
         return ScanResult(message=f"The preflight scan covers image datasets; `{cfg.model.family}` data are "
                                   "checked line by line when the job starts (each bad record is named).")
     from studio.data.image_source import DataError
@@ -58,16 +59,9 @@ def last_cache_report(store: JobStore, cache_dir: Path) -> str:
     for job in sorted(store.list(), key=lambda j: j.created_at, reverse=True):
         if job.kind != "preprocess":
             continue
-        path = Path(job.run_dir) / "progress.jsonl"
-        if not path.is_file():
-            continue
         state = None
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if rec.get("event") == "cache_state" and Path(rec.get("dir", "")) == cache_dir:
+        for rec in read_progress(Path(job.run_dir))[0]:
+            if rec.get("event") == Event.CACHE_STATE and Path(rec.get("dir", "")) == cache_dir:
                 state = rec
         if state is not None:
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(state.get("time", 0)))
@@ -78,7 +72,7 @@ def last_cache_report(store: JobStore, cache_dir: Path) -> str:
 
 
 def cache_state(store: JobStore, cfg: JobConfig) -> str:
-    if cfg.model.family not in IMAGE_FAMILIES:
+    if row(cfg.model.family).data != "images":
         return f"`{cfg.model.family}` datasets are prepared when training starts; there is no separate cache."
     from studio.data.image_source import cache_root
 

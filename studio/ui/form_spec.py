@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from studio.config.errors import ConfigError
-from studio.config.family_defaults import family_defaults
+from studio.registry.families import family_defaults
 from studio.config.schema import SECTIONS, JobConfig
 
 # Kinds of widgets: choice (dropdown), multichoice, bool (checkbox), tristate (auto/on/off for

@@ -11,7 +11,7 @@ import pandas as pd
 
 from studio.queue import Job, JobStore, QueueError
 from studio.queue.cli import format_duration
-from studio.train.progress import read_progress
+from studio.runfolder import is_step, progress_path, read_progress
 
 # FIELDS §20: pending blue, running and completed green, stopped orange, failed red.
 STATUS_COLOURS = {"pending": "#dbeafe", "running": "#bbf7d0", "completed": "#dcfce7", "stopped": "#fed7aa",
@@ -57,7 +57,7 @@ class LastProgress:
         self._lock = threading.Lock()
 
     def get(self, run_dir: str) -> dict | None:
-        path = Path(run_dir) / "progress.jsonl"
+        path = progress_path(run_dir)
         try:
             size = os.path.getsize(path)
         except OSError:
@@ -69,7 +69,7 @@ class LastProgress:
             if size > offset:
                 records, offset = read_progress(Path(run_dir), offset)
                 for rec in records:
-                    if "step" in rec and "event" not in rec:
+                    if is_step(rec):
                         last = rec
             self._seen[run_dir] = (offset, last)
             return last
@@ -86,7 +86,7 @@ def queue_frame(store: JobStore, progress: LastProgress) -> pd.DataFrame:
         else:
             done = "done" if job.status == "completed" else ""
         loss = job.final_loss if job.final_loss is not None else (last or {}).get("loss")
-        rows.append([job.id, job.name, job.kind, job.status, done, "" if loss is None else f"{loss:.4f}",
+        rows.append([job.id, job.label, job.kind, job.status, done, "" if loss is None else f"{loss:.4f}",
                      time.strftime("%m-%d %H:%M", time.localtime(job.created_at)), format_duration(job.duration_s, missing="")])
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from studio.train.progress import read_progress
+from studio.runfolder import FINAL_EVENTS, Event, console_path, is_step, progress_path, read_progress
 
 CONSOLE_LINES = 300  # lines kept for the console tail
 CONSOLE_FIRST_READ = 64 * 1024  # a fresh page shows the end of a long console.log, not all of it
@@ -38,22 +38,22 @@ class RunFeed:
 def _describe(rec: dict) -> str:
     name = rec["event"]
     step = f"step {rec['step']}: " if "step" in rec else ""
-    if name == "checkpoint":
+    if name == Event.CHECKPOINT:
         return f"{step}checkpoint {Path(rec.get('path', '')).name}"
-    if name == "sample":
+    if name == Event.SAMPLE:
         return f"{step}sample “{rec.get('prompt', '')}”"
-    if name == "eval":
+    if name == Event.EVAL:
         return f"{step}eval loss {rec.get('loss', rec.get('eval_loss', '?'))}"
-    if name in ("warning", "error"):
+    if name in (Event.WARNING, Event.ERROR):
         return f"**{name}** {step}{rec.get('message', '')}"
-    if name == "done":
+    if name == Event.DONE:
         return f"**done** {step}".rstrip(": ")
     return f"{step}{rec.get('message') or name}"
 
 
 def read_new_progress(feed: RunFeed) -> bool:
     """Append what the trainer wrote since the last call; True when something new arrived."""
-    path = Path(feed.run_dir) / "progress.jsonl"
+    path = progress_path(feed.run_dir)
     try:
         size = os.path.getsize(path)
     except OSError:
@@ -65,17 +65,17 @@ def read_new_progress(feed: RunFeed) -> bool:
         return False
     records, feed.progress_offset = read_progress(Path(feed.run_dir), feed.progress_offset)
     for rec in records:
-        if "event" not in rec and "step" in rec:
+        if is_step(rec):
             feed.last = rec
             if rec.get("loss") is not None:
                 feed.steps.append((int(rec["step"]), float(rec["loss"]), float(rec.get("lr") or 0.0)))
             continue
         name = rec.get("event")
-        if name == "eval" and isinstance(rec.get("loss", rec.get("eval_loss")), (int, float)):
+        if name == Event.EVAL and isinstance(rec.get("loss", rec.get("eval_loss")), (int, float)):
             feed.evals.append((int(rec.get("step", 0)), float(rec.get("loss", rec.get("eval_loss")))))
-        if name in ("done", "stopped", "error"):
+        if name in FINAL_EVENTS:
             feed.final = rec
-        elif name == "start":
+        elif name == Event.START:
             feed.final = None
         if name:
             feed.events = (feed.events + [_describe(rec)])[-30:]
@@ -83,7 +83,7 @@ def read_new_progress(feed: RunFeed) -> bool:
 
 
 def read_new_console(feed: RunFeed) -> bool:
-    path = Path(feed.run_dir) / "console.log"
+    path = console_path(feed.run_dir)
     try:
         size = os.path.getsize(path)
     except OSError:

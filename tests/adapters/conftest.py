@@ -56,7 +56,7 @@ def train_step(family, handle, lr: float = 1e-2, steps: int = 1) -> None:
 def output(family, handle) -> torch.Tensor:
     """The family's fixed-input output of the adapted model (eval mode)."""
     with handle.eval_mode():
-        return family.verification_forward(handle.components, family.verification_inputs())
+        return family.verification_forward(handle.components, family.verification_inputs(), family.dtype)
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:

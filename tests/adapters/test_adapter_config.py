@@ -18,11 +18,16 @@ def problems(**adapter) -> str:
     return str(err.value)
 
 
-@pytest.mark.parametrize("kind,backend", [("lora", "peft"), ("dora", "peft"), ("loha", "peft"), ("lokr", "peft"),
-                                          ("oft", "peft"), ("boft", "peft"), ("ia3", "peft"), ("locon", "lycoris"),
-                                          ("glora", "lycoris"), ("dylora", "lycoris"), ("full", "lycoris")])
-def test_auto_backend_is_peft_where_peft_has_the_method(kind, backend):
-    assert cfg(type=kind).adapter.resolved_backend == backend
+@pytest.mark.parametrize("kind,sd_backend,llm_backend", [
+    ("lora", "peft", "peft"), ("dora", "peft", "peft"), ("loha", "peft", "peft"), ("lokr", "peft", "peft"),
+    ("oft", "lycoris", "peft"), ("boft", "lycoris", "peft"), ("ia3", "lycoris", "peft"),
+    ("locon", "lycoris", "lycoris"), ("glora", "lycoris", "lycoris"), ("dylora", "lycoris", "lycoris"),
+    ("full", "lycoris", "lycoris")])
+def test_auto_backend_is_the_one_whose_files_the_family_loads(kind, sd_backend, llm_backend):
+    """PEFT where it has the method, except on SD for the types whose PEFT weights have no kohya form:
+    LyCORIS writes the ComfyUI file for them."""
+    assert cfg(type=kind).adapter.backend_for("sd15") == sd_backend
+    assert cfg(type=kind).adapter.backend_for("causal_lm") == llm_backend
 
 
 @pytest.mark.parametrize("text", ["__import__('os').system('rm -rf /')", "a==b", "rank=", "x", "=3",
@@ -45,7 +50,7 @@ def test_network_args_keys_are_checked_per_backend():
     ({"type": "locon", "backend": "peft"}, "adapter.backend", "PEFT has no 'locon'"),
     ({"type": "loha", "dropout": 0.1}, "adapter.dropout", "rank_dropout"),
     ({"type": "lora", "rank_dropout": 0.1}, "adapter.rank_dropout", "loha and lokr"),
-    ({"type": "ia3", "module_dropout": 0.1}, "adapter.module_dropout", "no module dropout"),
+    ({"type": "ia3", "backend": "peft", "module_dropout": 0.1}, "adapter.module_dropout", "no module dropout"),
     ({"type": "loha", "bias": "all"}, "adapter.bias", "lora, dora, oft or boft"),
     ({"type": "lora", "conv_rank": 4}, "adapter.conv_rank", "locon"),
     ({"type": "loha", "conv_rank": 4}, "adapter.conv_rank", "backend 'lycoris'"),
@@ -62,7 +67,7 @@ def test_invalid_combinations_name_the_field(adapter, field, words):
 def test_valid_combinations_pass():
     assert cfg(type="loha", backend="lycoris", conv_rank=4, conv_alpha=2).adapter.conv_rank == 4
     assert cfg(type="lokr", backend="lycoris", lokr_use_scalar=True, lokr_weight_decompose=True).adapter
-    assert cfg(type="lokr", lokr_factor=4, lokr_decompose_both=True).adapter.resolved_backend == "peft"
+    assert cfg(type="lokr", lokr_factor=4, lokr_decompose_both=True).adapter.backend_for("sd15") == "peft"
     assert cfg(type="dora", bias="lora_only").adapter.bias == "lora_only"
 
 

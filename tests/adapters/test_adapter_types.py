@@ -21,9 +21,13 @@ TABLE = [
     ("dora", "auto", {}, ("peft", "kohya", "merged")),
     ("loha", "auto", {}, ("peft", "kohya", "merged")),
     ("lokr", "auto", {}, ("peft", "kohya", "merged")),
-    ("oft", "auto", {}, ("peft", "merged")),  # PEFT's OFT has no kohya/ComfyUI form (LyCORIS' has)
-    ("boft", "auto", {}, ("peft", "merged")),
-    ("ia3", "auto", {}, ("peft", "merged")),
+    # auto on SD: LyCORIS for the types whose PEFT weights have no kohya/ComfyUI form, so the file is written
+    ("oft", "auto", {}, ("peft", "kohya", "merged")),
+    ("boft", "auto", {}, ("peft", "kohya", "merged")),
+    ("ia3", "auto", {}, ("peft", "kohya", "merged")),
+    ("oft", "peft", {}, ("peft", "merged")),  # PEFT's OFT has no kohya/ComfyUI form (LyCORIS' has)
+    ("boft", "peft", {}, ("peft", "merged")),
+    ("ia3", "peft", {}, ("peft", "merged")),
     ("locon", "auto", {"conv_rank": CONV_RANK, "conv_alpha": 1}, ("peft", "kohya", "merged")),
     ("glora", "auto", {}, ("peft", "kohya", "merged")),
     ("dylora", "auto", {"network_args": "block_size=1"}, ("peft", "kohya", "merged")),
@@ -33,8 +37,6 @@ TABLE = [
     # rank 1 with both factors low-rank: scale alpha / rank = 8 makes a wrongly applied scale visible
     ("lokr", "lycoris", {"rank": 1, "lokr_decompose_both": True}, ("peft", "kohya", "merged")),
     ("lokr", "auto", {"rank": 1, "lokr_decompose_both": True}, ("peft", "kohya", "merged")),
-    ("oft", "lycoris", {}, ("peft", "kohya", "merged")),
-    ("boft", "lycoris", {}, ("peft", "kohya", "merged")),
 ]
 
 
@@ -99,7 +101,7 @@ def test_adapter_type_trains_saves_and_exports(tmp_path, kind, backend, extra, f
     cfg = sd15_config(tmp_path, {"type": kind, "backend": backend, **extra})
     family, handle = build(cfg)
     base_unet = UNet2DConditionModel.from_pretrained(family.model_path, subfolder="unet")
-    assert handle.backend == cfg.adapter.resolved_backend
+    assert handle.backend == cfg.adapter.backend_for(cfg.model.family)
     n_trainable = sum(p.numel() for p in handle.trainable_params())
     assert n_trainable == expected_trainable(kind, handle.backend, base_unet, extra)
 

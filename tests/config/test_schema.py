@@ -104,9 +104,9 @@ def test_saved_config_roundtrips(tmp_path):
 
 def test_trainable_families_match_the_family_registry():
     from studio.config.fields import TRAINABLE_FAMILIES
-    from studio.families.base import _REGISTRY
+    from studio.registry.families import FAMILIES
 
-    assert set(TRAINABLE_FAMILIES) == set(_REGISTRY)
+    assert set(TRAINABLE_FAMILIES) == {f for f, info in FAMILIES.items() if info.family_class}
     with pytest.raises(ConfigError) as err:
         load_config({**BASE, "model": {"family": "flux", "path": "tiny:flux"}})
     assert "model.family" in err.value.by_field

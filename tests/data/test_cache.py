@@ -12,9 +12,9 @@ from studio.config import finalize_job, load_config
 from studio.data.image_cache import ImageCache, attach_image_cache
 from studio.data.image_source import DataError, cache_root
 from studio.data.preflight import scan_image_job
-from studio.data.preprocess import cache_status, load_encoders, run_preprocess
+from studio.commands.preprocess import cache_status, load_encoders, run_preprocess
 from studio.families.sd import SdFamily
-from studio.train.run import run_training
+from studio.commands.train import run_training
 from tests.conftest import read_progress, run_studio
 from tests.data.conftest import TINY_BASE, add_image, data_config
 

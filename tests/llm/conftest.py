@@ -44,7 +44,7 @@ def run_in_process(run_dir: Path, overrides: list[str]) -> tuple[int, list[dict]
     """Train the tiny preset with `overrides` in this process (saves ~15 s of imports per run compared
     with the CLI); returns the exit code and the progress records."""
     from studio.config import finalize_job
-    from studio.train.run import run_training
+    from studio.commands.train import run_training
 
     cfg = finalize_job(llm_config([f"job.output_dir={run_dir}", *overrides]))
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -70,7 +70,7 @@ def songs_dir(tmp_path_factory) -> Path:
 def preprocessed(songs_dir, tiny_acestep, tmp_path_factory) -> Path:
     """`python -m studio preprocess` in-process; returns its run folder (progress.jsonl)."""
     from studio.config import finalize_job, load_config
-    from studio.data.preprocess import run_preprocess
+    from studio.commands.preprocess import run_preprocess
 
     run_dir = tmp_path_factory.mktemp("preprocess")
     cfg = finalize_job(load_config(music_config(songs_dir, run_dir), []))
@@ -82,7 +82,7 @@ def preprocessed(songs_dir, tiny_acestep, tmp_path_factory) -> Path:
 def trained_run(preprocessed, songs_dir, tmp_path_factory) -> Path:
     """4 training steps on the preprocessed dataset folder itself (data.path = the tensor folder)."""
     from studio.config import finalize_job, load_config
-    from studio.train.run import run_training
+    from studio.commands.train import run_training
 
     run_dir = tmp_path_factory.mktemp("train")
     cfg = finalize_job(load_config(music_config(songs_dir / ".studio_cache", run_dir), []))

@@ -19,7 +19,7 @@ def test_estimate_ranks_every_projection_and_writes_loadable_targets(preprocesse
 
     from studio.adapters.targets import resolve_targets
     from studio.config import finalize_job
-    from studio.estimate import estimate_job
+    from studio.commands.estimate import estimate_job
 
     run_dir = tmp_path / "estimate"
     run_dir.mkdir()

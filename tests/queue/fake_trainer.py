@@ -1,4 +1,4 @@
-"""A stand-in for `python -m studio train` that speaks the run-folder contract (DESIGN.md §3.3).
+"""A stand-in for `python -m studio train` that speaks the run-folder contract (docs/architecture.md).
 
     python fake_trainer.py train CONFIG.json     # what the worker launches in these tests
     python fake_trainer.py worker [POLL_S]       # a queue worker that launches the line above

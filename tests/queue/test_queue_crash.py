@@ -14,7 +14,7 @@ from queue_helpers import FAKE_TRAINER, fake_worker_cmd, launches, read_events, 
 
 from studio.queue import commands, procs
 from studio.queue.reconcile import reconcile
-from studio.queue.runfolder import write_config
+from studio.runfolder import write_config
 
 
 def _spawn_worker(home: Path, log: Path | None = None) -> subprocess.Popen:

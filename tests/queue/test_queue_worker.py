@@ -9,7 +9,7 @@ import pytest
 from queue_helpers import launches, read_events, wait_for
 
 from studio.queue import procs
-from studio.queue.runfolder import Outcome
+from studio.runfolder import Outcome
 from studio.queue.worker import WorkerBusy, decide_status
 
 

@@ -1,7 +1,7 @@
 """`adapter` section (FIELDS §4): the method, its backend, its size and where it goes.
 
-Backends: PEFT implements lora, dora, loha, lokr, oft, boft and ia3; LyCORIS implements every type
-(LoCon, GLoRA, DyLoRA and full only exist there). `backend=auto` takes PEFT when it has the method.
+Each type's rules (which backend has it, the options and `network_args` keys each backend accepts) are
+its row of the adapter registry, studio/registry/adapters.py; this module checks a config against them.
 """
 from __future__ import annotations
 
@@ -9,25 +9,15 @@ from typing import Literal
 
 from pydantic import field_validator
 
-from studio.config.fields import UNET_FAMILIES, Section, setting
+from studio.config.fields import Section, setting
+from studio.registry.adapters import ADAPTER_TYPES, ADAPTERS, network_args_allowed, resolved_backend
+from studio.registry.families import FAMILIES, family_ids
 
-AdapterType = Literal["lora", "dora", "loha", "lokr", "oft", "boft", "ia3", "locon", "glora", "dylora", "full"]
-PEFT_TYPES = ("lora", "dora", "loha", "lokr", "oft", "boft", "ia3")
-LYCORIS_ONLY_TYPES = ("locon", "glora", "dylora", "full")
+TEXT_ENCODER_FAMILIES = family_ids(trait="text_encoder_lora")
+ATTENTION_SPLIT_FAMILIES = family_ids(trait="attention_split")
 
-# `network_args` keys each backend accepts, beyond the first-class fields below. PEFT: fields of the
-# method's config class; LyCORIS: keyword arguments of its modules (lycoris/wrapper.py `create_lycoris`).
-PEFT_ARGS = {
-    "lora": ("use_rslora", "init_lora_weights", "fan_in_fan_out"),
-    "dora": ("use_rslora", "init_lora_weights", "fan_in_fan_out"),
-    "loha": ("use_effective_conv2d", "init_weights"),
-    "lokr": ("use_effective_conv2d", "rank_dropout_scale", "init_weights"),
-    "oft": ("coft", "eps", "block_share", "use_cayley_neumann", "num_cayley_neumann_terms", "init_weights"),
-    "boft": ("boft_block_num", "boft_n_butterfly_factor", "init_weights"),
-    "ia3": ("init_ia3_weights",),
-}
-LYCORIS_ARGS = ("use_tucker", "use_scalar", "block_size", "constraint", "rescaled", "dora_wd", "wd_on_output",
-                "full_matrix", "bypass_mode", "unbalanced_factorization", "train_norm", "rank_dropout_scale")
+AdapterType = Literal[ADAPTER_TYPES]  # the adapter registry's types (studio/registry/adapters.py)
+
 # Keys that duplicate a field: named so the error can point at the field instead.
 ARG_FIELDS = {"r": "rank", "linear_dim": "rank", "network_dim": "rank", "lora_alpha": "alpha",
               "linear_alpha": "alpha", "network_alpha": "alpha", "alpha": "alpha", "lora_dropout": "dropout",
@@ -36,13 +26,6 @@ ARG_FIELDS = {"r": "rank", "linear_dim": "rank", "network_dim": "rank", "lora_al
               "decompose_factor": "lokr_factor", "decompose_both": "lokr_decompose_both", "algo": "type",
               "target_modules": "target_modules", "bias": "bias", "preset": "target_modules",
               "oft_block_size": "rank", "boft_block_size": "rank"}
-
-
-def resolved_backend(adapter_type: str, backend: str) -> str:
-    """The rule of `backend=auto`: PEFT for the methods PEFT has, LyCORIS for the others."""
-    if backend != "auto":
-        return backend
-    return "peft" if adapter_type in PEFT_TYPES else "lycoris"
 
 
 class AdapterSection(Section):
@@ -54,10 +37,12 @@ class AdapterSection(Section):
         "that also adapts convolutions. glora: generalised LoRA. dylora: LoRA trained at every rank up "
         "to `rank`. full: trains the chosen layers' whole weights (big files).")
     backend: Literal["auto", "peft", "lycoris"] = setting(
-        "auto", "Library that implements the method. `auto`: PEFT for lora, dora, loha, lokr, oft, boft "
-        "and ia3 (files load in diffusers/PEFT directly), LyCORIS for locon, glora, dylora and full "
-        "(PEFT does not have them). `lycoris` forces LyCORIS' own variants (e.g. Diag-OFT, conv layers "
-        "for LoHa/LoKr, DoRA-style LoKr).", group="advanced")
+        "auto", "Library that implements the method. `auto`: the one whose files your tools load: PEFT for "
+        "lora, dora, loha and lokr (files load in diffusers/PEFT directly, and convert to the ComfyUI file), "
+        "and for oft, boft and ia3 on the other families; LyCORIS for oft, boft "
+        "and ia3 on SD (its file is the one ComfyUI/A1111 read) and for locon, glora, dylora and full (PEFT "
+        "does not have them). `lycoris` forces LyCORIS' own variants (e.g. Diag-OFT, conv layers for "
+        "LoHa/LoKr, DoRA-style LoKr).", group="advanced")
     rank: int = setting(16, "Adapter capacity (LoRA `r`, network dim). Higher learns more detail but gives "
                         "bigger files and more memory; 8-32 suits a character or a style. For oft and boft "
                         "it is the size of the rotation blocks (must divide the layer width).", ge=1, le=1024)
@@ -76,17 +61,17 @@ class AdapterSection(Section):
         "both", "Which attention layers get the adapter. `self`: attention inside the image/music stream "
         "(style, texture, rhythm), about half the size; `cross`: attention to the prompt (prompt "
         "following); `both`: all, best quality. Layers that are not attention (convolutions, MLPs) "
-        "listed in the targets are always kept.", families=("sd15", "sdxl", "acestep"))
+        "listed in the targets are always kept.", families=ATTENTION_SPLIT_FAMILIES)
     target_modules: list[str] = setting(
         None, "Layer names to adapt, matched at the end of each module path (e.g. `to_q to_k to_v "
         "to_out.0`). Empty = the family's attention projections. A space- or comma-separated string "
         "is accepted.", default_factory=list, group="advanced")
     self_target_modules: list[str] = setting(
         None, "Separate layer names for self-attention (only with attention type `both`). Empty = "
-        "`target_modules`.", default_factory=list, group="advanced", families=("sd15", "sdxl", "acestep"))
+        "`target_modules`.", default_factory=list, group="advanced", families=ATTENTION_SPLIT_FAMILIES)
     cross_target_modules: list[str] = setting(
         None, "Separate layer names for cross-attention (only with attention type `both`). Empty = "
-        "`target_modules`.", default_factory=list, group="advanced", families=("sd15", "sdxl", "acestep"))
+        "`target_modules`.", default_factory=list, group="advanced", families=ATTENTION_SPLIT_FAMILIES)
     bias: Literal["none", "lora_only", "all"] = setting(
         "none", "Train bias terms too: `none` (recommended), `lora_only` (biases of the adapted layers) or "
         "`all` (every bias of the network). PEFT lora/dora/oft/boft only; kohya files cannot carry them.",
@@ -119,10 +104,10 @@ class AdapterSection(Section):
     train_text_encoder: bool = setting(False, "Also put the adapter on the text encoder(s). Can sharpen a "
                                        "concept's trigger word but overfits easily; the text embeddings are "
                                        "then computed every step (never cached).", group="advanced",
-                                       families=UNET_FAMILIES)
+                                       families=TEXT_ENCODER_FAMILIES)
     text_encoder_lr: float = setting(1e-4, "Learning rate of the text-encoder adapter; usually 5-10x below "
                                      "the main learning rate because the text encoder is fragile.", gt=0.0,
-                                     le=10.0, group="advanced", families=UNET_FAMILIES)
+                                     le=10.0, group="advanced", families=TEXT_ENCODER_FAMILIES)
     merge_after_training: bool = setting(False, "After training, also write `merged/`: the full model with "
                                          "the adapter folded into its weights (no adapter needed to use it, "
                                          "but the size of the whole model).", group="advanced")
@@ -138,14 +123,14 @@ class AdapterSection(Section):
             return [part for part in value.replace(",", " ").split() if part]
         return value
 
-    @property
-    def resolved_backend(self) -> str:
-        return resolved_backend(self.type, self.backend)
+    def backend_for(self, family: str) -> str:
+        """The backend that runs this adapter on `family` (`auto` resolved by the adapter registry)."""
+        return resolved_backend(self.type, self.backend, FAMILIES[family].traits if family in FAMILIES else frozenset())
 
     def problems(self, cfg) -> list[tuple[str, str]]:
-        backend, kind = self.resolved_backend, self.type
+        backend, kind = self.backend_for(cfg.model.family), self.type
         out: list[tuple[str, str]] = []
-        if backend == "peft" and kind in LYCORIS_ONLY_TYPES:
+        if backend not in ADAPTERS[kind].backends:
             out.append(("adapter.backend", f"PEFT has no '{kind}'; use backend 'lycoris' or 'auto'"))
         out += self._dropout_problems(backend)
         out += self._option_problems(backend, cfg)
@@ -155,12 +140,13 @@ class AdapterSection(Section):
     def _dropout_problems(self, backend: str) -> list[tuple[str, str]]:
         out, kind = [], self.type
         if backend == "peft":
-            if self.dropout > 0 and kind not in ("lora", "dora"):
+            has = ADAPTERS[kind].peft_dropouts
+            if self.dropout > 0 and "dropout" not in has:
                 out.append(("adapter.dropout", f"PEFT's {kind} has no input dropout; use rank_dropout / "
                             "module_dropout, or backend 'lycoris'"))
-            if self.rank_dropout > 0 and kind not in ("loha", "lokr"):
+            if self.rank_dropout > 0 and "rank_dropout" not in has:
                 out.append(("adapter.rank_dropout", f"PEFT's {kind} has no rank dropout (loha and lokr do)"))
-            if self.module_dropout > 0 and kind not in ("loha", "lokr", "oft", "boft"):
+            if self.module_dropout > 0 and "module_dropout" not in has:
                 out.append(("adapter.module_dropout", f"PEFT's {kind} has no module dropout (loha, lokr, oft "
                             "and boft do)"))
         return out
@@ -170,10 +156,10 @@ class AdapterSection(Section):
         if self.attention_type != "both" and (self.self_target_modules or self.cross_target_modules):
             out.append(("adapter.self_target_modules", "separate self/cross targets need attention_type "
                         f"'both' (got '{self.attention_type}')"))
-        if self.bias != "none" and (backend != "peft" or kind not in ("lora", "dora", "oft", "boft")):
+        if self.bias != "none" and (backend != "peft" or not ADAPTERS[kind].peft_bias):
             out.append(("adapter.bias", f"'{self.bias}' needs backend peft with type lora, dora, oft or boft "
                         f"(got {kind} on {backend})"))
-        if self.conv_rank > 0 and not (backend == "lycoris" and kind in ("locon", "loha", "lokr")):
+        if self.conv_rank > 0 and not (backend == "lycoris" and ADAPTERS[kind].lycoris_conv):
             out.append(("adapter.conv_rank", "convolution layers need type locon, or loha/lokr with backend "
                         f"'lycoris' (got {kind} on {backend})"))
         lokr_set = [name for name in ("lokr_decompose_both", "lokr_use_tucker", "lokr_use_scalar",
@@ -186,11 +172,12 @@ class AdapterSection(Section):
             if kind == "lokr" and getattr(self, name) and backend != "lycoris":
                 out.append((f"adapter.{name}", "needs backend 'lycoris' (PEFT's LoKr has no such option)"))
         family = cfg.model.family
-        if self.train_text_encoder and family not in UNET_FAMILIES:
-            out.append(("adapter.train_text_encoder", f"only for sd15 / sdxl (model.family is '{family}')"))
+        if self.train_text_encoder and family not in TEXT_ENCODER_FAMILIES:
+            out.append(("adapter.train_text_encoder", f"only for {' / '.join(TEXT_ENCODER_FAMILIES)} "
+                        f"(model.family is '{family}')"))
         if self.train_text_encoder and kind == "full":
             out.append(("adapter.train_text_encoder", "not with type 'full'; use a low-rank method"))
-        if self.attention_type != "both" and family not in ("sd15", "sdxl", "acestep"):
+        if self.attention_type != "both" and family not in ATTENTION_SPLIT_FAMILIES:
             out.append(("adapter.attention_type", f"'{family}' has no self/cross split; use 'both'"))
         return out
 
@@ -202,7 +189,7 @@ def _network_args_problems(text: str, kind: str, backend: str) -> list[tuple[str
         args = parse_key_values(text)
     except ValueError as err:
         return [("adapter.network_args", str(err))]
-    allowed = PEFT_ARGS.get(kind, ()) if backend == "peft" else LYCORIS_ARGS
+    allowed = network_args_allowed(kind, backend)
     out = []
     for key in args:
         if key in ARG_FIELDS:

@@ -4,8 +4,9 @@ from __future__ import annotations
 from typing import Literal
 
 from studio.config.fields import ALL_FAMILIES, TRAINABLE_FAMILIES, IMAGE_FAMILIES, Section, setting
+from studio.registry.families import FAMILIES, family_ids
 
-Family = Literal["sd15", "sdxl", "sd3", "flux", "acestep", "causal_lm"]
+Family = Literal[ALL_FAMILIES]  # the family registry's ids
 
 
 class JobSection(Section):
@@ -26,7 +27,7 @@ class ModelSection(Section):
                         widget="path")
     variant: str = setting("", "Family variant. ACE-Step: turbo / base / sft. Causal LM: sft (chat "
                            "fine-tuning) or pretrain (plain text). Empty for image families.",
-                           families=("acestep", "causal_lm"))
+                           families=tuple(f for f in ALL_FAMILIES if FAMILIES[f].variants))
     base_variant: Literal["", "turbo", "base", "sft"] = setting(
         "", "ACE-Step fine-tune (a variant that is not turbo, base or sft): the official variant it was "
         "made from, which picks its timestep sampling and defaults. Empty = read from the model's "
@@ -38,7 +39,7 @@ class ModelSection(Section):
     prediction_type: Literal["auto", "epsilon", "v_prediction"] = setting(
         "auto", "What the UNet predicts. `auto` reads it from the model's scheduler config; set "
         "`v_prediction` for v-models (SD 2.x-v and some fine-tunes) whose config does not say so.",
-        group="advanced", families=("sd15", "sdxl"))
+        group="advanced", families=family_ids(trait="unet"))
     device: Literal["auto", "cpu", "cuda", "mps"] = setting(
         "auto", "Where to train. `auto` picks CUDA, then Apple MPS, then CPU.", group="advanced")
     tokenizer_path: str = setting("", "Tokenizer folder when it differs from the model's own (custom or "

@@ -1,6 +1,7 @@
 """`distributed` and `hub` sections (FIELDS §16, §17)."""
 from __future__ import annotations
 
+import importlib.util
 from typing import Literal
 
 from studio.config.fields import Section, setting
@@ -43,8 +44,6 @@ class DistributedSection(Section):
                                          "splits words (e.g. `--main_process_port 29501`).", group="advanced")
 
     def problems(self, cfg) -> list[tuple[str, str]]:
-        from studio.distributed import problems
-
         ids = [part.strip() for part in self.gpu_ids.split(",") if part.strip()]
         if any(not part.isdigit() for part in ids):
             return [("distributed.gpu_ids", f"expected comma-separated integers, got {self.gpu_ids!r}")]
@@ -58,7 +57,42 @@ class DistributedSection(Section):
             shlex.split(self.accelerate_extra_args)
         except ValueError as err:
             out.append(("distributed.accelerate_extra_args", f"cannot be split into arguments: {err}"))
-        return out + problems(cfg)
+        return out + self._combinations(cfg)
+
+    def _combinations(self, cfg) -> list[tuple[str, str]]:
+        """Combinations that cannot work, found before anything is launched."""
+        out = []
+        if self.machine_rank >= self.num_machines:
+            out.append(("distributed.machine_rank", f"must be below num_machines ({self.num_machines}); "
+                        "rank 0 is the main machine"))
+        if self.num_machines > 1 and not self.main_process_ip.strip():
+            out.append(("distributed.main_process_ip", "required with several machines: the address of the "
+                        "machine with rank 0, reachable from the others"))
+        if self.strategy != "ddp" and self.num_processes * self.num_machines > 1:
+            # The accelerate config for both is written and tested, but checkpoints, samples and exports
+            # read whole (unsharded) weights and optimizer state, which only DDP has on every rank.
+            out.append(("distributed.strategy", f"{self.strategy} is not supported by the trainer yet: its "
+                        "checkpoints and exports need whole weights on the main process, which only ddp keeps; "
+                        "use ddp (each GPU holds the frozen base model, the adapter's gradients are averaged)"))
+        if self.strategy == "deepspeed":
+            if importlib.util.find_spec("deepspeed") is None:
+                out.append(("distributed.strategy", "DeepSpeed is not installed (`pip install deepspeed` on a "
+                            "machine with CUDA); or choose ddp or fsdp2"))
+            if cfg.model.device == "cpu":
+                out.append(("distributed.strategy", "DeepSpeed trains on CUDA GPUs only; choose ddp for CPU runs"))
+        if self.offload == "optimizer_and_params" and self.strategy == "deepspeed" and self.deepspeed_zero_stage != 3:
+            out.append(("distributed.offload", "offloading the weights needs ZeRO stage 3 "
+                        "(distributed.deepspeed_zero_stage=3); stage 1-2 can offload the optimizer only"))
+        if self.offload != "none" and self.strategy == "ddp":
+            out.append(("distributed.offload", "DDP keeps everything on each GPU; offloading needs fsdp2 or deepspeed"))
+        if self.strategy != "ddp" and cfg.model.quantization != "none":
+            out.append(("distributed.strategy", f"a quantized base (model.quantization={cfg.model.quantization}) "
+                        "cannot be sharded by FSDP2/DeepSpeed here; use ddp (each GPU holds the small "
+                        "quantized base) or an unquantized base"))
+        if self.strategy != "ddp" and cfg.adapter.backend_for(cfg.model.family) == "lycoris":
+            out.append(("distributed.strategy", f"LyCORIS keeps its weights outside the model's layers, where "
+                        f"{self.strategy} cannot shard them; use ddp, or a PEFT adapter type"))
+        return out
 
 
 class HubSection(Section):
@@ -66,8 +100,9 @@ class HubSection(Section):
                                 "completes (needs a token: `HF_TOKEN` or `huggingface-cli login`).")
     model_id: str = setting("", "Hub repository, `user/name`.")
     private: bool = setting(True, "Create the repository as private.", group="advanced")
-    push_checkpoints: bool = setting(False, "Also upload every checkpoint as it is written.",
-                                     group="advanced")
+    push_checkpoints: bool = setting(False, "Also upload every checkpoint as it is committed, into "
+                                     "`checkpoints/<name>/` of the repository. Uploads run in the background; a "
+                                     "failed one is a warning and training goes on.", group="advanced")
 
     def problems(self, cfg) -> list[tuple[str, str]]:
         out = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Literal
 
 from studio.config.fields import IMAGE_FAMILIES, Section, setting
+from studio.registry.families import family_ids
 
 OptimizerName = Literal["adamw", "adamw8bit", "paged_adamw8bit", "paged_adamw", "adafactor", "prodigy",
                         "lion", "lion8bit", "sgd", "sgd_nesterov"]
@@ -77,7 +78,7 @@ class LossSection(Section):
     snr_gamma: float = setting(0.0, "Min-SNR-gamma weighting (paper: arXiv 2303.09556): down-weights the "
                                "easy, low-noise timesteps; steadier and faster convergence. 5 is the usual "
                                "value; 0 = off. Music (base/sft): only used with loss weighting `min_snr`, "
-                               "where 0 means 5.", ge=0.0, le=100.0, families=("sd15", "sdxl", "acestep"))
+                               "where 0 means 5.", ge=0.0, le=100.0, families=family_ids(trait="min_snr"))
     # ---- music (ACE-Step): empty = the variant's value (studio/config/sections/music.py) --------------
     shift: float | None = setting(None, "Timestep shift of the sampler, stored with the adapter for "
                                   "inference and used for in-training samples; it does not change training. "

@@ -8,7 +8,7 @@ from pathlib import Path
 import gradio as gr
 
 from studio.queue import Job, QueueError
-from studio.train.control import request
+from studio.runfolder.control import request
 from studio.ui.context import StudioContext
 from studio.ui.jobs import default_job_id, get_job, job_choices
 from studio.ui.live import (RunFeed, loss_frame, lr_frame, progress_html, read_new_console,

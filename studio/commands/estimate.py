@@ -24,15 +24,10 @@ from pathlib import Path
 
 import torch
 
+from studio.runfolder.events import Event
+
 log = logging.getLogger("studio.estimate")
 DEFAULT_BATCHES, DEFAULT_TOP_K, ESTIMATE_RANK = 4, 16, 8
-
-
-def candidate_modules(family) -> list[str]:
-    hook = getattr(family, "estimate_candidates", None)
-    if hook is not None:
-        return hook()
-    return [n for n, m in family.trainable_module().named_modules() if n and isinstance(m, torch.nn.Linear)]
 
 
 def estimate_config(cfg, candidates: list[str]):
@@ -96,15 +91,15 @@ def summarize(norms: dict[str, float], scopes: dict[str, str], top_k: int) -> di
 def run_estimate(cfg, run_dir: Path, progress, batches: int = DEFAULT_BATCHES, top_k: int = DEFAULT_TOP_K) -> dict:
     from studio.adapters import inject_adapter
     from studio.families.base import build_family
-    from studio.train.setup import standalone_device
+    from studio.runfolder.device import standalone_device
 
     device, dtype = standalone_device(cfg)
-    progress.event("loading", message=f"loading {cfg.model.family} model from {cfg.model.path}")
-    family = build_family(cfg, device, dtype)
+    progress.event(Event.LOADING, message=f"loading {cfg.model.family} model from {cfg.model.path}")
+    # The family is made from the estimate's config (its own LoRA, no text encoder), never re-pointed.
+    family = build_family(estimate_config(cfg, []), device, dtype)
     family.load()
-    candidates = candidate_modules(family)
-    family.cfg = estimate_config(cfg, candidates)
-    handle = inject_adapter(family, family.cfg)
+    candidates = family.estimate_candidates()
+    handle = inject_adapter(family, estimate_config(cfg, candidates))
     progress.total = batches
     log.info("estimating %d candidate layers over %d batch(es)", len(candidates), batches)
     norms = gradient_norms(family, handle, batches, cfg.training.seed,
@@ -118,14 +113,14 @@ def run_estimate(cfg, run_dir: Path, progress, batches: int = DEFAULT_BATCHES, t
 
 
 def _write_json(path: Path, data: dict) -> None:
-    from studio.adapters.formats import atomic_write_text
+    from studio.runfolder.atomic import atomic_write_text
 
     atomic_write_text(path, json.dumps(data, indent=2))
 
 
 def estimate_job(cfg, run_dir: Path, batches: int = DEFAULT_BATCHES, top_k: int = DEFAULT_TOP_K) -> int:
     """Run the estimate as a job: progress.jsonl ends with `done` (exit 0) or `error` (exit 1)."""
-    from studio.train.progress import ProgressLog, run_reported
+    from studio.runfolder.progress import ProgressLog, run_reported
 
     progress = ProgressLog(run_dir, total_steps=batches)
 
@@ -141,7 +136,8 @@ def estimate_job(cfg, run_dir: Path, batches: int = DEFAULT_BATCHES, top_k: int 
 def estimate_from_cli(config_path: str, overrides: list[str], batches: int = DEFAULT_BATCHES,
                       top_k: int = DEFAULT_TOP_K) -> int:
     from studio.config import finalize_job, load_config
-    from studio.train.console import capture_console, log_to_stdout
+    from studio.runfolder.console import capture_console, log_to_stdout
+    from studio.runfolder.layout import console_path
 
     if batches < 1 or top_k < 1:
         print("--batches and --top-k must be at least 1", file=sys.stderr)
@@ -149,5 +145,5 @@ def estimate_from_cli(config_path: str, overrides: list[str], batches: int = DEF
     cfg = finalize_job(load_config(config_path, overrides))
     run_dir = Path(cfg.job.output_dir).expanduser().resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    with capture_console(run_dir / "console.log"), log_to_stdout(cfg.logging.log_level):
+    with capture_console(console_path(run_dir)), log_to_stdout(cfg.logging.log_level):
         return estimate_job(cfg, run_dir, batches, top_k)

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from studio.runfolder.layout import CONTROL_DIR, STOP_FILE
+
 REQUESTS = ("STOP", "SAVE", "SAMPLE")
 
 
 def control_dir(run_dir: Path) -> Path:
-    return Path(run_dir) / "control"
+    return Path(run_dir) / CONTROL_DIR
 
 
 def request(run_dir: Path, what: str) -> None:
@@ -16,6 +18,15 @@ def request(run_dir: Path, what: str) -> None:
     folder = control_dir(run_dir)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / what).touch()
+
+
+def request_stop(run_dir: Path) -> None:
+    request(run_dir, "STOP")
+
+
+def clear_stop(run_dir: Path) -> None:
+    # A STOP left by an earlier launch would stop a resumed job at its first step.
+    (Path(run_dir) / STOP_FILE).unlink(missing_ok=True)
 
 
 class ControlFiles:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import json
 import logging
-import os
 import platform
 import sys
 import time
@@ -13,7 +12,10 @@ from pathlib import Path
 
 from studio.config import ConfigError, finalize_job, load_config
 from studio.config.preflight import preflight
-from studio.train.console import capture_console, log_to_stdout
+from studio.runfolder.atomic import atomic_write_text
+from studio.runfolder.console import capture_console, log_to_stdout
+from studio.runfolder.events import Event
+from studio.runfolder.layout import TRAINING_ARGS_FILE, console_path
 
 log = logging.getLogger("studio.train")
 
@@ -32,14 +34,11 @@ def library_versions() -> dict:
 
 def write_training_args(run_dir: Path, cfg, trainer) -> None:
     ds = trainer.train_loader.dataset
-    fingerprint = ds.fingerprint() if hasattr(ds, "fingerprint") else None
     record = {"config": cfg.model_dump(mode="json"), "versions": library_versions(), "seed": cfg.training.seed,
-              "dataset_fingerprint": fingerprint, "dataset_items": len(ds), "total_steps": trainer.total_steps,
-              "dataset_cache": ds.cache_summary() if hasattr(ds, "cache_summary") else None,
+              "dataset_fingerprint": ds.fingerprint(), "dataset_items": len(ds), "total_steps": trainer.total_steps,
+              "dataset_cache": ds.cache_summary(),
               "notes": trainer.notes, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    tmp = run_dir / "training_args.json.tmp"
-    tmp.write_text(json.dumps(record, indent=2), encoding="utf-8")
-    os.replace(tmp, run_dir / "training_args.json")
+    atomic_write_text(run_dir / TRAINING_ARGS_FILE, json.dumps(record, indent=2))
 
 
 def train_from_cli(config_path: str, overrides: list[str], progress_bar: bool = True) -> int:
@@ -51,35 +50,36 @@ def train_from_cli(config_path: str, overrides: list[str], progress_bar: bool = 
     run_dir.mkdir(parents=True, exist_ok=True)
     if distributed.is_multi_process(cfg) and not distributed.inside_launcher():
         # This process only starts the ranks (through accelerate) with the resolved config.
-        from studio.queue.runfolder import write_config
+        from studio.runfolder.layout import write_config
 
         resolved = write_config(run_dir, cfg.model_dump(mode="json"))
         return distributed.launch(cfg, resolved, run_dir)
+    distributed.pin_gpus(cfg)  # one process on chosen GPUs
     from studio.train.ranks import is_main_process
 
     if not is_main_process():  # another rank: its output reaches the launcher's console; warnings only
         with log_to_stdout("warning"):
             return run_training(cfg, run_dir)
-    with capture_console(run_dir / "console.log"), log_to_stdout(cfg.logging.log_level):
+    with capture_console(console_path(run_dir)), log_to_stdout(cfg.logging.log_level):
         for note in cfg.notes:
             log.warning("config: %s", note)
         return run_training(cfg, run_dir, progress_bar=progress_bar and sys.stderr.isatty())
 
 
 def run_training(cfg, run_dir: Path, progress_bar: bool = False) -> int:
-    from studio.train.progress import ProgressLog
+    from studio.runfolder.progress import ProgressLog
     from studio.train.ranks import is_main_process
 
     progress = ProgressLog(run_dir, total_steps=0, write=is_main_process())
     try:
         outcome, final_loss, step = _train(cfg, run_dir, progress, progress_bar)
     except KeyboardInterrupt:
-        progress.event("stopped", message="interrupted from the keyboard")
+        progress.event(Event.STOPPED, message="interrupted from the keyboard")
         return 130
     except Exception as err:  # noqa: BLE001 - every failure must end with an error event
         message = describe_failure(err)
         log.error("training failed: %s", message, exc_info=not isinstance(err, (ConfigError, ValueError, OSError)))
-        progress.event("error", message=message, type=type(err).__name__)
+        progress.event(Event.ERROR, message=message, type=type(err).__name__)
         return 1
     finally:
         progress.close()
@@ -103,6 +103,7 @@ def _train(cfg, run_dir: Path, progress, progress_bar: bool):
 
     from studio.data.preflight import is_image_job, scan_image_job
     from studio.train import checkpoint as ckpt
+    from studio.hub import CheckpointPusher
     from studio.train.loop import Loop
     from studio.train.setup import build_trainer
 
@@ -111,7 +112,7 @@ def _train(cfg, run_dir: Path, progress, progress_bar: bool):
     set_seed(cfg.training.seed)  # the same on every rank: identical adapter init and noise streams
     accelerator = _accelerator(cfg)
     main = accelerator.is_main_process
-    progress.event("loading", message=f"loading {cfg.model.family} model from {cfg.model.path}")
+    progress.event(Event.LOADING, message=f"loading {cfg.model.family} model from {cfg.model.path}")
     trainer = build_trainer(cfg, accelerator)
     progress.total = trainer.total_steps
     if main:
@@ -124,18 +125,23 @@ def _train(cfg, run_dir: Path, progress, progress_bar: bool):
         from tqdm.auto import tqdm
 
         bar = tqdm(total=trainer.total_steps, desc=cfg.job.name, unit="step", dynamic_ncols=True)
-    loop = Loop(trainer, run_dir, progress, writer=writer, bar=bar)
-    resume = cfg.checkpointing.resume_from or (ckpt.latest_checkpoint(run_dir) if cfg.checkpointing.auto_resume else None)
-    if resume:
-        loop.resume(Path(resume))
-        if bar is not None:
-            bar.update(loop.step)
-    progress.event("start", step=loop.step, total=trainer.total_steps, epochs=trainer.epochs,
-                   items=len(trainer.train_loader.dataset), processes=accelerator.num_processes,
-                   strategy=accelerator.distributed_type.value)
-    outcome = loop.run()
-    if outcome == "done":
-        finish(loop, run_dir)
+    pusher = CheckpointPusher(cfg, progress) if main and CheckpointPusher.wanted(cfg) else None
+    loop = Loop(trainer, run_dir, progress, writer=writer, bar=bar, on_checkpoint=pusher and pusher.push)
+    try:
+        resume = cfg.checkpointing.resume_from or (ckpt.latest_checkpoint(run_dir) if cfg.checkpointing.auto_resume else None)
+        if resume:
+            loop.resume(Path(resume))
+            if bar is not None:
+                bar.update(loop.step)
+        progress.event(Event.START, step=loop.step, total=trainer.total_steps, epochs=trainer.epochs,
+                       items=len(trainer.train_loader.dataset), processes=accelerator.num_processes,
+                       strategy=accelerator.distributed_type.value)
+        outcome = loop.run()
+        if outcome == "done":
+            finish(loop, run_dir, pusher)
+    finally:
+        if pusher is not None:
+            pusher.close()  # idempotent: after `finish`, nothing is left to wait for
     if bar is not None:
         bar.close()
     if writer is not None:
@@ -143,8 +149,9 @@ def _train(cfg, run_dir: Path, progress, progress_bar: bool):
     return outcome, loop.last_loss, loop.step
 
 
-def finish(loop, run_dir: Path) -> None:
-    """Final samples and adapter (EMA weights when enabled), optional hub upload, then `done`."""
+def finish(loop, run_dir: Path, pusher=None) -> None:
+    """Final samples and adapter (EMA weights when enabled), optional hub upload, then `done` (after the
+    checkpoint uploads still queued, so that `done` is the run's last word)."""
     t, cfg = loop.t, loop.cfg
     loop._check_finite()
     if cfg.sampling.at_end:
@@ -159,11 +166,13 @@ def finish(loop, run_dir: Path) -> None:
 
     # adapter_model.safetensors, the kohya file, merged/ when asked; each loaded back and checked
     finish_exports(t.adapter, run_dir, step=loop.step, progress=loop.progress)
+    if pusher is not None:
+        pusher.close()
     if cfg.hub.push_to_hub:
         from studio.hub import push_run
 
         push_run(run_dir, cfg, loop.progress)
-    loop.progress.event("done", step=loop.step, final_loss=loop.last_loss, output_dir=str(run_dir))
+    loop.progress.event(Event.DONE, step=loop.step, final_loss=loop.last_loss, output_dir=str(run_dir))
     log.info("done: %d steps, final loss %.4f, adapter in %s", loop.step, loop.last_loss, run_dir)
     t.accelerator.wait_for_everyone()
 
@@ -176,7 +185,7 @@ def _accelerator(cfg):
     from accelerate import Accelerator
     from accelerate.utils import InitProcessGroupKwargs
 
-    from studio.train.setup import mixed_precision
+    from studio.runfolder.device import mixed_precision
 
     timeout = InitProcessGroupKwargs(timeout=timedelta(minutes=cfg.distributed.timeout_minutes))
     acc = Accelerator(mixed_precision=mixed_precision(cfg), cpu=cfg.model.device == "cpu", kwargs_handlers=[timeout])
@@ -192,4 +201,6 @@ def _tensorboard(cfg, run_dir: Path):
         return None
     from torch.utils.tensorboard import SummaryWriter
 
-    return SummaryWriter(log_dir=cfg.logging.log_dir or str(run_dir / "runs"))
+    # TensorBoard lists runs by folder: `job.run_name` names this run there (else the job name).
+    base = Path(cfg.logging.log_dir) if cfg.logging.log_dir else run_dir / "runs"
+    return SummaryWriter(log_dir=str(base / cfg.job.run_name if cfg.job.run_name else base))

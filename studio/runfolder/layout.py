@@ -1,0 +1,73 @@
+"""The names of the files in a run folder, and the queue's side of it (docs/architecture.md, "The run
+folder").
+
+The run folder is the only channel between the queue, the UI and a job: the worker writes
+`config.json` and `control/STOP`, the job writes `progress.jsonl`, `console.log` and
+`training_args.json`.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from studio.runfolder.atomic import atomic_write_text
+
+CONFIG_FILE = "config.json"
+PROGRESS_FILE = "progress.jsonl"
+CONSOLE_FILE = "console.log"
+TRAINING_ARGS_FILE = "training_args.json"
+CONTROL_DIR = "control"
+STOP_FILE = Path(CONTROL_DIR) / "STOP"
+ATTEMPTS_DIR = "attempts"
+ACCELERATE_CONFIG_FILE = "accelerate_config.json"  # several processes: what `accelerate launch` reads
+
+
+def write_config(run_dir: Path, config: dict) -> Path:
+    """Write the job's resolved config atomically (a reader never sees half a file)."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / CONFIG_FILE
+    atomic_write_text(path, json.dumps(config, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def archive_attempt(run_dir: Path, attempt: int) -> Path | None:
+    """Move the previous attempt's checkpoints and progress log to `attempts/<n>/`.
+
+    A retry starts fresh: a checkpoint left from before would otherwise be picked by
+    auto-resume, or outlive the new run's checkpoints in "newest complete checkpoint" order.
+    """
+    run_dir = Path(run_dir)
+    movable = sorted(run_dir.glob("checkpoint-*")) + [p for p in [run_dir / PROGRESS_FILE] if p.exists()]
+    if not movable:
+        return None
+    dest = run_dir / ATTEMPTS_DIR / str(attempt)
+    n = 1
+    while dest.exists():  # a retry of a retry of the same attempt number never overwrites
+        n += 1
+        dest = run_dir / ATTEMPTS_DIR / f"{attempt}_{n}"
+    dest.mkdir(parents=True)
+    for path in movable:
+        shutil.move(str(path), str(dest / path.name))
+    return dest
+
+
+def progress_path(run_dir: Path) -> Path:
+    return Path(run_dir) / PROGRESS_FILE
+
+
+def console_path(run_dir: Path) -> Path:
+    return Path(run_dir) / CONSOLE_FILE
+
+
+def console_tail(run_dir: Path, lines: int = 5, max_bytes: int = 16384) -> str:
+    """The last lines the job printed: the best error message a crash leaves."""
+    path = Path(run_dir) / CONSOLE_FILE
+    try:
+        with path.open("rb") as f:
+            f.seek(max(0, path.stat().st_size - max_bytes))
+            text = f.read().decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
+    return "\n".join(line for line in text.splitlines()[-lines:])
