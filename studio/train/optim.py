@@ -75,7 +75,8 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg, total_steps: int):
         return torch.optim.lr_scheduler.LambdaLR(optimizer, _cosine_min_lr(warm, total_steps, sch.min_lr_ratio))
     kwargs = {}
     if name == "cosine_with_restarts":
-        kwargs["num_cycles"] = sch.num_cycles
+        # diffusers counts cosine arcs ("hard restarts" = 1 never restarts); the setting counts restarts.
+        kwargs["num_cycles"] = sch.num_cycles + 1
     if name == "polynomial":
         kwargs.update(power=sch.power, lr_end=sch.lr_end)
     return get_scheduler(name, optimizer, num_warmup_steps=warm, num_training_steps=max(total_steps, 1),

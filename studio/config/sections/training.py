@@ -64,8 +64,11 @@ class SchedulerSection(Section):
                                 "wins over the warmup ratio.", ge=0, le=1_000_000)
     warmup_ratio: float = setting(0.0, "Warmup as a share of all steps (0.05-0.1 is common). Ignored when "
                                   "warmup steps > 0.", ge=0.0, le=1.0, step=0.01)
-    num_cycles: int = setting(1, "Restarts for `cosine_with_restarts`: the LR jumps back up this many "
-                              "times.", ge=1, le=100, group="advanced")
+    num_cycles: int = setting(2, "Restarts of `cosine_with_restarts`: the LR jumps back up to its peak this "
+                              "many times, so the run is split into this + 1 equal cosine arcs; 0 = a plain "
+                              "cosine. Default 2, the LLM studio's value (seed 003): a single arc would make "
+                              "this schedule the same as `cosine` (kohya's `num_cycles=1` counts arcs, not "
+                              "restarts, and never restarts).", ge=0, le=100, group="advanced")
     power: float = setting(1.0, "Exponent of the `polynomial` decay (1 = linear).", gt=0.0, le=10.0,
                            group="advanced")
     lr_end: float = setting(1e-7, "Learning rate that `polynomial` decays to.", ge=0.0, group="advanced")
