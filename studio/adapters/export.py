@@ -191,9 +191,10 @@ def load_run(run_dir: Path):
     cfg = load_config(json.loads(record_file.read_text(encoding="utf-8"))["config"], [])
     cfg.adapter.init_from = ""  # the run's own final weights are loaded below
     cfg.data.cache_mode = "off"  # exporting needs the model only, never the dataset cache
-    use_cuda = torch.cuda.is_available() and cfg.model.device in ("auto", "cuda")
+    from studio.train.device import job_device
+
     # fp32 even on a GPU: merged weights are exact, and the check's tolerance is the tightest.
-    family = build_family(cfg, torch.device("cuda" if use_cuda else "cpu"), torch.float32)
+    family = build_family(cfg, job_device(cfg), torch.float32)
     family.load()
     handle = inject_adapter(family, cfg)
     missing = handle.load_component_state_dicts(writer.read_adapter_folder(run_dir, handle, field="RUN_DIR"))

@@ -38,10 +38,12 @@ class PreprocessProgress(ProgressLog):
 def preprocess_from_cli(config_path: str, overrides: list[str]) -> int:
     from studio.config.preflight import preflight
     from studio.data.preflight import is_image_job
+    from studio.train.device import check_device
     from studio.train.console import capture_console, log_to_stdout
 
     cfg = finalize_job(load_config(config_path, overrides))
     preflight(cfg)  # missing data or model folders: a config error (exit 2) before anything runs
+    check_device(cfg)
     if not is_image_job(cfg) and cfg.model.family != "acestep":
         raise ConfigError([("model.family", f"preprocess builds image caches (sd15, sdxl, sd3, flux); "
                             f"'{cfg.model.family}' is not supported here")])
@@ -62,9 +64,10 @@ def make_family(cfg):
     from accelerate import Accelerator
 
     from studio.families.base import build_family
+    from studio.train.device import accelerator_options
     from studio.train.setup import mixed_precision, weight_dtype
 
-    accelerator = Accelerator(mixed_precision=mixed_precision(cfg), cpu=cfg.model.device == "cpu")
+    accelerator = Accelerator(mixed_precision=mixed_precision(cfg), **accelerator_options(cfg))
     return build_family(cfg, accelerator.device, weight_dtype(accelerator.mixed_precision))
 
 

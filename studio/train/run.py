@@ -45,6 +45,9 @@ def write_training_args(run_dir: Path, cfg, trainer) -> None:
 def train_from_cli(config_path: str, overrides: list[str], progress_bar: bool = True) -> int:
     cfg = finalize_job(load_config(config_path, overrides))
     preflight(cfg)
+    from studio.train.device import check_device
+
+    check_device(cfg)  # a device that is not there: a config error (exit 2) before the run folder exists
     run_dir = Path(cfg.job.output_dir).expanduser().resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     with capture_console(run_dir / "console.log"), log_to_stdout(cfg.logging.log_level):
@@ -90,13 +93,14 @@ def _train(cfg, run_dir: Path, progress, progress_bar: bool):
 
     from studio.data.preflight import is_image_job, scan_image_job
     from studio.train import checkpoint as ckpt
+    from studio.train.device import accelerator_options
     from studio.train.loop import Loop
     from studio.train.setup import build_trainer, mixed_precision
 
     if is_image_job(cfg):  # name every unusable file (and refuse with on_bad_file=error) before loading
         scan_image_job(cfg, progress)
     set_seed(cfg.training.seed)
-    accelerator = Accelerator(mixed_precision=mixed_precision(cfg), cpu=cfg.model.device == "cpu")
+    accelerator = Accelerator(mixed_precision=mixed_precision(cfg), **accelerator_options(cfg))
     progress.event("loading", message=f"loading {cfg.model.family} model from {cfg.model.path}")
     trainer = build_trainer(cfg, accelerator)
     progress.total = trainer.total_steps

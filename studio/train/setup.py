@@ -50,9 +50,10 @@ def weight_dtype(precision: str) -> torch.dtype:
 
 def standalone_device(cfg) -> tuple[torch.device, torch.dtype]:
     """Device and weight dtype for work outside the trainer's Accelerator (caching, estimate)."""
-    use_cuda = torch.cuda.is_available() and cfg.model.device in ("auto", "cuda")
-    device = torch.device("cuda" if use_cuda else "cpu")
-    return device, weight_dtype(mixed_precision(cfg) if use_cuda else "no")
+    from studio.train.device import job_device
+
+    device = job_device(cfg)
+    return device, weight_dtype(mixed_precision(cfg) if device.type == "cuda" else "no")
 
 
 def loader_options(cfg, device: torch.device) -> dict:

@@ -40,7 +40,9 @@ class ModelSection(Section):
         "`v_prediction` for v-models (SD 2.x-v and some fine-tunes) whose config does not say so.",
         group="advanced", families=("sd15", "sdxl"))
     device: Literal["auto", "cpu", "cuda", "mps"] = setting(
-        "auto", "Where to train. `auto` picks CUDA, then Apple MPS, then CPU.", group="advanced")
+        "auto", "Where to train. `auto` picks CUDA, then Apple MPS, then CPU. `cuda` or `mps` insist on that "
+        "device: the job stops before loading anything when it is not there, instead of running on the "
+        "CPU. `cpu` trains on the CPU even when a GPU is present.", group="advanced")
     tokenizer_path: str = setting("", "Tokenizer folder when it differs from the model's own (custom or "
                                   "extended tokenizer). Empty = use the model's.", group="advanced",
                                   families=("causal_lm",), widget="path")
