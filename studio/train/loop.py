@@ -15,6 +15,7 @@ import torch
 
 from studio.train import checkpoint as ckpt
 from studio.train.control import ControlFiles
+from studio.train.ema import ema_update
 from studio.train.evaluate import EarlyStopper, evaluate
 from studio.train.progress import ProgressLog
 from studio.train.setup import Trainer
@@ -137,13 +138,7 @@ class Loop:
         return grad_norm
 
     def _ema_step(self) -> None:
-        ema, params = self.t.ema, self.trainable
-        offloaded = self.cfg.training.ema_device == "cpu" and params[0].device.type != "cpu"
-        if offloaded:
-            ema.to(params[0].device)
-        ema.step(params)
-        if offloaded:
-            ema.to("cpu")
+        ema_update(self.t.ema, self.trainable, on_cpu=self.cfg.training.ema_device == "cpu")
 
     def after_step(self, grad_norm) -> str | None:
         cfg = self.cfg

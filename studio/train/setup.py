@@ -11,6 +11,7 @@ import torch
 from studio.adapters import AdapterHandle, inject_adapter
 from studio.data.sampler import EpochSampler
 from studio.families.base import ModelFamily, build_family
+from studio.train.ema import build_ema
 from studio.train.optim import build_optimizer, build_scheduler
 
 
@@ -118,11 +119,7 @@ def build_trainer(cfg, accelerator) -> Trainer:
         family.compile()
     ema = None
     if cfg.training.use_ema:
-        from diffusers.training_utils import EMAModel
-
-        ema = EMAModel(adapter.trainable_params(), decay=cfg.training.ema_decay)
-        if cfg.training.ema_device == "cpu":
-            ema.to("cpu")
+        ema = build_ema(adapter.trainable_params(), cfg)
     return Trainer(cfg=cfg, accelerator=accelerator, family=family, adapter=adapter, train_loader=train_loader,
                    sampler=sampler, eval_loader=eval_loader, optimizer=optimizer, scheduler=scheduler,
                    generator=torch.Generator().manual_seed(cfg.training.seed), batches_per_epoch=batches,

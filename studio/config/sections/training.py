@@ -35,8 +35,10 @@ class TrainingSection(Section):
     ema_update_interval: int = setting(1, "Update the EMA every N optimizer steps.", ge=1, le=10_000,
                                        group="advanced")
     ema_device: Literal["cpu", "accelerator"] = setting(
-        "cpu", "Where the EMA copy lives. `cpu` saves GPU memory (it is small for adapters); "
-        "`accelerator` keeps it next to the model, faster for full fine-tunes.", group="advanced")
+        "cpu", "Where the EMA copy lives and is updated. `cpu` keeps it in CPU memory and updates it there "
+        "from a copy of the trained weights, so it never takes GPU memory (SimpleTuner's `ema_cpu_only`); "
+        "the copy is small for adapters. `accelerator` keeps it next to the model: faster updates for "
+        "full fine-tunes, at the cost of one more copy of the weights in GPU memory.", group="advanced")
 
 
 class OptimizerSection(Section):
