@@ -33,7 +33,10 @@ class DistributedSection(Section):
 class HubSection(Section):
     push_to_hub: bool = setting(False, "Upload the final adapter to the Hugging Face Hub when training "
                                 "completes (needs a token: `HF_TOKEN` or `huggingface-cli login`).")
-    model_id: str = setting("", "Hub repository, `user/name`.")
+    model_id: str = setting("", "Hub repository, `user/name`. When set, the run is written into a sub-folder "
+                            "named after the repository (`name`) inside the run folder, as SimpleTuner does, "
+                            "so runs for different repositories never share a folder. Uploading needs "
+                            "push_to_hub.")
     private: bool = setting(True, "Create the repository as private.", group="advanced")
     push_checkpoints: bool = setting(False, "Also upload every checkpoint as it is written.",
                                      group="advanced")
