@@ -16,6 +16,7 @@ import torch
 from studio.train import checkpoint as ckpt
 from studio.train.control import ControlFiles
 from studio.train.ema import ema_update
+from studio.train.optimizers import evaluation_weights, set_train_mode
 from studio.train.evaluate import EarlyStopper, evaluate
 from studio.train.progress import ProgressLog
 from studio.train.setup import Trainer
@@ -71,9 +72,10 @@ class Loop:
     def save(self, reason: str) -> Path:
         self._check_finite()
         t = self.t
-        path = ckpt.commit_checkpoint(self.run_dir, self.step, adapter=t.adapter, optimizer=t.optimizer,
-                                      scheduler=t.scheduler, trainer_state=self.state(), generator=t.generator,
-                                      ema=t.ema)
+        with evaluation_weights(t.optimizer):  # schedule-free: save the averaged weights
+            path = ckpt.commit_checkpoint(self.run_dir, self.step, adapter=t.adapter, optimizer=t.optimizer,
+                                          scheduler=t.scheduler, trainer_state=self.state(),
+                                          generator=t.generator, ema=t.ema)
         ckpt.prune_checkpoints(self.run_dir, self.cfg.checkpointing.max_checkpoints, protect=self.stopper.best_path)
         self.last_save_time = time.time()
         self.progress.event("checkpoint", step=self.step, path=str(path), reason=reason)
@@ -84,6 +86,7 @@ class Loop:
     def run(self) -> str:
         """Train to the end; returns "done" or "stopped"."""
         t = self.t
+        set_train_mode(t.optimizer, True)  # schedule-free optimizers start (and resume) in eval mode
         while self.epoch < t.epochs and self.step < t.total_steps:
             outcome = self.run_epoch()
             if outcome:
@@ -199,12 +202,14 @@ class Loop:
     def render_samples(self) -> None:
         from studio.sampling import render_during_training
 
-        render_during_training(self.t, self.run_dir, self.step, self.progress)
+        with evaluation_weights(self.t.optimizer):
+            render_during_training(self.t, self.run_dir, self.step, self.progress)
 
     def run_eval(self) -> None:
         if self.t.eval_loader is None:
             return
-        metrics = evaluate(self.t)
+        with evaluation_weights(self.t.optimizer):
+            metrics = evaluate(self.t)
         improved = self.stopper.update(metrics["eval_loss"], self.step)
         self.progress.event("eval", step=self.step, epoch=self.epoch, best=improved, **metrics)
         if self.writer is not None:

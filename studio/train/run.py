@@ -132,10 +132,13 @@ def _train(cfg, run_dir: Path, progress, progress_bar: bool):
 
 def finish(loop, run_dir: Path) -> None:
     """Final samples and adapter (EMA weights when enabled), optional hub upload, then `done`."""
+    from studio.train.optimizers import set_train_mode
+
     t, cfg = loop.t, loop.cfg
     loop._check_finite()
     if cfg.sampling.at_end:
         loop.render_samples()
+    set_train_mode(t.optimizer, False)  # schedule-free: the exported adapter holds the averaged weights
     params = t.adapter.trainable_params()
     if t.ema is not None:
         t.ema.copy_to(params)

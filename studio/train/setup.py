@@ -110,7 +110,7 @@ def build_trainer(cfg, accelerator) -> Trainer:
         total = epochs * steps_per_epoch
     if hasattr(sampler, "set_total_batches"):  # progressive resolution splits the run's batches
         sampler.set_total_batches(total * accum)
-    optimizer = build_optimizer(adapter.param_groups(cfg.training.learning_rate), cfg)  # text encoders: own LR
+    optimizer = build_optimizer(adapter.param_groups(cfg.training.learning_rate), cfg, total)  # text encoders: own LR
     scheduler = build_scheduler(optimizer, cfg, total)
     module, optimizer = accelerator.prepare(family.trainable_module(), optimizer)
     if accelerator.num_processes > 1:

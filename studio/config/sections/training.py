@@ -4,11 +4,11 @@ from __future__ import annotations
 from typing import Literal
 
 from studio.config.fields import IMAGE_FAMILIES, Section, setting
+from studio.config.optimizers import CATALOGUE
 
-OptimizerName = Literal["adamw", "adamw8bit", "paged_adamw8bit", "paged_adamw", "adafactor", "prodigy",
-                        "lion", "lion8bit", "sgd", "sgd_nesterov"]
+OptimizerName = Literal[tuple(CATALOGUE)]  # type: ignore[valid-type]
 SchedulerName = Literal["constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts",
-                        "cosine_with_min_lr", "polynomial"]
+                        "cosine_with_min_lr", "polynomial", "rex"]
 
 
 class TrainingSection(Section):
@@ -42,12 +42,24 @@ class TrainingSection(Section):
 
 
 class OptimizerSection(Section):
-    name: OptimizerName = setting("adamw", "Optimizer. adamw: reliable default. adamw8bit / paged: ~30 % "
-                                  "less optimizer memory (needs bitsandbytes and a CUDA GPU). adafactor: "
-                                  "least memory. prodigy: finds the step size itself (set LR to 1.0). "
-                                  "lion: sign-based, less memory, use a ~3-10x lower LR.")
+    name: OptimizerName = setting(
+        "adamw", "Optimizer. adamw: the reliable default. adafactor / came: the least optimizer memory "
+        "(came is steadier, a common cure for NaN losses). prodigy and dadapt_*: find the step size "
+        "themselves (learning rate 1.0 = as found). adamw_schedulefree / radam_schedulefree / "
+        "sgd_schedulefree: no LR schedule needed (the scheduler is set to constant; warmup still "
+        "applies), samples and saves use their averaged weights. lion: sign-based, less memory, use a "
+        "3-10x lower LR. sgd_nesterov: momentum SGD, least memory among the classic ones. soap, adan, "
+        "ademamix, stableadamw, ranger, adopt, radam, adam: from pytorch-optimizer / torch for "
+        "experiments. Names with 8bit or paged keep their states in 8 bit or in pageable memory "
+        "through bitsandbytes and need a CUDA GPU.")
     weight_decay: float = setting(0.01, "Pull weights towards zero each step; 0.01 is the usual value.",
                                   ge=0.0, le=1.0, group="advanced")
+    decouple_weight_decay: Literal["default", "decoupled", "coupled"] = setting(
+        "default", "How weight decay is applied. `decoupled` shrinks the weights directly, apart from the "
+        "gradient step (the AdamW way: the decay does not depend on the gradient statistics); `coupled` "
+        "adds it to the gradient as an L2 penalty. `default` keeps each optimizer's own way. Only "
+        "optimizers with both kinds (adam, radam, prodigy, came, dadapt_adam/sgd/adagrad, adan, "
+        "ademamix, ranger, adopt) accept a change; the others refuse it by name.", group="advanced")
     beta1: float | None = setting(None, "Override the optimizer's first-moment decay (empty = the "
                                   "optimizer's default).", ge=0.0, lt=1.0, group="advanced")
     beta2: float | None = setting(None, "Override the optimizer's second-moment decay (empty = default).",
@@ -60,8 +72,10 @@ class OptimizerSection(Section):
 
 
 class SchedulerSection(Section):
-    name: SchedulerName = setting("cosine", "How the learning rate changes over the run. Prodigy always "
-                                  "uses `constant`.")
+    name: SchedulerName = setting("cosine", "How the learning rate changes over the run. Prodigy and the "
+                                  "schedule-free optimizers always use `constant`. `rex`: the REX "
+                                  "curve (Chen et al. 2021, arXiv 2107.04197), which stays higher than "
+                                  "linear for longer and then falls fast.")
     warmup_steps: int = setting(0, "Ramp the learning rate up from 0 over this many steps. When > 0 it "
                                 "wins over the warmup ratio.", ge=0, le=1_000_000)
     warmup_ratio: float = setting(0.0, "Warmup as a share of all steps (0.05-0.1 is common). Ignored when "
@@ -83,6 +97,11 @@ class LossSection(Section):
                                "easy, low-noise timesteps; steadier and faster convergence. 5 is the usual "
                                "value; 0 = off. Music (base/sft): only used with loss weighting `min_snr`, "
                                "where 0 means 5.", ge=0.0, le=100.0, families=("sd15", "sdxl", "acestep"))
+    use_soft_min_snr: bool = setting(
+        False, "Use the smooth (soft) minimum of SNR and snr_gamma instead of the hard cap: a gentler "
+        "weighting without a kink (Crowson et al. 2024, arXiv 2401.11605). Needs snr_gamma > 0. Helps "
+        "pixel-space models most; on latent models such as SD it can give softer, blurrier results, so it "
+        "is off by default.", families=("sd15", "sdxl"), group="advanced")
     # ---- music (ACE-Step): empty = the variant's value (studio/config/sections/music.py) --------------
     shift: float | None = setting(None, "Timestep shift of the sampler, stored with the adapter for "
                                   "inference and used for in-training samples; it does not change training. "
@@ -103,3 +122,8 @@ class LossSection(Section):
     noise_offset: float = setting(0.0, "Add a small per-channel offset to the noise so the model learns "
                                   "very dark and very bright images. 0.05-0.1 is common; 0 = off.",
                                   ge=0.0, le=1.0, families=IMAGE_FAMILIES, group="advanced", step=0.01)
+
+    def problems(self, cfg) -> list[tuple[str, str]]:
+        if self.use_soft_min_snr and self.snr_gamma <= 0:
+            return [("loss.use_soft_min_snr", "needs loss.snr_gamma > 0 (5 is the usual value)")]
+        return []
