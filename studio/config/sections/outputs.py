@@ -16,9 +16,11 @@ class CheckpointingSection(Section):
                                        le=100_000)
     max_checkpoints: int = setting(100, "Keep at most this many checkpoints; the oldest are deleted once a "
                                    "newer one is safely written.", ge=1, le=1000)
-    save_interval_minutes: int = setting(0, "Also checkpoint when this many minutes have passed since the "
-                                         "last one, whatever the strategy. 0 = off.", ge=0, le=1440,
-                                         group="advanced")
+    save_interval_minutes: int = setting(
+        30, "Also checkpoint when this many minutes have passed since the last one, whatever the "
+        "strategy; 0 = off. Default 30, as in the LLM studio: a crash or a power cut then costs at most "
+        "half an hour however slow the steps are, and an adapter checkpoint takes seconds. Short runs "
+        "never reach it.", ge=0, le=1440, group="advanced")
     resume_from: str = setting("", "Continue from this checkpoint folder (`checkpoint-<step>`), restoring "
                                "weights, optimizer, scheduler, step and data position. Leave empty when "
                                "auto-resume is on.", widget="path")

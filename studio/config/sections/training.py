@@ -12,9 +12,14 @@ SchedulerName = Literal["constant", "constant_with_warmup", "linear", "cosine", 
 
 
 class TrainingSection(Section):
-    learning_rate: float = setting(1e-4, "Step size of the optimizer. LoRA on image models: 1e-4 to 5e-4; "
-                                   "full fine-tuning: 1e-6 to 1e-5; Prodigy: 1.0. Erratic loss: lower it; "
-                                   "flat loss: raise it.", gt=0.0, le=10.0)
+    learning_rate: float = setting(
+        1e-4, "Step size of the optimizer. LoRA on image models: 1e-4 to 5e-4; full fine-tuning: 1e-6 to "
+        "1e-5; Prodigy / D-Adaptation: 1.0. Erratic loss: lower it; flat loss: raise it. Studio defaults: "
+        "image 1e-4, music 1e-4, LLM 2e-4. Image: the kohya notebook's 5e-4 goes with alpha = rank / 2, "
+        "which halves every update; with the studio's alpha = rank, 1e-4 (the diffusers and SimpleTuner "
+        "LoRA value) is the same order and safe for SDXL too. Music: 1e-4 is Side-Step's command-line "
+        "default and the value its guide calls safe; its form's 3e-4 learns faster but, with rank 64 and "
+        "alpha 128, overshoots more easily.", gt=0.0, le=10.0)
     batch_size: int = setting(1, "Items per step. Bigger gives steadier gradients but needs more memory; "
                               "on out-of-memory lower it and raise gradient accumulation.", ge=1, le=1024)
     gradient_accumulation_steps: int = setting(1, "Add up gradients over this many batches before each "
@@ -77,9 +82,14 @@ class SchedulerSection(Section):
                                   "curve (Chen et al. 2021, arXiv 2107.04197), which stays higher than "
                                   "linear for longer and then falls fast.")
     warmup_steps: int = setting(0, "Ramp the learning rate up from 0 over this many steps. When > 0 it "
-                                "wins over the warmup ratio.", ge=0, le=1_000_000)
+                                "wins over the warmup ratio. Studio defaults: music 100 steps (Side-Step's "
+                                "value), image 0 (kohya and the diffusers examples: an adapter starts as a "
+                                "no-op, so early steps cannot wreck the model; the presets add 50).",
+                                ge=0, le=1_000_000)
     warmup_ratio: float = setting(0.0, "Warmup as a share of all steps (0.05-0.1 is common). Ignored when "
-                                  "warmup steps > 0.", ge=0.0, le=1.0, step=0.01)
+                                  "warmup steps > 0. Studio defaults: LLM 0.1 (the LLM studio's value), "
+                                  "others 0: a share ties the warmup to the run's length, which a fixed "
+                                  "step count (music) does not.", ge=0.0, le=1.0, step=0.01)
     num_cycles: int = setting(2, "Restarts of `cosine_with_restarts`: the LR jumps back up to its peak this "
                               "many times, so the run is split into this + 1 equal cosine arcs; 0 = a plain "
                               "cosine. Default 2, the LLM studio's value (seed 003): a single arc would make "
