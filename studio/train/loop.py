@@ -13,10 +13,12 @@ from pathlib import Path
 
 import torch
 
+from studio.data.prefetch import prefetched
 from studio.train import checkpoint as ckpt
 from studio.train.control import ControlFiles
 from studio.train.ema import ema_update
 from studio.train.optimizers import evaluation_weights, set_train_mode
+from studio.train.profiling import log_layer_grad_norms, make_profiler
 from studio.train.evaluate import EarlyStopper, evaluate
 from studio.train.progress import ProgressLog
 from studio.train.setup import Trainer
@@ -51,6 +53,7 @@ class Loop:
         self.optimizer = getattr(t.optimizer, "optimizer", t.optimizer) if self.direct else t.optimizer
         self.backward = torch.Tensor.backward if self.direct else acc.backward
         self.clip = torch.nn.utils.clip_grad_norm_ if self.direct else acc.clip_grad_norm_
+        self.profiler = make_profiler(self.cfg, run_dir, acc.device)
 
     # ---- state -------------------------------------------------------------------------------
     def state(self) -> dict:
@@ -87,6 +90,15 @@ class Loop:
         """Train to the end; returns "done" or "stopped"."""
         t = self.t
         set_train_mode(t.optimizer, True)  # schedule-free optimizers start (and resume) in eval mode
+        if self.cfg.sampling.baseline_sample and self.step == 0:
+            self.render_samples()  # step 0: the base model, the reference for every later sample
+        try:
+            return self._run_epochs()
+        finally:
+            self.profiler.close()
+
+    def _run_epochs(self) -> str:
+        t = self.t
         while self.epoch < t.epochs and self.step < t.total_steps:
             outcome = self.run_epoch()
             if outcome:
@@ -107,12 +119,17 @@ class Loop:
         module = t.family.trainable_module()
         if not module.training:  # train() walks every submodule; evaluation puts it back itself
             module.train()
-        for batch in t.train_loader:
+        dl, prof = self.cfg.dataloader, self.profiler
+        prof.restart()  # an epoch's start (sampler, workers) is billed to its first batch's data wait
+        for batch in (prefetched(t.train_loader, dl.prefetch_queue) if dl.prefetch_batches else t.train_loader):
+            prof.lap("data")
             self.batches_done += 1
             sync = self.batches_done % accum == 0 or self.batches_done == t.batches_per_epoch
             with (nullcontext() if sync else t.accelerator.no_sync(module)), t.accelerator.autocast():
                 loss = t.family.loss(batch, t.generator)
+                prof.lap("forward")
                 self.backward(loss / accum)
+                prof.lap("backward")
             # Stays on the device: no host sync until a logging step reads it.
             detached = loss.detach().float()
             self.window_loss = detached if self.window_loss is None else self.window_loss + detached
@@ -120,7 +137,10 @@ class Loop:
             if not sync:
                 continue
             grad_norm = self.optimizer_step()
+            prof.lap("optimizer")
             outcome = self.after_step(grad_norm)
+            prof.lap("other")  # logging, control files, checkpoints, samples, evaluation
+            prof.end_step(self.step)
             if outcome:
                 return outcome
             if self.step >= t.total_steps or self.stopper.should_stop:
@@ -130,6 +150,9 @@ class Loop:
     def optimizer_step(self):
         t = self.t
         grad_norm = None
+        heavy = self.cfg.logging.log_heavy_every
+        if heavy and (self.step + 1) % heavy == 0:  # before clipping: the gradients as the model gave them
+            log_layer_grad_norms(self.run_dir, self.step + 1, t.adapter.named_trainable(), self.writer)
         if self.cfg.training.max_grad_norm > 0:
             grad_norm = self.clip(self.trainable, self.cfg.training.max_grad_norm)
         self.optimizer.step()

@@ -31,23 +31,30 @@ def library_versions() -> dict:
 
 
 def write_training_args(run_dir: Path, cfg, trainer) -> None:
+    from studio.train.job_env import job_environment
+
     ds = trainer.train_loader.dataset
     fingerprint = ds.fingerprint() if hasattr(ds, "fingerprint") else None
     record = {"config": cfg.model_dump(mode="json"), "versions": library_versions(), "seed": cfg.training.seed,
               "dataset_fingerprint": fingerprint, "dataset_items": len(ds), "total_steps": trainer.total_steps,
               "dataset_cache": ds.cache_summary() if hasattr(ds, "cache_summary") else None,
-              "notes": trainer.notes, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+              "notes": trainer.notes, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+              "environment": sorted(job_environment(cfg))}  # names only: values may be secrets
     tmp = run_dir / "training_args.json.tmp"
     tmp.write_text(json.dumps(record, indent=2), encoding="utf-8")
     os.replace(tmp, run_dir / "training_args.json")
 
 
 def train_from_cli(config_path: str, overrides: list[str], progress_bar: bool = True) -> int:
-    cfg = finalize_job(load_config(config_path, overrides))
+    from studio.adapters.peft_file import with_peft_config_file
+
+    cfg = with_peft_config_file(finalize_job(load_config(config_path, overrides)))
     preflight(cfg)
     from studio.train.device import check_device
+    from studio.train.job_env import apply_job_environment
 
     check_device(cfg)  # a device that is not there: a config error (exit 2) before the run folder exists
+    apply_job_environment(cfg)  # before any Hugging Face library is imported; a bad env file: exit 2
     run_dir = Path(cfg.job.output_dir).expanduser().resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     with capture_console(run_dir / "console.log"), log_to_stdout(cfg.logging.log_level):
@@ -88,6 +95,9 @@ def describe_failure(err: Exception) -> str:
 
 
 def _train(cfg, run_dir: Path, progress, progress_bar: bool):
+    from studio.train.job_env import apply_job_environment
+
+    apply_job_environment(cfg)  # again for jobs run inside another process (the studio, tests)
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 

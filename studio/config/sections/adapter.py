@@ -53,6 +53,11 @@ class AdapterSection(Section):
         "(oft = diagonal-block OFT with LyCORIS). ia3: learned scaling vectors, tiny files. locon: LoRA "
         "that also adapts convolutions. glora: generalised LoRA. dylora: LoRA trained at every rank up "
         "to `rank`. full: trains the chosen layers' whole weights (big files).")
+    peft_config_path: str = setting(
+        "", "A PEFT adapter config (adapter_config.json, or the folder holding it) whose method, rank, alpha, "
+        "dropout, target layers and other options replace the fields of this section. Its values are "
+        "checked like the form's and recorded in training_args.json; options the studio cannot apply "
+        "are refused by name. Empty = use this section.", group="advanced", widget="path")
     backend: Literal["auto", "peft", "lycoris"] = setting(
         "auto", "Library that implements the method. `auto`: PEFT for lora, dora, loha, lokr, oft, boft "
         "and ia3 (files load in diffusers/PEFT directly), LyCORIS for locon, glora, dylora and full "

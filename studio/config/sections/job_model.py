@@ -15,6 +15,11 @@ class JobSection(Section):
                             "not change training; it is shown in the queue and TensorBoard.", group="advanced")
     output_dir: str = setting("", "Run folder: adapter, checkpoints, logs and samples go here. Empty means "
                               "`STUDIO_HOME/runs/<job name>`. Created if missing.", widget="path")
+    env_file: str = setting("", "A file of environment variables for this job, one `KEY=VALUE` a line (`#` "
+                            "comments allowed), e.g. `HF_HOME=/big/disk/hf` or `HF_TOKEN=...`. They are set "
+                            "in the job's own process before any model library starts; only their names "
+                            "are recorded in training_args.json. Empty = none.", group="advanced",
+                            widget="path")
 
 
 class ModelSection(Section):

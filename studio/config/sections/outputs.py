@@ -51,6 +51,15 @@ class LoggingSection(Section):
                                 group="advanced")
     log_level: Literal["debug", "info", "warning", "error"] = setting(
         "info", "How much the trainer prints to the console log.", group="advanced")
+    log_heavy_every: int = setting(50, "Every this many steps, record the gradient norm of each adapted layer "
+                                   "(grad_norms.jsonl in the run folder and TensorBoard `grad_norm/...`): "
+                                   "shows which layers learn and which explode. 50 as in Side-Step; it "
+                                   "costs one pass over the adapter's gradients. 0 = off.", ge=0,
+                                   le=1_000_000, group="advanced")
+    step_profiling: bool = setting(False, "Time every step's phases (waiting for data, forward, backward, "
+                                   "optimizer) into profile.jsonl in the run folder, to find what slows a "
+                                   "run. On a GPU it waits for the device at each phase, which itself "
+                                   "slows training a little: off by default.", group="advanced")
 
 
 class SamplePrompt(Section):
@@ -74,6 +83,11 @@ class SamplingSection(Section):
     every_steps: int = setting(0, "Render the sample prompts every this many optimizer steps. 0 = only at "
                                "the end.", ge=0, le=10_000_000)
     at_end: bool = setting(True, "Render the sample prompts once more when training finishes.")
+    baseline_sample: bool = setting(False, "Render the sample prompts once before the first step, with the "
+                                    "untouched base model, as the reference the later samples are compared "
+                                    "with (saved as step 0). Off by default: it delays the first step by one "
+                                    "sample round and shows the same picture for every run on that base.",
+                                    group="advanced")
     default_steps: int = setting(25, "Inference steps when a prompt does not set its own.", ge=1, le=1000,
                                  group="advanced")
     default_guidance: float = setting(7.0, "Guidance scale when a prompt does not set its own.", ge=0.0,

@@ -38,6 +38,10 @@ class HubSection(Section):
                             "so runs for different repositories never share a folder. Uploading needs "
                             "push_to_hub.")
     private: bool = setting(True, "Create the repository as private.", group="advanced")
+    endpoint: str = setting("", "Hub address to download models from and upload to, for a mirror where "
+                            "huggingface.co is hard to reach (e.g. `https://hf-mirror.com`). Set as "
+                            "`HF_ENDPOINT` for the job. Empty = the official Hub (or HF_ENDPOINT from "
+                            "your shell).", group="advanced")
     push_checkpoints: bool = setting(False, "Also upload every checkpoint as it is written.",
                                      group="advanced")
 
@@ -47,4 +51,6 @@ class HubSection(Section):
             out.append(("hub.model_id", "required as `user/name` when push_to_hub is on"))
         if self.push_checkpoints and not self.push_to_hub:
             out.append(("hub.push_checkpoints", "needs hub.push_to_hub"))
+        if self.endpoint and not self.endpoint.startswith(("http://", "https://")):
+            out.append(("hub.endpoint", f"expected an http(s) address, got {self.endpoint!r}"))
         return out
