@@ -3,7 +3,8 @@ both written into the run folder as JSON lines for the Monitor and for whoever t
 
 profile.jsonl: {"step", "data_s", "forward_s", "backward_s", "optimizer_s", "other_s", "total_s"} per
 optimizer step (forward/backward summed over the step's micro-batches; "data" is the wait for the next
-batch; "other" is logging, checkpoints, samples and evaluation after the step). On CUDA
+batch; "other" is logging, checkpoints, samples and evaluation after the step), plus "microbatches": one
+{"forward_s", "backward_s"} per micro-batch with G07 `track_microbatches`. On CUDA
 each lap first waits for the GPU (torch.cuda.synchronize), otherwise the asynchronous kernels would be
 billed to whichever phase happens to wait; that wait costs speed, which is why profiling is off by default.
 grad_norms.jsonl: {"step", "norms": {layer: L2 norm of its adapter gradients}} every N steps.
@@ -37,8 +38,9 @@ class NoProfile:
 class StepProfiler(NoProfile):
     PHASES = ("data", "forward", "backward", "optimizer", "other")
 
-    def __init__(self, run_dir: Path, device: torch.device):
+    def __init__(self, run_dir: Path, device: torch.device, micro: bool = False):
         self.file = open(Path(run_dir) / "profile.jsonl", "a", encoding="utf-8")
+        self.micro: list[dict] | None = [] if micro else None  # per micro-batch forward/backward
         self.sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
         self.totals = dict.fromkeys(self.PHASES, 0.0)
         self.last = time.perf_counter()
@@ -51,11 +53,17 @@ class StepProfiler(NoProfile):
         self.sync()
         now = time.perf_counter()
         self.totals[phase] += now - self.last
+        if self.micro is not None and phase == "forward":
+            self.micro.append({"forward_s": round(now - self.last, 6)})
+        elif self.micro is not None and phase == "backward" and self.micro:
+            self.micro[-1]["backward_s"] = round(now - self.last, 6)
         self.last = now
 
     def end_step(self, step: int) -> None:
         record = {"step": step, **{f"{k}_s": round(v, 6) for k, v in self.totals.items()}}
         record["total_s"] = round(sum(self.totals.values()), 6)
+        if self.micro is not None:
+            record["microbatches"], self.micro = self.micro, []
         self.file.write(json.dumps(record) + "\n")
         self.file.flush()
         self.totals = dict.fromkeys(self.PHASES, 0.0)
@@ -65,7 +73,8 @@ class StepProfiler(NoProfile):
 
 
 def make_profiler(cfg, run_dir: Path, device: torch.device) -> NoProfile:
-    return StepProfiler(run_dir, device) if cfg.logging.step_profiling else NoProfile()
+    log = cfg.logging
+    return StepProfiler(run_dir, device, log.track_microbatches) if log.step_profiling else NoProfile()
 
 
 # The adapter's own parameter names after the layer they adapt (PEFT: lora_A/lora_B/lora_magnitude_vector,

@@ -30,6 +30,7 @@ def test_profiling_grad_norms_baseline_prefetch_and_env_file(tmp_path):
     run_dir = tmp_path / "run"
     result = run_studio("train", PRESET, "--set", f"job.output_dir={run_dir}", "--set", "training.max_steps=4",
                         "--set", "logging.step_profiling=true", "--set", "logging.log_heavy_every=2",
+                        "--set", "logging.track_microbatches=true", "--set", "training.gradient_accumulation_steps=2",
                         "--set", "sampling.baseline_sample=true", "--set", "sampling.every_steps=0",
                         "--set", "sampling.at_end=false", "--set", "dataloader.prefetch_batches=true",
                         "--set", "dataloader.prefetch_queue=2", "--set", f"job.env_file={env_file}",
@@ -40,6 +41,8 @@ def test_profiling_grad_norms_baseline_prefetch_and_env_file(tmp_path):
     phases = ("data_s", "forward_s", "backward_s", "optimizer_s", "other_s")
     assert all(p["forward_s"] > 0 and p["backward_s"] > 0 for p in profile)
     assert all(abs(sum(p[k] for k in phases) - p["total_s"]) < 1e-4 for p in profile)
+    micro = [p["microbatches"] for p in profile]
+    assert all(len(m) == 2 and all(b["forward_s"] > 0 and b["backward_s"] > 0 for b in m) for m in micro)
     norms = _lines(run_dir / "grad_norms.jsonl")
     assert [n["step"] for n in norms] == [2, 4]
     layers = norms[0]["norms"]

@@ -60,7 +60,15 @@ class LoggingSection(Section):
                                    "optimizer) into profile.jsonl in the run folder, to find what slows a "
                                    "run. On a GPU it waits for the device at each phase, which itself "
                                    "slows training a little: off by default.", group="advanced")
+    track_microbatches: bool = setting(False, "With step profiling: also record the forward and backward time "
+                                       "of each micro-batch (gradient accumulation), to spot one slow batch "
+                                       "shape among the buckets.", group="advanced")
 
+
+    def problems(self, cfg) -> list[tuple[str, str]]:
+        if self.track_microbatches and not self.step_profiling:
+            return [("logging.track_microbatches", "needs logging.step_profiling")]
+        return []
 
 class SamplePrompt(Section):
     prompt: str = setting(..., "What to generate.")
