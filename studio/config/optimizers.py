@@ -59,13 +59,18 @@ CATALOGUE: dict[str, Spec] = {
     "adamw8bit": Spec(f"{BNB}:AdamW8bit", cuda=True, decoupled=True),
     "paged_adamw8bit": Spec(f"{BNB}:PagedAdamW8bit", cuda=True, decoupled=True),
     "paged_adamw": Spec(f"{BNB}:PagedAdamW", cuda=True, decoupled=True),
+    "bnb_adamw": Spec(f"{BNB}:AdamW", cuda=True, decoupled=True),
+    "bnb_adam": Spec(f"{BNB}:Adam", cuda=True, decoupled=False),
     "adam8bit": Spec(f"{BNB}:Adam8bit", cuda=True, decoupled=False),
+    "bnb_adagrad": Spec(f"{BNB}:Adagrad", cuda=True, decoupled=False),
     "lion8bit": Spec(f"{BNB}:Lion8bit", cuda=True, decoupled=True),
     "paged_lion": Spec(f"{BNB}:PagedLion", cuda=True, decoupled=True),
     "paged_lion8bit": Spec(f"{BNB}:PagedLion8bit", cuda=True, decoupled=True),
     "sgd_nesterov8bit": Spec(f"{BNB}:SGD8bit", {"momentum": 0.9, "nesterov": True}, cuda=True, decoupled=False),
     "adagrad8bit": Spec(f"{BNB}:Adagrad8bit", cuda=True, decoupled=False),
+    "bnb_ademamix": Spec(f"{BNB}:AdEMAMix", cuda=True, decoupled=True),
     "ademamix8bit": Spec(f"{BNB}:AdEMAMix8bit", cuda=True, decoupled=True),
+    "paged_ademamix": Spec(f"{BNB}:PagedAdEMAMix", cuda=True, decoupled=True),
     "paged_ademamix8bit": Spec(f"{BNB}:PagedAdEMAMix8bit", cuda=True, decoupled=True),
 }
 

@@ -55,8 +55,8 @@ class OptimizerSection(Section):
         "applies), samples and saves use their averaged weights. lion: sign-based, less memory, use a "
         "3-10x lower LR. sgd_nesterov: momentum SGD, least memory among the classic ones. soap, adan, "
         "ademamix, stableadamw, ranger, adopt, radam, adam: from pytorch-optimizer / torch for "
-        "experiments. Names with 8bit or paged keep their states in 8 bit or in pageable memory "
-        "through bitsandbytes and need a CUDA GPU.")
+        "experiments. Names with 8bit, paged or bnb_ come from bitsandbytes (8-bit states, pageable "
+        "memory, fused CUDA kernels) and need a CUDA GPU.")
     weight_decay: float = setting(0.01, "Pull weights towards zero each step; 0.01 is the usual value.",
                                   ge=0.0, le=1.0, group="advanced")
     decouple_weight_decay: Literal["default", "decoupled", "coupled"] = setting(
