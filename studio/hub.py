@@ -26,7 +26,7 @@ def push_run(run_dir: Path, cfg, progress) -> str | None:
     from huggingface_hub import HfApi
 
     try:
-        api = HfApi()
+        api = HfApi(endpoint=cfg.hub.endpoint or None)
         api.create_repo(cfg.hub.model_id, private=cfg.hub.private, exist_ok=True)
         info = api.upload_folder(repo_id=cfg.hub.model_id, folder_path=str(run_dir), allow_patterns=UPLOAD_PATTERNS,
                                  commit_message=f"Training Studio: {cfg.job.name} step {progress.total}")

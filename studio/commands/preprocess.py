@@ -41,10 +41,12 @@ class PreprocessProgress(ProgressLog):
 def preprocess_from_cli(config_path: str, overrides: list[str]) -> int:
     from studio.config.preflight import preflight
     from studio.runfolder.console import capture_console, log_to_stdout
+    from studio.runfolder.device import check_device
     from studio.runfolder.layout import console_path
 
     cfg = finalize_job(load_config(config_path, overrides))
     preflight(cfg)  # missing data or model folders: a config error (exit 2) before anything runs
+    check_device(cfg)
     if row(cfg.model.family).data not in CACHED_DATA:
         cached = [f for f, info in FAMILIES.items() if info.data in CACHED_DATA]
         raise ConfigError([("model.family", f"preprocess builds image and song caches ({', '.join(cached)}); "
@@ -66,9 +68,9 @@ def make_family(cfg):
     from accelerate import Accelerator
 
     from studio.families.base import build_family
-    from studio.runfolder.device import mixed_precision, weight_dtype
+    from studio.runfolder.device import accelerator_options, mixed_precision, weight_dtype
 
-    accelerator = Accelerator(mixed_precision=mixed_precision(cfg), cpu=cfg.model.device == "cpu")
+    accelerator = Accelerator(mixed_precision=mixed_precision(cfg), **accelerator_options(cfg))
     return build_family(cfg, accelerator.device, weight_dtype(accelerator.mixed_precision))
 
 

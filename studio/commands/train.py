@@ -33,19 +33,28 @@ def library_versions() -> dict:
 
 
 def write_training_args(run_dir: Path, cfg, trainer) -> None:
+    from studio.train.job_env import job_environment
+
     ds = trainer.train_loader.dataset
     record = {"config": cfg.model_dump(mode="json"), "versions": library_versions(), "seed": cfg.training.seed,
               "dataset_fingerprint": ds.fingerprint(), "dataset_items": len(ds), "total_steps": trainer.total_steps,
               "dataset_cache": ds.cache_summary(),
-              "notes": trainer.notes, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+              "notes": trainer.notes, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+              "environment": sorted(job_environment(cfg))}  # names only: values may be secrets
     atomic_write_text(run_dir / TRAINING_ARGS_FILE, json.dumps(record, indent=2))
 
 
 def train_from_cli(config_path: str, overrides: list[str], progress_bar: bool = True) -> int:
     from studio import distributed
 
-    cfg = finalize_job(load_config(config_path, overrides))
+    from studio.adapters.peft_file import with_peft_config_file
+    from studio.runfolder.device import check_device
+    from studio.train.job_env import apply_job_environment
+
+    cfg = with_peft_config_file(finalize_job(load_config(config_path, overrides)))
     preflight(cfg)
+    check_device(cfg)  # a device that is not there: a config error (exit 2) before the run folder exists
+    apply_job_environment(cfg)  # before any Hugging Face library is imported; a bad env file: exit 2
     run_dir = Path(cfg.job.output_dir).expanduser().resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     if distributed.is_multi_process(cfg) and not distributed.inside_launcher():
@@ -99,6 +108,9 @@ def describe_failure(err: Exception) -> str:
 
 
 def _train(cfg, run_dir: Path, progress, progress_bar: bool):
+    from studio.train.job_env import apply_job_environment
+
+    apply_job_environment(cfg)  # again for jobs run inside another process (the studio, tests)
     from accelerate.utils import set_seed
 
     from studio.data.preflight import is_image_job, scan_image_job
@@ -156,6 +168,9 @@ def finish(loop, run_dir: Path, pusher=None) -> None:
     loop._check_finite()
     if cfg.sampling.at_end:
         loop.render_samples()
+    from studio.train.optimizers import set_train_mode
+
+    set_train_mode(t.optimizer, False)  # schedule-free: the exported adapter holds the averaged weights
     params = t.adapter.trainable_params()
     if t.ema is not None:
         t.ema.copy_to(params)
@@ -185,10 +200,10 @@ def _accelerator(cfg):
     from accelerate import Accelerator
     from accelerate.utils import InitProcessGroupKwargs
 
-    from studio.runfolder.device import mixed_precision
+    from studio.runfolder.device import accelerator_options, mixed_precision
 
     timeout = InitProcessGroupKwargs(timeout=timedelta(minutes=cfg.distributed.timeout_minutes))
-    acc = Accelerator(mixed_precision=mixed_precision(cfg), cpu=cfg.model.device == "cpu", kwargs_handlers=[timeout])
+    acc = Accelerator(mixed_precision=mixed_precision(cfg), kwargs_handlers=[timeout], **accelerator_options(cfg))
     wanted = {"ddp": ("MULTI_GPU", "MULTI_CPU", "NO"), "fsdp2": ("FSDP",), "deepspeed": ("DEEPSPEED",)}
     if acc.num_processes > 1 and acc.distributed_type.value not in wanted[cfg.distributed.strategy]:
         raise ValueError(f"distributed.strategy={cfg.distributed.strategy} was asked for but accelerate runs "

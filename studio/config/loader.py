@@ -88,14 +88,24 @@ def load_config(source: str | Path | dict, overrides: Iterable[str] = ()) -> Job
 
 
 def finalize_job(cfg: JobConfig, name: str | None = None) -> JobConfig:
-    """Fill the job name (auto `{family}_{YYYYMMDD_HHMMSS}`) and default run folder."""
+    """Fill the job name (auto `{family}_{YYYYMMDD_HHMMSS}`) and default run folder; with a
+    `hub.model_id` the run folder is its repository name under that folder (SimpleTuner's
+    `--hub_model_id`, seed 002). Applying it twice changes nothing (the queue and the trainer both do)."""
     from studio.paths import studio_home
 
     out = cfg.model_copy(deep=True)
     out.job.name = name or out.job.name or default_job_name(out.model.family)
     if not out.job.output_dir:
         out.job.output_dir = str(studio_home() / "runs" / out.job.name)
+    repo = hub_folder_name(out)
+    if repo and Path(out.job.output_dir).name != repo:
+        out.job.output_dir = str(Path(out.job.output_dir) / repo)
     return out
+
+
+def hub_folder_name(cfg: JobConfig) -> str:
+    """The local sub-folder named after `hub.model_id` (`user/name` -> `name`); empty when unset."""
+    return cfg.hub.model_id.strip().strip("/").rsplit("/", 1)[-1]
 
 
 def default_job_name(family: str, now: datetime | None = None) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from studio.config.errors import ConfigError
+from studio.config.optimizers import LR_FREE, SCHEDULE_FREE
 from studio.config.sections.adapter import AdapterSection
 from studio.config.sections.data import DataSection
 from studio.config.sections.job_model import JobSection, ModelSection
@@ -70,14 +71,15 @@ def _schedule_rules(cfg: JobConfig) -> list[tuple[str, str]]:
 
     problems: list[tuple[str, str]] = []
     notes = cfg._notes
-    if cfg.optimizer.name == "prodigy":
-        if cfg.scheduler.name != "constant":
-            notes.append(f"Prodigy adapts the step size itself: scheduler '{cfg.scheduler.name}' "
-                         "replaced by 'constant'.")
-            cfg.scheduler.name = "constant"
-        if cfg.training.learning_rate != 1.0:
-            notes.append(f"Prodigy expects learning_rate 1.0 (got {cfg.training.learning_rate:g}); "
-                         "tune it with `d_coef` in optimizer.args instead.")
+    name = cfg.optimizer.name
+    if name in ("prodigy", *SCHEDULE_FREE) and cfg.scheduler.name != "constant":
+        why = "adapts the step size itself" if name == "prodigy" else "needs no learning-rate schedule"
+        notes.append(f"{name} {why}: scheduler '{cfg.scheduler.name}' replaced by 'constant'.")
+        cfg.scheduler.name = "constant"
+    if name in LR_FREE and cfg.training.learning_rate != 1.0:
+        notes.append(f"{name} finds the step size itself and expects learning_rate 1.0 (got "
+                     f"{cfg.training.learning_rate:g}, used as a multiplier); tune it with `d_coef` in "
+                     "optimizer.args instead.")
     if cfg.scheduler.warmup_steps > 0 and cfg.scheduler.warmup_ratio > 0:
         notes.append("scheduler.warmup_steps > 0 wins: scheduler.warmup_ratio is ignored.")
     if cfg.training.max_steps > 0:

@@ -192,9 +192,11 @@ class SdFamily(SdExportMixin, ModelFamily):
             return loss.mean()
         from diffusers.training_utils import compute_snr
 
+        from studio.families.snr_weighting import snr_loss_weights
+
         snr = compute_snr(self.noise_scheduler, timesteps)
-        weights = torch.stack([snr, gamma * torch.ones_like(snr)], dim=1).min(dim=1)[0]
-        weights = weights / snr if self.noise_scheduler.config.prediction_type == "epsilon" else weights / (snr + 1)
+        weights = snr_loss_weights(snr, gamma, self.noise_scheduler.config.prediction_type,
+                                   soft=self.cfg.loss.use_soft_min_snr)
         return (loss * weights).mean()
 
     # ---- sampling and export ---------------------------------------------------------------

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from studio.config import ConfigError, JobConfig, finalize_job, load_config
+from studio.config.loader import hub_folder_name
 from studio.config.loader import default_job_name
 from studio.paths import studio_home
 from studio import runfolder
@@ -274,7 +275,8 @@ class JobStore:
         when the original used the default one (STUDIO_HOME/runs/<name>)."""
         src = self.get(job_id)
         config = json.loads(json.dumps(src.config))
-        if Path(src.run_dir) == studio_home() / "runs" / src.name:
+        default = studio_home() / "runs" / src.name
+        if Path(src.run_dir) in (default, default / hub_folder_name(load_config(src.config))):
             config["job"]["output_dir"] = ""
         config["job"]["name"] = ""
         return self.add(config, kind=src.kind, name=name or src.name)

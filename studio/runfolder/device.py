@@ -22,6 +22,48 @@ def weight_dtype(precision: str) -> torch.dtype:
 
 def standalone_device(cfg) -> tuple[torch.device, torch.dtype]:
     """Device and weight dtype for work outside the trainer's Accelerator (caching, estimate)."""
-    use_cuda = torch.cuda.is_available() and cfg.model.device in ("auto", "cuda")
-    device = torch.device("cuda" if use_cuda else "cpu")
-    return device, weight_dtype(mixed_precision(cfg) if use_cuda else "no")
+    device = job_device(cfg)
+    return device, weight_dtype(mixed_precision(cfg) if device.type == "cuda" else "no")
+
+
+# `model.device` (FIELDS M09): accelerate picks CUDA, then MPS, then the CPU by itself; the setting
+# decides whether that choice is allowed: `cpu` forces the CPU, `cuda` / `mps` refuse to start
+# (instead of training silently on the CPU) when PyTorch cannot see that device.
+def mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def check_device(cfg) -> None:
+    """Raise a ConfigError naming `model.device` when the chosen device is not usable here."""
+    from studio.config.errors import ConfigError
+
+    choice = cfg.model.device
+    if choice == "cuda" and not torch.cuda.is_available():
+        build = torch.version.cuda or "none (a CPU-only build of torch)"
+        raise ConfigError([("model.device", f"'cuda' was chosen but PyTorch {torch.__version__} sees no CUDA "
+                            f"GPU (CUDA build: {build}); choose 'auto' or 'cpu', or install a CUDA build "
+                            "of torch on a machine with an NVIDIA driver")])
+    if choice == "mps" and not mps_available():
+        raise ConfigError([("model.device", "'mps' was chosen but Apple's Metal (MPS) backend is not "
+                            "available here (it needs macOS 12.3+ on Apple silicon); choose 'auto' or 'cpu'")])
+    if choice == "mps" and torch.cuda.is_available():
+        raise ConfigError([("model.device", "'mps' cannot be chosen on a machine with a CUDA GPU; choose "
+                            "'cuda', 'auto' or 'cpu'")])
+
+
+def accelerator_options(cfg) -> dict:
+    """Keyword arguments for `accelerate.Accelerator` that put the job on the chosen device."""
+    check_device(cfg)
+    return {"cpu": cfg.model.device == "cpu"}
+
+
+def job_device(cfg) -> torch.device:
+    """The device outside an Accelerator (caching, estimate, export): the same rule as the trainer's."""
+    check_device(cfg)
+    if cfg.model.device in ("auto", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda")
+    if cfg.model.device in ("auto", "mps") and mps_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+

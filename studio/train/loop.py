@@ -13,8 +13,12 @@ from pathlib import Path
 
 import torch
 
+from studio.data.prefetch import prefetched
 from studio.train import checkpoint as ckpt
 from studio.runfolder.control import ControlFiles
+from studio.train.ema import ema_update
+from studio.train.optimizers import evaluation_weights, set_train_mode
+from studio.train.profiling import NoProfile, log_layer_grad_norms, make_profiler
 from studio.train.evaluate import EarlyStopper, evaluate
 from studio.runfolder.progress import ProgressLog
 from studio.train.ranks import mean_over_ranks, shared_flags
@@ -52,6 +56,7 @@ class Loop:
         self.backward = torch.Tensor.backward if self.direct else acc.backward
         self.clip = torch.nn.utils.clip_grad_norm_ if self.direct else acc.clip_grad_norm_
         self.main = acc.is_main_process  # the only process that writes the run folder
+        self.profiler = make_profiler(self.cfg, run_dir, acc.device) if self.main else NoProfile()
 
     # ---- state -------------------------------------------------------------------------------
     def state(self) -> dict:
@@ -82,9 +87,10 @@ class Loop:
         t = self.t
         path = self.run_dir / f"checkpoint-{self.step}"
         if self.main:
-            path = ckpt.commit_checkpoint(self.run_dir, self.step, adapter=t.adapter, optimizer=t.optimizer,
-                                          scheduler=t.scheduler, trainer_state=self.state(), generator=t.generator,
-                                          ema=t.ema)
+            with evaluation_weights(t.optimizer):  # schedule-free: save the averaged weights
+                path = ckpt.commit_checkpoint(self.run_dir, self.step, adapter=t.adapter, optimizer=t.optimizer,
+                                              scheduler=t.scheduler, trainer_state=self.state(),
+                                              generator=t.generator, ema=t.ema)
             ckpt.prune_checkpoints(self.run_dir, self.cfg.checkpointing.max_checkpoints,
                                    protect=self.stopper.best_path)
             self.progress.event("checkpoint", step=self.step, path=str(path), reason=reason)
@@ -98,6 +104,16 @@ class Loop:
     # ---- the loop ------------------------------------------------------------------------------
     def run(self) -> str:
         """Train to the end; returns "done" or "stopped"."""
+        t = self.t
+        set_train_mode(t.optimizer, True)  # schedule-free optimizers start (and resume) in eval mode
+        if self.cfg.sampling.baseline_sample and self.step == 0:
+            self.render_samples()  # step 0: the base model, the reference for every later sample
+        try:
+            return self._run_epochs()
+        finally:
+            self.profiler.close()
+
+    def _run_epochs(self) -> str:
         t = self.t
         while self.epoch < t.epochs and self.step < t.total_steps:
             outcome = self.run_epoch()
@@ -119,12 +135,17 @@ class Loop:
         module = t.loss_module  # wrapped by accelerate (DDP/FSDP) when there are several processes
         if not module.training:  # train() walks every submodule; evaluation puts it back itself
             module.train()
-        for batch in t.train_loader:
+        dl, prof = self.cfg.dataloader, self.profiler
+        prof.restart()  # an epoch's start (sampler, workers) is billed to its first batch's data wait
+        for batch in (prefetched(t.train_loader, dl.prefetch_queue) if dl.prefetch_batches else t.train_loader):
+            prof.lap("data")
             self.batches_done += 1
             sync = self.batches_done % accum == 0 or self.batches_done == t.batches_per_epoch
             with (nullcontext() if sync else t.accelerator.no_sync(module)), t.accelerator.autocast():
                 loss = module(batch, t.generator)
+                prof.lap("forward")
                 self.backward(loss / accum)
+                prof.lap("backward")
             # Stays on the device: no host sync until a logging step reads it.
             detached = loss.detach().float()
             self.window_loss = detached if self.window_loss is None else self.window_loss + detached
@@ -132,7 +153,10 @@ class Loop:
             if not sync:
                 continue
             grad_norm = self.optimizer_step()
+            prof.lap("optimizer")
             outcome = self.after_step(grad_norm)
+            prof.lap("other")  # logging, control files, checkpoints, samples, evaluation
+            prof.end_step(self.step)
             if outcome:
                 return outcome
             if self.step >= t.total_steps or self.stopper.should_stop:
@@ -142,6 +166,9 @@ class Loop:
     def optimizer_step(self):
         t = self.t
         grad_norm = None
+        heavy = self.cfg.logging.log_heavy_every
+        if heavy and (self.step + 1) % heavy == 0 and self.main:  # before clipping: the gradients as given
+            log_layer_grad_norms(self.run_dir, self.step + 1, t.adapter.named_trainable(), self.writer)
         if self.cfg.training.max_grad_norm > 0:
             grad_norm = self.clip(self.trainable, self.cfg.training.max_grad_norm)
         self.optimizer.step()
@@ -153,13 +180,7 @@ class Loop:
         return grad_norm
 
     def _ema_step(self) -> None:
-        ema, params = self.t.ema, self.trainable
-        offloaded = self.cfg.training.ema_device == "cpu" and params[0].device.type != "cpu"
-        if offloaded:
-            ema.to(params[0].device)
-        ema.step(params)
-        if offloaded:
-            ema.to("cpu")
+        ema_update(self.t.ema, self.trainable, on_cpu=self.cfg.training.ema_device == "cpu")
 
     def after_step(self, grad_norm) -> str | None:
         cfg = self.cfg
@@ -227,13 +248,15 @@ class Loop:
         from studio.sampling import render_during_training
 
         if self.main:  # DDP: the main process holds the same weights as every rank
-            render_during_training(self.t, self.run_dir, self.step, self.progress)
+            with evaluation_weights(self.t.optimizer):
+                render_during_training(self.t, self.run_dir, self.step, self.progress)
         self.t.accelerator.wait_for_everyone()
 
     def run_eval(self) -> None:
         if self.t.eval_loader is None:
             return
-        metrics = evaluate(self.t)
+        with evaluation_weights(self.t.optimizer):
+            metrics = evaluate(self.t)
         improved = self.stopper.update(metrics["eval_loss"], self.step)  # the same on every rank (reduced)
         self.progress.event("eval", step=self.step, epoch=self.epoch, best=improved, **metrics)
         if self.writer is not None:

@@ -12,6 +12,7 @@ from studio.adapters import AdapterHandle, inject_adapter
 from studio.data.sampler import EpochSampler
 from studio.families.base import ModelFamily, build_family
 from studio.runfolder.device import weight_dtype
+from studio.train.ema import build_ema
 from studio.train.optim import build_optimizer, build_scheduler
 from studio.train.ranks import LossModule, RankSlices
 
@@ -112,18 +113,14 @@ def build_trainer(cfg, accelerator) -> Trainer:
         epochs = cfg.training.epochs
         total = epochs * steps_per_epoch
     sampler.set_total_batches(total * accum)  # progressive resolution splits the run's batches
-    optimizer = build_optimizer(adapter.param_groups(cfg.training.learning_rate), cfg)  # text encoders: own LR
+    optimizer = build_optimizer(adapter.param_groups(cfg.training.learning_rate), cfg, total)  # text encoders: own LR
     scheduler = build_scheduler(optimizer, cfg, total)
     loss_module, optimizer = accelerator.prepare(LossModule(family, list(adapter.components.values())), optimizer)
     if cfg.memory.torch_compile:
         family.compile()
     ema = None
     if cfg.training.use_ema:
-        from diffusers.training_utils import EMAModel
-
-        ema = EMAModel(adapter.trainable_params(), decay=cfg.training.ema_decay)
-        if cfg.training.ema_device == "cpu":
-            ema.to("cpu")
+        ema = build_ema(adapter.trainable_params(), cfg)
     return Trainer(cfg=cfg, accelerator=accelerator, family=family, adapter=adapter, train_loader=train_loader,
                    sampler=sampler, eval_loader=eval_loader, optimizer=optimizer, scheduler=scheduler,
                    generator=torch.Generator().manual_seed(cfg.training.seed), loss_module=loss_module,

@@ -36,6 +36,11 @@ class AdapterSection(Section):
         "(oft = diagonal-block OFT with LyCORIS). ia3: learned scaling vectors, tiny files. locon: LoRA "
         "that also adapts convolutions. glora: generalised LoRA. dylora: LoRA trained at every rank up "
         "to `rank`. full: trains the chosen layers' whole weights (big files).")
+    peft_config_path: str = setting(
+        "", "A PEFT adapter config (adapter_config.json, or the folder holding it) whose method, rank, alpha, "
+        "dropout, target layers and other options replace the fields of this section. Its values are "
+        "checked like the form's and recorded in training_args.json; options the studio cannot apply "
+        "are refused by name. Empty = use this section.", group="advanced", widget="path")
     backend: Literal["auto", "peft", "lycoris"] = setting(
         "auto", "Library that implements the method. `auto`: the one whose files your tools load: PEFT for "
         "lora, dora, loha and lokr (files load in diffusers/PEFT directly, and convert to the ComfyUI file), "
@@ -47,8 +52,11 @@ class AdapterSection(Section):
                         "bigger files and more memory; 8-32 suits a character or a style. For oft and boft "
                         "it is the size of the rotation blocks (must divide the layer width).", ge=1, le=1024)
     alpha: float = setting(16, "Scale of the update: the effective strength is alpha / rank, so alpha = rank "
-                           "gives 1 and alpha = rank / 2 gives 0.5. Not used by oft, boft and ia3.",
-                           gt=0, le=4096)
+                           "gives 1 and alpha = rank / 2 gives 0.5. Not used by oft, boft and ia3. Studio "
+                           "defaults: alpha = rank (16) for image and LLM, 2 x rank (128) for music as "
+                           "Side-Step sets it. The kohya notebook's image alpha 8 (rank / 2) halves each "
+                           "update and is paired there with a 5x higher learning rate; alpha = rank keeps "
+                           "the learning rate meaning the same whatever the rank.", gt=0, le=4096)
     dropout: float = setting(0.0, "Share of the adapter's inputs zeroed at random while training, to curb "
                              "memorising a small dataset. 0 = off.", ge=0.0, lt=1.0, step=0.01)
     rank_dropout: float = setting(0.0, "Share of the rank dimensions dropped at random each step (LoHa, "

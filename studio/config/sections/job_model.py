@@ -16,6 +16,11 @@ class JobSection(Section):
                             "not change training; it is shown in the queue and TensorBoard.", group="advanced")
     output_dir: str = setting("", "Run folder: adapter, checkpoints, logs and samples go here. Empty means "
                               "`STUDIO_HOME/runs/<job name>`. Created if missing.", widget="path")
+    env_file: str = setting("", "A file of environment variables for this job, one `KEY=VALUE` a line (`#` "
+                            "comments allowed), e.g. `HF_HOME=/big/disk/hf` or `HF_TOKEN=...`. They are set "
+                            "in the job's own process before any model library starts; only their names "
+                            "are recorded in training_args.json. Empty = none.", group="advanced",
+                            widget="path")
 
 
 class ModelSection(Section):
@@ -41,7 +46,9 @@ class ModelSection(Section):
         "`v_prediction` for v-models (SD 2.x-v and some fine-tunes) whose config does not say so.",
         group="advanced", families=family_ids(trait="unet"))
     device: Literal["auto", "cpu", "cuda", "mps"] = setting(
-        "auto", "Where to train. `auto` picks CUDA, then Apple MPS, then CPU.", group="advanced")
+        "auto", "Where to train. `auto` picks CUDA, then Apple MPS, then CPU. `cuda` or `mps` insist on that "
+        "device: the job stops before loading anything when it is not there, instead of running on the "
+        "CPU. `cpu` trains on the CPU even when a GPU is present.", group="advanced")
     tokenizer_path: str = setting("", "Tokenizer folder when it differs from the model's own (custom or "
                                   "extended tokenizer). Empty = use the model's.", group="advanced",
                                   families=("causal_lm",), widget="path")

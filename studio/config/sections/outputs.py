@@ -16,9 +16,11 @@ class CheckpointingSection(Section):
                                        le=100_000)
     max_checkpoints: int = setting(100, "Keep at most this many checkpoints; the oldest are deleted once a "
                                    "newer one is safely written.", ge=1, le=1000)
-    save_interval_minutes: int = setting(0, "Also checkpoint when this many minutes have passed since the "
-                                         "last one, whatever the strategy. 0 = off.", ge=0, le=1440,
-                                         group="advanced")
+    save_interval_minutes: int = setting(
+        30, "Also checkpoint when this many minutes have passed since the last one, whatever the "
+        "strategy; 0 = off. Default 30, as in the LLM studio: a crash or a power cut then costs at most "
+        "half an hour however slow the steps are, and an adapter checkpoint takes seconds. Short runs "
+        "never reach it.", ge=0, le=1440, group="advanced")
     resume_from: str = setting("", "Continue from this checkpoint folder (`checkpoint-<step>`), restoring "
                                "weights, optimizer, scheduler, step and data position. Leave empty when "
                                "auto-resume is on.", widget="path")
@@ -49,7 +51,24 @@ class LoggingSection(Section):
                                 group="advanced")
     log_level: Literal["debug", "info", "warning", "error"] = setting(
         "info", "How much the trainer prints to the console log.", group="advanced")
+    log_heavy_every: int = setting(50, "Every this many steps, record the gradient norm of each adapted layer "
+                                   "(grad_norms.jsonl in the run folder and TensorBoard `grad_norm/...`): "
+                                   "shows which layers learn and which explode. 50 as in Side-Step; it "
+                                   "costs one pass over the adapter's gradients. 0 = off.", ge=0,
+                                   le=1_000_000, group="advanced")
+    step_profiling: bool = setting(False, "Time every step's phases (waiting for data, forward, backward, "
+                                   "optimizer) into profile.jsonl in the run folder, to find what slows a "
+                                   "run. On a GPU it waits for the device at each phase, which itself "
+                                   "slows training a little: off by default.", group="advanced")
+    track_microbatches: bool = setting(False, "With step profiling: also record the forward and backward time "
+                                       "of each micro-batch (gradient accumulation), to spot one slow batch "
+                                       "shape among the buckets.", group="advanced")
 
+
+    def problems(self, cfg) -> list[tuple[str, str]]:
+        if self.track_microbatches and not self.step_profiling:
+            return [("logging.track_microbatches", "needs logging.step_profiling")]
+        return []
 
 class SamplePrompt(Section):
     prompt: str = setting(..., "What to generate.")
@@ -72,6 +91,11 @@ class SamplingSection(Section):
     every_steps: int = setting(0, "Render the sample prompts every this many optimizer steps. 0 = only at "
                                "the end.", ge=0, le=10_000_000)
     at_end: bool = setting(True, "Render the sample prompts once more when training finishes.")
+    baseline_sample: bool = setting(False, "Render the sample prompts once before the first step, with the "
+                                    "untouched base model, as the reference the later samples are compared "
+                                    "with (saved as step 0). Off by default: it delays the first step by one "
+                                    "sample round and shows the same picture for every run on that base.",
+                                    group="advanced")
     default_steps: int = setting(25, "Inference steps when a prompt does not set its own.", ge=1, le=1000,
                                  group="advanced")
     default_guidance: float = setting(7.0, "Guidance scale when a prompt does not set its own.", ge=0.0,

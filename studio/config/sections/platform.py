@@ -98,8 +98,15 @@ class DistributedSection(Section):
 class HubSection(Section):
     push_to_hub: bool = setting(False, "Upload the final adapter to the Hugging Face Hub when training "
                                 "completes (needs a token: `HF_TOKEN` or `huggingface-cli login`).")
-    model_id: str = setting("", "Hub repository, `user/name`.")
+    model_id: str = setting("", "Hub repository, `user/name`. When set, the run is written into a sub-folder "
+                            "named after the repository (`name`) inside the run folder, as SimpleTuner does, "
+                            "so runs for different repositories never share a folder. Uploading needs "
+                            "push_to_hub.")
     private: bool = setting(True, "Create the repository as private.", group="advanced")
+    endpoint: str = setting("", "Hub address to download models from and upload to, for a mirror where "
+                            "huggingface.co is hard to reach (e.g. `https://hf-mirror.com`). Set as "
+                            "`HF_ENDPOINT` for the job. Empty = the official Hub (or HF_ENDPOINT from "
+                            "your shell).", group="advanced")
     push_checkpoints: bool = setting(False, "Also upload every checkpoint as it is committed, into "
                                      "`checkpoints/<name>/` of the repository. Uploads run in the background; a "
                                      "failed one is a warning and training goes on.", group="advanced")
@@ -110,4 +117,6 @@ class HubSection(Section):
             out.append(("hub.model_id", "required as `user/name` when push_to_hub is on"))
         if self.push_checkpoints and not self.push_to_hub:
             out.append(("hub.push_checkpoints", "needs hub.push_to_hub"))
+        if self.endpoint and not self.endpoint.startswith(("http://", "https://")):
+            out.append(("hub.endpoint", f"expected an http(s) address, got {self.endpoint!r}"))
         return out

@@ -35,3 +35,11 @@ class DataloaderSection(Section):
     persistent_workers: bool | None = setting(None, "Keep worker processes alive between epochs. Empty = "
                                               "on whenever workers are used (except Windows).",
                                               group="advanced")
+    prefetch_batches: bool = setting(False, "Collate the next batches in a background thread while the "
+                                     "current step trains, so slow disks or slow collation do not stall "
+                                     "the GPU. Same batches in the same order. Worth it on fast GPUs with "
+                                     "small images; off by default because workers already read ahead.",
+                                     group="advanced")
+    prefetch_queue: int = setting(10, "How many ready batches the background thread keeps (with prefetch "
+                                  "batches on). More smooths longer stalls and holds more batches in "
+                                  "memory.", ge=1, le=256, group="advanced")
