@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from studio.data.dataset import TrainingData
 from studio.families.causal_lm import CausalLmFamily
 from studio.families.sd import SdFamily
 
@@ -70,7 +71,7 @@ def build_llm(spec: dict, device, dtype):
     return model.requires_grad_(False)
 
 
-class SyntheticItems(torch.utils.data.Dataset):
+class SyntheticItems(TrainingData):
     """Fixed random tensors per item, as a cache would serve them (indexed like the studio's datasets)."""
 
     def __init__(self, tensors: dict[str, torch.Tensor], caption: str | None = None):

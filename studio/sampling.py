@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from studio.families.base import Sample
+from studio.runfolder.events import Event
 
 log = logging.getLogger("studio.sampling")
 SUFFIX = {"image": ".png", "audio": ".wav", "text": ".txt"}
@@ -74,11 +75,11 @@ def render_during_training(t, run_dir: Path, step: int, progress) -> None:
         samples = t.family.sample(prompts, step)
         for i, sample in enumerate(samples):
             path = write_sample(Path(run_dir) / "samples", f"step-{step:06d}_p{i}", sample)
-            progress.event("sample", step=step, path=str(path), prompt=sample.meta.get("prompt", ""))
+            progress.event(Event.SAMPLE, step=step, path=str(path), prompt=sample.meta.get("prompt", ""))
     except Exception as err:  # noqa: BLE001 - any sampling failure must not end training
         log.warning("sampling failed at step %d: %s", step, err)
         log.debug(traceback.format_exc())
-        progress.event("warning", step=step, message=f"sampling failed: {err}")
+        progress.event(Event.WARNING, step=step, message=f"sampling failed: {err}")
     finally:
         if t.ema is not None:
             t.ema.restore(params)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from studio.adapters import formats, writer
 from studio.adapters.verify import CheckResult, Reference, check_export, reference_outputs
+from studio.runfolder.events import Event
 
 log = logging.getLogger("studio.adapters")
 FORMATS = ("peft", "kohya", "merged")
@@ -104,13 +105,13 @@ def finish_exports(handle, run_dir: Path, step: int, progress=None) -> list[Chec
         try:
             result = export_adapter(handle, fmt, dest, reference, step=step, publish_on_mismatch=fmt == "peft")
         except formats.UnsupportedExport as err:
-            _report(progress, "warning", message=f"{fmt} file not written: {err}")
+            _report(progress, Event.WARNING, message=f"{fmt} file not written: {err}")
             continue
         results.append(result)
         fields = result.as_event() if result else {"format": fmt, "path": str(dest), "verified": None}
         if fmt == "peft":  # the event names the adapter file itself, as before exports were checked
             fields["path"] = str(dest / formats.ADAPTER_FILE)
-        _report(progress, "saved", step=step, **fields)
+        _report(progress, Event.SAVED, step=step, **fields)
         log.info("%s", result.summary() if result else f"{fmt} export written to {dest} (not checked)")
     failed = [r for r in results if r is not None and not r.ok]
     if failed:
@@ -127,12 +128,12 @@ def checked_reference(handle, progress=None) -> Reference | None:
     try:
         return reference_outputs(handle)
     except NotImplementedError as err:
-        _report(progress, "warning", message=f"exports are not checked: {err}")
+        _report(progress, Event.WARNING, message=f"exports are not checked: {err}")
         return None
 
 
-def _report(progress, event: str, **fields) -> None:
+def _report(progress, event: Event, **fields) -> None:
     if progress is not None:
         progress.event(event, **fields)
-    elif event == "warning":
+    elif event == Event.WARNING:
         log.warning("%s", fields.get("message"))

@@ -28,6 +28,7 @@ from studio.data.dataset import TrainingData
 from studio.data.image_source import DataError, resolve_data_path
 from studio.data.manifest import MANIFEST_NAME, CacheManifest, CacheReport, Want, read_tensors
 from studio.data.scan import Finding
+from studio.runfolder.events import Event
 
 log = logging.getLogger("studio.data")
 CACHE_KIND = "audio"
@@ -142,7 +143,7 @@ def report_findings(result: RefreshResult, on_bad_file: str, progress=None) -> N
     for finding in result.bad:
         log.warning("unusable song %s: %s", finding.path, finding.reason)
     if progress is not None:
-        progress.event("scan", songs=len(result.keys), bad=len(result.bad),
+        progress.event(Event.SCAN, songs=len(result.keys), bad=len(result.bad),
                        bad_files=[{"path": str(f.path), "reason": f.reason} for f in result.bad[:LISTED_IN_EVENT]],
                        warning_files=[{"path": str(f.path), "reason": f.reason}
                                       for f in result.notes[:LISTED_IN_EVENT]])

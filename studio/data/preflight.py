@@ -7,6 +7,7 @@ import logging
 from studio.data.image_source import check_bad_files, scan_images
 from studio.data.scan import ScanReport
 from studio.registry.families import row
+from studio.runfolder.events import Event
 
 log = logging.getLogger("studio.data")
 LISTED_IN_EVENT = 200  # progress.jsonl names at most this many files (the console log has them all)
@@ -31,7 +32,7 @@ def scan_image_job(cfg, progress=None) -> ScanReport:
     """Scan the training (and separate eval) folders, report, and raise `DataError` when refused."""
     report = scan_job_images(cfg)
     if progress is not None:
-        progress.event("scan", images=len(report.items), bad=len(report.bad), warnings=len(report.warnings),
+        progress.event(Event.SCAN, images=len(report.items), bad=len(report.bad), warnings=len(report.warnings),
                        bad_files=[{"path": str(f.path), "reason": f.reason} for f in report.bad[:LISTED_IN_EVENT]],
                        warning_files=[{"path": str(f.path), "reason": f.reason}
                                       for f in report.warnings[:LISTED_IN_EVENT]])

@@ -167,7 +167,9 @@ class ModelFamily(ABC):
 
     @abstractmethod
     def save_adapter(self, out_dir: Path, state_dict: dict[str, torch.Tensor], adapter_config) -> None:
-        """Write `adapter_model.safetensors` (+ `adapter_config.json`) loadable by the ecosystem's loader."""
+        """Write `adapter_model.safetensors` (+ `adapter_config.json`) loadable by the ecosystem's loader.
+        Families whose `adapter_components` include text encoders also get `text_encoder_states`
+        (component -> (state dict, PEFT config))."""
 
     def load_base_components(self, path: str | None = None) -> dict[str, torch.nn.Module]:
         """Fresh frozen copies of `adapter_components()` loaded from `path` (default: the base model),

@@ -119,14 +119,15 @@ class Job:
         return int(self.distributed.get("num_processes") or 1)
 
     @property
-    def run_name(self) -> str:
-        """The user's free label (`job.run_name`), shown beside the job name."""
-        return str((self.config.get("job") or {}).get("run_name") or "")
+    def distributed(self) -> dict:
+        """The job's `distributed` section as stored."""
+        return self.config.get("distributed") or {}
 
     @property
     def label(self) -> str:
-        """The name as the queue list and the UI show it: `name (run_name)`."""
-        return f"{self.name} ({self.run_name})" if self.run_name else self.name
+        """The name as the queue list and the UI show it, with the user's `job.run_name`: `name (run_name)`."""
+        run_name = (self.config.get("job") or {}).get("run_name")
+        return f"{self.name} ({run_name})" if run_name else self.name
 
     def to_dict(self) -> dict:
         return asdict(self) | {"duration_s": self.duration_s}
