@@ -14,7 +14,10 @@ from pydantic import ValidationError
 
 from studio.config.errors import ConfigError
 from studio.config.family_defaults import family_defaults
+from studio.config.preflight import raw_problems
 from studio.config.schema import SECTIONS, JobConfig
+
+JSON_STARTS = ("[", "{", '"')
 
 
 def deep_merge(base: dict, over: dict) -> dict:
@@ -38,7 +41,11 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         raise ConfigError([(path, f"expected section.key with a section among: {', '.join(SECTIONS)}")])
     try:
         value = json.loads(raw)
-    except json.JSONDecodeError:
+    except json.JSONDecodeError as err:
+        if raw.lstrip().startswith(JSON_STARTS):  # meant as JSON: a typo must not become a string
+            raise ConfigError([(".".join(keys), f"the value {raw!r} starts like JSON but does not parse "
+                                f"({err.msg} at column {err.colno}); write valid JSON, e.g. "
+                                '\'["to_q","to_v"]\', or a plain string without a leading [ { or "')]) from None
         value = raw
     return keys, value
 
@@ -78,12 +85,29 @@ def validate(data: dict) -> JobConfig:
     try:
         return JobConfig.model_validate(merged)
     except ValidationError as err:
-        raise ConfigError([(_loc(e["loc"]), _msg(e)) for e in err.errors()]) from None
+        problems = [(_loc(e["loc"]), _msg(e)) for e in err.errors()]
+        named = {field for field, _ in problems}
+        # Missing files are named with the bad values, not after they are fixed (issue #18 item 11).
+        problems += [p for p in raw_problems(merged) if p[0] not in named]
+        raise ConfigError(problems) from None
 
 
 def load_config(source: str | Path | dict, overrides: Iterable[str] = ()) -> JobConfig:
     data = source if isinstance(source, dict) else read_json(source)
     return validate(apply_overrides(data, overrides))
+
+
+def load_job(source: str | Path | dict, overrides: Iterable[str] = (), kind: str = "train") -> JobConfig:
+    """A config about to run: validated, named, its run folder set, and every check that needs no model
+    passed (preflight). A run continued in its folder keeps the job name it had there."""
+    from studio.config.outdir import previous_job_name
+    from studio.config.preflight import preflight
+
+    cfg = load_config(source, overrides)
+    keep = "" if cfg.job.name or not cfg.checkpointing.auto_resume else previous_job_name(cfg.job.output_dir)
+    cfg = finalize_job(cfg, keep or None)
+    preflight(cfg, kind)
+    return cfg
 
 
 def finalize_job(cfg: JobConfig, name: str | None = None) -> JobConfig:

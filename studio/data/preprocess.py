@@ -41,7 +41,7 @@ def preprocess_from_cli(config_path: str, overrides: list[str]) -> int:
     from studio.train.console import capture_console, log_to_stdout
 
     cfg = finalize_job(load_config(config_path, overrides))
-    preflight(cfg)  # missing data or model folders: a config error (exit 2) before anything runs
+    preflight(cfg, "preprocess")  # missing data or model folders: a config error (exit 2) before anything runs
     if not is_image_job(cfg) and cfg.model.family != "acestep":
         raise ConfigError([("model.family", f"preprocess builds image caches (sd15, sdxl, sd3, flux); "
                             f"'{cfg.model.family}' is not supported here")])

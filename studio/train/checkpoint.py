@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from studio.train import disk, health
+
 MANIFEST = "manifest.json"
 _NAME = re.compile(r"^checkpoint-(\d+)$")
 
@@ -55,11 +57,24 @@ def commit_checkpoint(run_dir: Path, step: int, *, adapter, optimizer, scheduler
     run_dir = Path(run_dir)
     final = run_dir / f"checkpoint-{step}"
     tmp = run_dir / f".tmp-checkpoint-{step}"
+    weights = {k: v.detach().cpu().contiguous() for k, v in adapter.named_trainable().items()}
+    health.require_finite(run_dir, step, weights, optimizer)  # a diverged step is never committed
+    disk.require_space(run_dir, disk.checkpoint_estimate(run_dir, weights, optimizer), f"checkpoint-{step}")
     shutil.rmtree(tmp, ignore_errors=True)
+    with disk.staging(run_dir, tmp):
+        _write_staging(tmp, step, weights, optimizer, scheduler, trainer_state, generator, ema, adapter)
+    if final.exists():  # a committed checkpoint of the same step (re-save after resume): replace it
+        shutil.rmtree(final)
+    os.rename(tmp, final)
+    _fsync_dir(run_dir)
+    return final
+
+
+def _write_staging(tmp: Path, step: int, weights: dict, optimizer, scheduler, trainer_state: dict, generator,
+                   ema, adapter) -> None:
     tmp.mkdir(parents=True)
     files = {"trainable.safetensors": None, "optimizer.pt": None, "scheduler.pt": None, "rng.pt": None}
-    save_file({k: v.detach().cpu().contiguous() for k, v in adapter.named_trainable().items()},
-              str(tmp / "trainable.safetensors"))
+    save_file(weights, str(tmp / "trainable.safetensors"))
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
     torch.save({**rng_state(), "generator": generator.get_state()}, tmp / "rng.pt")
@@ -70,14 +85,10 @@ def commit_checkpoint(run_dir: Path, step: int, *, adapter, optimizer, scheduler
     (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=2), encoding="utf-8")
     for path in tmp.iterdir():
         _fsync_file(path)
-    manifest = {"step": step, "time": time.time(), "files": sorted(p.name for p in tmp.iterdir())}
+    # finite: checked before writing (health.require_finite), so resume need not read the tensors again
+    manifest = {"step": step, "time": time.time(), "files": sorted(p.name for p in tmp.iterdir()), "finite": True}
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     _fsync_file(tmp / MANIFEST)
-    if final.exists():  # a committed checkpoint of the same step (re-save after resume): replace it
-        shutil.rmtree(final)
-    os.rename(tmp, final)
-    _fsync_dir(run_dir)
-    return final
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:

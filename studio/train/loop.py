@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from studio.train import checkpoint as ckpt
+from studio.train.health import NonFiniteState, last_good_note
 from studio.train.control import ControlFiles
 from studio.train.evaluate import EarlyStopper, evaluate
 from studio.train.progress import ProgressLog
@@ -22,7 +23,7 @@ from studio.train.setup import Trainer
 log = logging.getLogger("studio.train")
 
 
-class NonFiniteLoss(RuntimeError):
+class NonFiniteLoss(NonFiniteState):
     pass
 
 
@@ -179,7 +180,8 @@ class Loop:
     def _check_finite(self) -> None:
         if self.window_loss is not None and not math.isfinite(float(self.window_loss)):
             raise NonFiniteLoss(f"the loss became {float(self.window_loss)} at step {self.step}; lower "
-                                "training.learning_rate, enable clipping (training.max_grad_norm) or check the data")
+                                "training.learning_rate, enable clipping (training.max_grad_norm) or check the data; "
+                                f"{last_good_note(self.run_dir)}")
 
     def log_step(self, grad_norm) -> None:
         self._check_finite()

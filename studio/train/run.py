@@ -2,7 +2,6 @@
 progress.jsonl (done / stopped / error) so the queue and the UI never have to guess."""
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
@@ -11,8 +10,10 @@ import sys
 import time
 from pathlib import Path
 
-from studio.config import ConfigError, finalize_job, load_config
-from studio.config.preflight import preflight
+from studio.config import ConfigError
+from studio.config.loader import load_job
+from studio.config.outdir import archive_old_run
+from studio.train import disk, health
 from studio.train.console import capture_console, log_to_stdout
 
 log = logging.getLogger("studio.train")
@@ -43,9 +44,16 @@ def write_training_args(run_dir: Path, cfg, trainer) -> None:
 
 
 def train_from_cli(config_path: str, overrides: list[str], progress_bar: bool = True) -> int:
-    cfg = finalize_job(load_config(config_path, overrides))
-    preflight(cfg)
+    cfg = load_job(config_path, overrides)  # every check that needs no model, before the run folder exists
+    from studio.data.precheck import data_problems
+
+    problems = data_problems(cfg)
+    if problems:
+        raise ConfigError(problems)
     run_dir = Path(cfg.job.output_dir).expanduser().resolve()
+    disk.require_space(run_dir, 0, "the run")
+    if cfg.job.overwrite and (archived := archive_old_run(run_dir)):
+        log.warning("job.overwrite: the earlier run in %s moved to %s", run_dir, archived)
     run_dir.mkdir(parents=True, exist_ok=True)
     with capture_console(run_dir / "console.log"), log_to_stdout(cfg.logging.log_level):
         for note in cfg.notes:
@@ -63,8 +71,9 @@ def run_training(cfg, run_dir: Path, progress_bar: bool = False) -> int:
         progress.event("stopped", message="interrupted from the keyboard")
         return 130
     except Exception as err:  # noqa: BLE001 - every failure must end with an error event
-        message = describe_failure(err)
-        log.error("training failed: %s", message, exc_info=not isinstance(err, (ConfigError, ValueError, OSError)))
+        message = describe_failure(err, run_dir)
+        log.error("training failed: %s", message, exc_info=not isinstance(err, (ConfigError, ValueError, OSError)
+                                                                           + health.EXPECTED))
         progress.event("error", message=message, type=type(err).__name__)
         return 1
     finally:
@@ -72,15 +81,17 @@ def run_training(cfg, run_dir: Path, progress_bar: bool = False) -> int:
     return 0
 
 
-def describe_failure(err: Exception) -> str:
+def describe_failure(err: Exception, run_dir: Path | None = None) -> str:
     import torch
 
     if isinstance(err, torch.cuda.OutOfMemoryError):
         return ("out of GPU memory: lower training.batch_size (and raise gradient accumulation), enable "
                 "memory.gradient_checkpointing, or use a lighter optimizer (adafactor / adamw8bit). The last "
                 "checkpoint is intact.")
-    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
-        return f"the disk is full ({err.filename or 'run folder'}); free space and resume: the last committed checkpoint is intact."
+    if isinstance(err, disk.DiskFull):
+        return str(err)
+    if disk.is_disk_full(err):
+        return disk.full_message(run_dir) if run_dir is not None else f"the disk is full ({err.filename})"
     return str(err) or type(err).__name__
 
 
@@ -100,8 +111,9 @@ def _train(cfg, run_dir: Path, progress, progress_bar: bool):
     progress.event("loading", message=f"loading {cfg.model.family} model from {cfg.model.path}")
     trainer = build_trainer(cfg, accelerator)
     progress.total = trainer.total_steps
-    write_training_args(run_dir, cfg, trainer)
     ckpt.clean_incomplete(run_dir)
+    disk.require_space(run_dir, 2 * disk.tensor_bytes(trainer.adapter.trainable_params()), "the first checkpoint")
+    write_training_args(run_dir, cfg, trainer)
     writer = _tensorboard(cfg, run_dir)
     bar = None
     if progress_bar:
@@ -109,7 +121,11 @@ def _train(cfg, run_dir: Path, progress, progress_bar: bool):
 
         bar = tqdm(total=trainer.total_steps, desc=cfg.job.name, unit="step", dynamic_ncols=True)
     loop = Loop(trainer, run_dir, progress, writer=writer, bar=bar)
-    resume = cfg.checkpointing.resume_from or (ckpt.latest_checkpoint(run_dir) if cfg.checkpointing.auto_resume else None)
+    resume = cfg.checkpointing.resume_from or (health.resumable_checkpoint(run_dir) if cfg.checkpointing.auto_resume
+                                               else None)
+    if cfg.checkpointing.resume_from and not health.checkpoint_is_finite(Path(resume)):
+        raise health.NonFiniteState(f"checkpointing.resume_from: {resume} holds NaN/Inf weights or optimizer state; "
+                                    f"pick an earlier checkpoint ({health.last_good_note(run_dir)})")
     if resume:
         loop.resume(Path(resume))
         if bar is not None:
@@ -128,8 +144,12 @@ def _train(cfg, run_dir: Path, progress, progress_bar: bool):
 
 def finish(loop, run_dir: Path) -> None:
     """Final samples and adapter (EMA weights when enabled), optional hub upload, then `done`."""
+    from studio.train.checkpoint import MANIFEST
+
     t, cfg = loop.t, loop.cfg
     loop._check_finite()
+    if not (run_dir / f"checkpoint-{loop.step}" / MANIFEST).is_file():
+        loop.save("final")  # resumable at its last step: "train longer" continues from here, not an older one
     if cfg.sampling.at_end:
         loop.render_samples()
     params = t.adapter.trainable_params()

@@ -15,6 +15,10 @@ class JobSection(Section):
                             "not change training; it is shown in the queue and TensorBoard.", group="advanced")
     output_dir: str = setting("", "Run folder: adapter, checkpoints, logs and samples go here. Empty means "
                               "`STUDIO_HOME/runs/<job name>`. Created if missing.", widget="path")
+    overwrite: bool = setting(False, "Start afresh in a run folder that already holds a finished or stopped "
+                              "run. Its adapter, checkpoints and progress log first move to "
+                              "`RUN_DIR/attempts/<n>/`. Off: such a folder is refused unless "
+                              "checkpointing.auto_resume continues it.", group="advanced")
 
 
 class ModelSection(Section):

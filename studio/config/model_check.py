@@ -1,0 +1,50 @@
+"""What a local `model.path` must hold for the image families, checked before anything is loaded.
+
+diffusers' own errors for a wrong path ("no file named config.json", "is not a valid JSON file")
+do not say what the folder should contain; these do.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+SD_PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+SDXL_PARTS = SD_PARTS + ("text_encoder_2", "tokenizer_2")
+SINGLE_FILE = ".safetensors"
+
+
+def _expected(family: str) -> str:
+    parts = SDXL_PARTS if family == "sdxl" else SD_PARTS
+    return (f"a diffusers folder (model_index.json and the subfolders {', '.join(parts)}) or one single-file "
+            f"{SINGLE_FILE} checkpoint")
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:  # reads the header only
+            if not any(k.startswith(("model.diffusion_model.", "unet.", "down_blocks", "conv_in")) for k in fh.keys()):
+                return "holds no UNet weights (is it a LoRA or a VAE rather than a full checkpoint?)"
+    except Exception as err:  # noqa: BLE001 - safetensors raises its own error type for every bad header
+        return f"is not a readable safetensors file ({str(err).splitlines()[0][:120]})"
+    return None
+
+
+def image_model_problems(family: str, path_text: str) -> list[tuple[str, str]]:
+    """Problems of a local SD/SDXL model path; hub ids and tiny: models are not checked here."""
+    if family not in ("sd15", "sdxl"):
+        return []
+    path = Path(path_text).expanduser()
+    if not path.exists():
+        return []
+    expected = _expected(family)
+    if path.is_file():
+        if path.suffix.lower() != SINGLE_FILE:
+            return [("model.path", f"{path.name} is not a model {family} can load; expected {expected}")]
+        problem = _safetensors_problem(path)
+        return [("model.path", f"{path.name} {problem}; expected {expected}")] if problem else []
+    parts = SDXL_PARTS if family == "sdxl" else SD_PARTS
+    missing = [p for p in parts if not (path / p).is_dir()]
+    if missing:
+        return [("model.path", f"{path} lacks {', '.join(missing)}; expected {expected}")]
+    return []
