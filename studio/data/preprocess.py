@@ -11,7 +11,7 @@ import logging
 import time
 from pathlib import Path
 
-from studio.config import ConfigError, finalize_job, load_config
+from studio.config import ConfigError
 from studio.train.progress import ProgressLog, run_reported
 
 log = logging.getLogger("studio.data")
@@ -36,12 +36,11 @@ class PreprocessProgress(ProgressLog):
 
 
 def preprocess_from_cli(config_path: str, overrides: list[str]) -> int:
-    from studio.config.preflight import preflight
+    from studio.config.loader import load_job
     from studio.data.preflight import is_image_job
     from studio.train.console import capture_console, log_to_stdout
 
-    cfg = finalize_job(load_config(config_path, overrides))
-    preflight(cfg, "preprocess")  # missing data or model folders: a config error (exit 2) before anything runs
+    cfg = load_job(config_path, overrides, kind="preprocess")  # missing inputs: exit 2 before anything runs
     if not is_image_job(cfg) and cfg.model.family != "acestep":
         raise ConfigError([("model.family", f"preprocess builds image caches (sd15, sdxl, sd3, flux); "
                             f"'{cfg.model.family}' is not supported here")])
