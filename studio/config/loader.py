@@ -80,8 +80,10 @@ def read_json(path: str | Path) -> dict:
 
 def validate(data: dict) -> JobConfig:
     """Validate a full or partial config dict (family defaults are merged underneath)."""
-    family = (data.get("model") or {}).get("family", "sd15")
-    merged = deep_merge(family_defaults(family), data)
+    model = data.get("model")
+    family = model.get("family", "sd15") if isinstance(model, dict) else "sd15"
+    # A family of the wrong type gets the sd15 defaults underneath; the schema names the field.
+    merged = deep_merge(family_defaults(family if isinstance(family, str) else "sd15"), data)
     try:
         return JobConfig.model_validate(merged)
     except ValidationError as err:

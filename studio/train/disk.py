@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 MARGIN = 64 * 2**20  # logs, samples and the final adapter beside the checkpoint
+NEARLY_FULL = 2**20  # a write that failed with less than this left failed for want of space
 
 
 class DiskFull(OSError):
@@ -77,7 +78,10 @@ def staging(run_dir: Path, tmp: Path):
     try:
         yield tmp
     except Exception as err:
+        # torch.save on a full disk can say only "[enforce fail at inline_container.cc] unexpected pos":
+        # the free space left (measured before the staging folder is removed) tells.
+        full = is_disk_full(err) or free_bytes(run_dir) < NEARLY_FULL
         shutil.rmtree(tmp, ignore_errors=True)
-        if is_disk_full(err):
+        if full:
             raise DiskFull(full_message(run_dir)) from None
         raise

@@ -51,7 +51,11 @@ def train_from_cli(config_path: str, overrides: list[str], progress_bar: bool = 
     if problems:
         raise ConfigError(problems)
     run_dir = Path(cfg.job.output_dir).expanduser().resolve()
-    disk.require_space(run_dir, 0, "the run")
+    try:
+        disk.require_space(run_dir, 0, "the run")
+    except disk.DiskFull as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     if cfg.job.overwrite and (archived := archive_old_run(run_dir)):
         log.warning("job.overwrite: the earlier run in %s moved to %s", run_dir, archived)
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ import shutil
 import pytest
 from PIL import Image
 
-from conftest import run_cli, write_images
+from reliability_helpers import run_cli, write_images
 
 TRAIN, ADD = ["train"], ["queue", "add"]
 
