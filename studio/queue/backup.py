@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 BACKUP_SUFFIX = ".bak"
-MIN_INTERVAL_S = 30.0  # after writes, at most one backup this often (a backup of a small queue takes ms)
 
 
 def backup_path(db: Path) -> Path:
@@ -69,13 +68,18 @@ def corrupt_message(db: Path, problem: str) -> str:
     return f"the queue database {db} is damaged ({problem}); it was left untouched. {fix}"
 
 
+def _changed_ns(db: Path) -> int:
+    """When the database last changed: in WAL mode writes land in `-wal` first."""
+    return max((p.stat().st_mtime_ns for p in (db, Path(f"{db}-wal")) if p.exists()), default=0)
+
+
 def take_backup(db: Path, force: bool = False) -> Path | None:
-    """Copy `db` to `queue.db.bak` (online backup, verified, then renamed). Skipped when the last
-    backup is younger than MIN_INTERVAL_S, unless forced."""
+    """Copy `db` to `queue.db.bak` (online backup, verified, then renamed). Skipped while the backup
+    is newer than the database's last change, unless forced."""
     bak = backup_path(db)
-    if not force and bak.exists() and time.time() - bak.stat().st_mtime < MIN_INTERVAL_S:
+    if not force and bak.exists() and bak.stat().st_mtime_ns > _changed_ns(db):
         return None
-    tmp = bak.with_name(bak.name + ".tmp")
+    tmp = bak.with_name(f"{bak.name}.{os.getpid()}.tmp")  # two processes may back up at once
     tmp.unlink(missing_ok=True)
     src = sqlite3.connect(db, timeout=30.0)
     try:

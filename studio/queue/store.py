@@ -180,7 +180,7 @@ class JobStore:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
-        self._backup()  # at most every backup.MIN_INTERVAL_S
+        self._backup()  # a few ms for a queue of hundreds of jobs
 
     @staticmethod
     def _job(row: sqlite3.Row) -> Job:
