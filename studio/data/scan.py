@@ -88,14 +88,15 @@ def inspect_file(path: Path, stat: os.stat_result) -> FileFacts:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(raw)) as img:
                 facts.width, facts.height, facts.format = img.width, img.height, img.format or ""
-                if img.getexif().get(0x0112) in (5, 6, 7, 8):  # EXIF orientation: shown turned by 90 degrees
-                    facts.width, facts.height = img.height, img.width
-                facts.has_alpha = img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info
-                if img.width * img.height > MAX_DECODE_PIXELS:  # a decompression bomb costs GBs to decode
+                # Before anything that decodes (PNG's getexif loads the whole image): a bomb costs GBs.
+                if img.width * img.height > MAX_DECODE_PIXELS:
                     facts.error = (f"too large to decode: {img.width}x{img.height} px = "
                                    f"{img.width * img.height / 1e6:.0f} million pixels (limit "
                                    f"{MAX_DECODE_PIXELS / 1e6:.0f} million; a possible decompression bomb)")
                     return facts
+                if img.getexif().get(0x0112) in (5, 6, 7, 8):  # EXIF orientation: shown turned by 90 degrees
+                    facts.width, facts.height = img.height, img.width
+                facts.has_alpha = img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info
                 img.load()
     except Image.DecompressionBombError:
         facts.error = (f"too large to decode: over {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} million pixels, refused by "

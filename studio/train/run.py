@@ -152,7 +152,7 @@ def finish(loop, run_dir: Path) -> None:
 
     t, cfg = loop.t, loop.cfg
     loop._check_finite()
-    if not (run_dir / f"checkpoint-{loop.step}" / MANIFEST).is_file():
+    if cfg.checkpointing.save_strategy != "no" and not (run_dir / f"checkpoint-{loop.step}" / MANIFEST).is_file():
         loop.save("final")  # resumable at its last step: "train longer" continues from here, not an older one
     if cfg.sampling.at_end:
         loop.render_samples()

@@ -92,3 +92,20 @@ def ws(tmp_path, monkeypatch) -> Workspace:
         "job": {"output_dir": str(run_dir)},
     }), encoding="utf-8")
     return Workspace(tmp_path, home, data, config, run_dir)
+
+
+def write_bomb_png(path: Path, side: int) -> Path:
+    """A valid greyscale PNG of side x side black pixels that is only a few hundred KB on disk
+    (a decompression bomb), written chunk by chunk without ever holding the pixels."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    row = b"\x00" * (side + 1)  # filter byte + one byte a pixel
+    comp = zlib.compressobj(9)
+    body = b"".join(comp.compress(row) for _ in range(side)) + comp.flush()
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+    return path

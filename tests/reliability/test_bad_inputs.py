@@ -9,7 +9,7 @@ import shutil
 import pytest
 from PIL import Image
 
-from reliability_helpers import run_cli, write_images
+from reliability_helpers import run_cli, write_bomb_png, write_images
 
 TRAIN, ADD = ["train"], ["queue", "add"]
 
@@ -50,7 +50,7 @@ def with_config(payload):
 # ---- bad files --------------------------------------------------------------------------------------
 def bomb(folder):
     folder.mkdir()
-    Image.new("L", (11000, 11000)).save(folder / "huge.png", optimize=True)  # ~121 million pixels, a few KB
+    write_bomb_png(folder / "huge.png", 11000)  # 121 million pixels in ~120 KB
     (folder / "huge.txt").write_text("a huge picture")
     return folder
 
