@@ -89,3 +89,14 @@ def resumable_checkpoint(run_dir: Path, quiet: bool = False) -> Path | None:
         if not quiet:
             log.warning("skipping %s: it holds NaN/Inf weights or optimizer state", path.name)
     return None
+
+
+def resume_point(run_dir: Path, resume_from: str, auto_resume: bool) -> Path | None:
+    """The checkpoint a run starts from: `resume_from` (refused when poisoned), else with auto_resume
+    the newest finite one, else none."""
+    if resume_from:
+        if not checkpoint_is_finite(Path(resume_from)):
+            raise NonFiniteState(f"checkpointing.resume_from: {resume_from} holds NaN/Inf weights or optimizer "
+                                 f"state; pick an earlier checkpoint ({last_good_note(run_dir)})")
+        return Path(resume_from)
+    return resumable_checkpoint(run_dir) if auto_resume else None

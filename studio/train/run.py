@@ -125,13 +125,9 @@ def _train(cfg, run_dir: Path, progress, progress_bar: bool):
 
         bar = tqdm(total=trainer.total_steps, desc=cfg.job.name, unit="step", dynamic_ncols=True)
     loop = Loop(trainer, run_dir, progress, writer=writer, bar=bar)
-    resume = cfg.checkpointing.resume_from or (health.resumable_checkpoint(run_dir) if cfg.checkpointing.auto_resume
-                                               else None)
-    if cfg.checkpointing.resume_from and not health.checkpoint_is_finite(Path(resume)):
-        raise health.NonFiniteState(f"checkpointing.resume_from: {resume} holds NaN/Inf weights or optimizer state; "
-                                    f"pick an earlier checkpoint ({health.last_good_note(run_dir)})")
+    resume = health.resume_point(run_dir, cfg.checkpointing.resume_from, cfg.checkpointing.auto_resume)
     if resume:
-        loop.resume(Path(resume))
+        loop.resume(resume)
         if bar is not None:
             bar.update(loop.step)
     progress.event("start", step=loop.step, total=trainer.total_steps, epochs=trainer.epochs,

@@ -172,6 +172,9 @@ def test_a_finished_run_is_not_replaced_and_train_longer_continues(tmp_path, cap
     assert steps_after and min(steps_after) == 5
     assert sorted(p.name for p in run_dir.glob("*_kohya.safetensors")) == kohya  # the same file, not a second one
 
+    from studio.queue.commands import launch_config
+
+    assert launch_config({}, "retry")["job"]["overwrite"] is True  # the queue's retry starts afresh the same way
     rc, _ = train_in_process(capsys, run_dir, *sets, "job.overwrite=true")  # afresh: the old run is archived
     assert rc == 0
     archived = run_dir / "attempts" / "1"
