@@ -6,14 +6,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from tests.conftest import REPO, read_progress, run_studio
+from tests.conftest import REPO, read_progress, run_studio, studio_cmd
 from studio.train import checkpoint as ckpt
 from studio.train import disk
 from studio.train.health import first_non_finite
@@ -50,6 +52,15 @@ def really_finite(path: Path) -> bool:
     return first_non_finite(load_file(str(path / "trainable.safetensors")), state) is None
 
 
+def poison(checkpoint: Path) -> None:
+    """NaN weights and no "finite" in the manifest: what a version before the check could commit."""
+    weights = load_file(str(checkpoint / "trainable.safetensors"))
+    save_file({k: torch.full_like(v, float("nan")) for k, v in weights.items()}, str(checkpoint / "trainable.safetensors"))
+    manifest = json.loads((checkpoint / "manifest.json").read_text())
+    manifest.pop("finite", None)
+    (checkpoint / "manifest.json").write_text(json.dumps(manifest))
+
+
 DIVERGE = ["optimizer.name=adamw", "training.learning_rate=10", "training.max_grad_norm=0",
            "checkpointing.save_steps=1", "checkpointing.max_checkpoints=20", "logging.logging_steps=1",
            "training.max_steps=12"]
@@ -70,14 +81,10 @@ def test_a_diverged_run_commits_no_poisoned_checkpoint_and_resume_skips_one(tmp_
     assert "Traceback" not in result.stdout + result.stderr
 
     # A poisoned checkpoint committed by an older version (no "finite" in its manifest) is skipped.
-    poisoned = run_dir / f"checkpoint-{int(last_good.name.split('-')[1]) + 1}"
-    shutil.copytree(last_good, poisoned)
-    weights = load_file(str(poisoned / "trainable.safetensors"))
-    save_file({k: torch.full_like(v, float("nan")) for k, v in weights.items()}, str(poisoned / "trainable.safetensors"))
-    manifest = json.loads((poisoned / "manifest.json").read_text())
-    manifest.pop("finite")
-    (poisoned / "manifest.json").write_text(json.dumps(manifest))
     step = int(last_good.name.split("-")[1])
+    poisoned = run_dir / f"checkpoint-{step + 1}"
+    shutil.copytree(last_good, poisoned)
+    poison(poisoned)
     # max_steps = the good step: resuming restores the run's own schedule (lr 10 would diverge again),
     # so the run resumes, has nothing left to train, and finishes from the good state.
     again = run_studio(*train_args(run_dir, "checkpointing.auto_resume=true", f"training.max_steps={step}"),
@@ -180,3 +187,35 @@ def test_a_finished_run_is_not_replaced_and_train_longer_continues(tmp_path, cap
     archived = run_dir / "attempts" / "1"
     assert (archived / "adapter_model.safetensors").is_file() and (archived / "checkpoint-6").is_dir()
     assert [p.name for p in ckpt.list_checkpoints(run_dir)] == ["checkpoint-2", "checkpoint-4"]
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_skips_the_poisoned_checkpoint_and_the_staging_leftover(tmp_path):
+    """SIGKILL a real run, then leave what a kill mid-save on a full disk and a poisoned commit leave:
+    the restart removes the staging folder and resumes from the newest finite checkpoint."""
+    run_dir = tmp_path / "killed"
+    proc = subprocess.Popen(studio_cmd(*train_args(run_dir, "training.max_steps=5000", "checkpointing.save_steps=2",
+                                                   "checkpointing.max_checkpoints=10", "logging.logging_steps=1")),
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        while len(ckpt.list_checkpoints(run_dir)) < 2:
+            assert proc.poll() is None and time.time() < deadline, "the run ended before it could be killed"
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    committed = ckpt.list_checkpoints(run_dir)
+    newest, good = committed[-1], committed[-2]
+    poison(newest)
+    staging = run_dir / ".tmp-checkpoint-99999"
+    staging.mkdir(exist_ok=True)
+    (staging / "optimizer.pt").write_bytes(b"half a file")
+    step = int(good.name.split("-")[1])
+    again = run_studio(*train_args(run_dir, "checkpointing.auto_resume=true", f"training.max_steps={step + 1}",
+                                   "checkpointing.save_steps=2", "checkpointing.max_checkpoints=10"), timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    resumed = [r for r in read_progress(run_dir) if r.get("event") == "resumed"][-1]
+    assert resumed["checkpoint"] == str(good) and resumed["step"] == step
+    assert not staging.exists()
+    assert really_finite(run_dir / f"checkpoint-{step + 1}")
