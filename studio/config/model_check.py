@@ -30,12 +30,20 @@ def _safetensors_problem(path: Path) -> str | None:
     return None
 
 
-def image_model_problems(family: str, path_text: str) -> list[tuple[str, str]]:
-    """Problems of a local SD/SDXL model path; hub ids and tiny: models are not checked here."""
-    if family not in ("sd15", "sdxl"):
-        return []
+def model_problems(family: str, path_text: str) -> list[tuple[str, str]]:
+    """Problems of a local model path; hub ids and tiny: models are not checked here."""
     path = Path(path_text).expanduser()
-    if not path.exists():
+    if path_text.startswith("tiny:") or not path.exists():
+        return []
+    if family == "causal_lm":  # the family's own check (GGUF, pickle-only, no config.json)
+        from studio.families.causal_lm import ModelSourceError, check_model_source
+
+        try:
+            check_model_source(str(path))
+        except ModelSourceError as err:
+            return [("model.path", str(err).removeprefix("model.path: "))]
+        return []
+    if family not in ("sd15", "sdxl"):
         return []
     expected = _expected(family)
     if path.is_file():

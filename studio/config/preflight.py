@@ -51,11 +51,11 @@ def raw_problems(data: dict) -> list[tuple[str, str]]:
 
 
 def preflight_problems(cfg, kind: str = "train") -> list[tuple[str, str]]:
-    from studio.config.model_check import image_model_problems
+    from studio.config.model_check import model_problems
     from studio.config.outdir import folder_problems, reuse_problems
 
     problems = path_problems(cfg.data.path, cfg.data.eval_path, cfg.model.path, cfg.checkpointing.resume_from)
-    problems += image_model_problems(cfg.model.family, cfg.model.path)
+    problems += model_problems(cfg.model.family, cfg.model.path)
     problems += folder_problems(cfg.job.output_dir, [("data.path", cfg.data.path),
                                                       ("data.eval_path", cfg.data.eval_path)])
     if kind == "train":

@@ -117,6 +117,14 @@ def lora_safetensors(root):
     return path
 
 
+def pickle_model(root):
+    folder = root / "pickled"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "pytorch_model.bin").write_bytes(b"pickle")
+    return folder
+
+
 def folder_without_unet(root):
     folder = root / "half_model"
     for part in ("vae", "text_encoder", "tokenizer", "scheduler"):
@@ -203,6 +211,11 @@ CASES = [
     ("model-garbage-safetensors", with_model(garbage_safetensors), 2, ["model.path", "not a readable safetensors"]),
     ("model-lora-file", with_model(lora_safetensors), 2, ["model.path", "no UNet weights"]),
     ("model-folder-without-unet", with_model(folder_without_unet), 2, ["model.path", "unet", "diffusers folder"]),
+    ("llm-folder-without-config", lambda ws: [*with_data(jsonl('{"text": "x"}\n'), family="causal_lm")(ws),
+                                               "--set", f"model.path={ws.root}"], 2, ["model.path", "config.json"]),
+    ("llm-pickle-only", lambda ws: [*with_data(jsonl('{"text": "x"}\n'), family="causal_lm")(ws),
+                                    "--set", f"model.path={pickle_model(ws.root)}"], 2,
+     ["model.path", "pytorch_model.bin", ".safetensors"]),
     # datasets
     ("image-bomb", with_data(bomb, "--set", "data.on_bad_file=error"), 2, ["huge.png", "million pixels", "limit"]),
     ("image-bomb-only-file", with_data(bomb), 2, ["data.path", "no usable image"]),
