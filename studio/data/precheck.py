@@ -13,6 +13,29 @@ def data_problems(cfg) -> list[tuple[str, str]]:
         return _image_problems(cfg)
     if cfg.model.family == "causal_lm":
         return _text_problems(cfg)
+    if cfg.model.family == "acestep":
+        return _song_problems(cfg)
+    return []
+
+
+def _song_problems(cfg) -> list[tuple[str, str]]:
+    """Songs are listed with their sidecars (not decoded): an empty or unreadable folder is named now."""
+    from studio.data.audio import AUDIO_SUFFIXES, find_songs
+    from studio.data.audio_preprocess import cache_dir_for
+
+    try:
+        _, folder = cache_dir_for(cfg)
+        if folder is None:  # an already preprocessed dataset
+            return []
+        songs, bad = find_songs(folder)  # the cache folder is hidden, so not listed
+    except (FileNotFoundError, ValueError) as err:
+        return [("data.path", str(err).removeprefix("data.path: "))]
+    listing = "; ".join(f"{f.path.name}: {f.reason}" for f in bad[:10])
+    if not songs:
+        return [("data.path", f"no usable songs in {cfg.data.path} (audio files: {', '.join(AUDIO_SUFFIXES)})"
+                 + (f"; {listing}" if listing else ""))]
+    if bad and cfg.data.on_bad_file == "error":
+        return [("data.on_bad_file", f"error: {len(bad)} unusable song(s): {listing}")]
     return []
 
 

@@ -234,6 +234,8 @@ CASES = [
                                 family="causal_lm"), 2, ["data.path", "robot", "allowed"]),
     ("chat-no-assistant", with_data(jsonl(json.dumps({"messages": [{"role": "user", "content": "x"}]}) + "\n"),
                                     family="causal_lm"), 2, ["data.path", "no assistant turn"]),
+    ("songs-folder-empty", lambda ws: [*with_data(empty_folder)(ws), "--set", "model.family=acestep",
+                                       "--set", "model.path=tiny:acestep"], 2, ["data.path", "no usable songs", ".wav"]),
     # other commands and arguments
     ("tiny-model-unknown", lambda ws: ["tiny-model", "sd99", ws.root / "m"], 2, ["sd99", "sd15"]),
     ("command-unknown", lambda ws: ["trian", ws.config], 2, ["invalid choice", "train"]),
