@@ -102,13 +102,16 @@ def load_config(source: str | Path | dict, overrides: Iterable[str] = ()) -> Job
 def load_job(source: str | Path | dict, overrides: Iterable[str] = (), kind: str = "train") -> JobConfig:
     """A config about to run: validated, named, its run folder set, and every check that needs no model
     passed (preflight). A run continued in its folder keeps the job name it had there."""
+    from studio.config.model_check import model_source_problems
     from studio.config.outdir import previous_job_name
-    from studio.config.preflight import preflight
+    from studio.config.preflight import preflight_problems
 
     cfg = load_config(source, overrides)
     keep = "" if cfg.job.name or not cfg.checkpointing.auto_resume else previous_job_name(cfg.job.output_dir)
     cfg = finalize_job(cfg, keep or None)
-    preflight(cfg, kind)
+    problems = preflight_problems(cfg, kind) + model_source_problems(cfg.model.family, cfg.model.path)
+    if problems:
+        raise ConfigError(problems)
     return cfg
 
 

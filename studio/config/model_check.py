@@ -22,7 +22,7 @@ def _safetensors_problem(path: Path) -> str | None:
     from safetensors import safe_open
 
     try:
-        with safe_open(str(path), framework="pt") as fh:  # reads the header only
+        with safe_open(str(path), framework="numpy") as fh:  # reads the header only, imports no torch
             if not any(k.startswith(("model.diffusion_model.", "unet.", "down_blocks", "conv_in")) for k in fh.keys()):
                 return "holds no UNet weights (is it a LoRA or a VAE rather than a full checkpoint?)"
     except Exception as err:  # noqa: BLE001 - safetensors raises its own error type for every bad header
@@ -31,19 +31,10 @@ def _safetensors_problem(path: Path) -> str | None:
 
 
 def model_problems(family: str, path_text: str) -> list[tuple[str, str]]:
-    """Problems of a local model path; hub ids and tiny: models are not checked here."""
+    """Problems of a local SD/SDXL model path (light: safetensors reads the header only); hub ids and
+    tiny: models are not checked here."""
     path = Path(path_text).expanduser()
-    if path_text.startswith("tiny:") or not path.exists():
-        return []
-    if family == "causal_lm":  # the family's own check (GGUF, pickle-only, no config.json)
-        from studio.families.causal_lm import ModelSourceError, check_model_source
-
-        try:
-            check_model_source(str(path))
-        except ModelSourceError as err:
-            return [("model.path", str(err).removeprefix("model.path: "))]
-        return []
-    if family not in ("sd15", "sdxl"):
+    if path_text.startswith("tiny:") or not path.exists() or family not in ("sd15", "sdxl"):
         return []
     expected = _expected(family)
     if path.is_file():
@@ -55,4 +46,19 @@ def model_problems(family: str, path_text: str) -> list[tuple[str, str]]:
     missing = [p for p in parts if not (path / p).is_dir()]
     if missing:
         return [("model.path", f"{path} lacks {', '.join(missing)}; expected {expected}")]
+    return []
+
+
+def model_source_problems(family: str, path_text: str) -> list[tuple[str, str]]:
+    """The causal LM family's own folder check (GGUF, pickle-only, no config.json). It imports torch,
+    so it runs for jobs about to start (`load_job`), not on every UI validation."""
+    path = Path(path_text).expanduser()
+    if family != "causal_lm" or path_text.startswith("tiny:") or not path.exists():
+        return []
+    from studio.families.causal_lm import ModelSourceError, check_model_source
+
+    try:
+        check_model_source(str(path))
+    except ModelSourceError as err:
+        return [("model.path", str(err).removeprefix("model.path: "))]
     return []
