@@ -142,11 +142,31 @@ def load_checkpoint(path: Path, *, adapter, optimizer, scheduler, generator: tor
     with torch.no_grad():
         for name, param in params.items():
             param.copy_(weights[name])
+    configured = [g.get("initial_lr", g["lr"]) for g in optimizer.param_groups]
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+    rebase_learning_rate(optimizer, scheduler, configured)
     rng = torch.load(path / "rng.pt", weights_only=True)
     set_rng_state(rng)
     generator.set_state(rng["generator"])
     if ema is not None and (path / "ema.pt").exists():
         ema.load_state_dict(torch.load(path / "ema.pt", weights_only=True))
     return json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+
+
+def rebase_learning_rate(optimizer, scheduler, configured: list[float]) -> None:
+    """Resume with the learning rate of the config, not the one saved in the checkpoint.
+
+    The scheduler's state holds its base rates, so without this a run resumed after lowering
+    training.learning_rate (the fix for a diverged run) would go on at the old rate. Every scheduler the
+    studio builds is a LambdaLR (lr = base * factor(step)), so scaling by new/old base keeps the curve's
+    position. Unchanged rates leave everything as loaded: an uninterrupted and a resumed run stay equal.
+    """
+    saved = list(getattr(scheduler, "base_lrs", []))
+    if len(saved) != len(configured) or saved == configured:
+        return
+    for group, old, new in zip(optimizer.param_groups, saved, configured):
+        group["lr"] = group["lr"] * (new / old) if old else new
+        group["initial_lr"] = new
+    scheduler.base_lrs = list(configured)
+    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]  # what get_last_lr() reports

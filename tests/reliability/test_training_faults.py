@@ -85,8 +85,8 @@ def test_a_diverged_run_commits_no_poisoned_checkpoint_and_resume_skips_one(tmp_
     poisoned = run_dir / f"checkpoint-{step + 1}"
     shutil.copytree(last_good, poisoned)
     poison(poisoned)
-    # max_steps = the good step: resuming restores the run's own schedule (lr 10 would diverge again),
-    # so the run resumes, has nothing left to train, and finishes from the good state.
+    # max_steps = the good step: the run resumes there, has nothing left to train, and finishes from the
+    # good state (at lr 10 its gradients already overflow: training on would diverge again).
     again = run_studio(*train_args(run_dir, "checkpointing.auto_resume=true", f"training.max_steps={step}"),
                        timeout=600)
     assert again.returncode == 0, again.stderr
@@ -170,13 +170,15 @@ def test_a_finished_run_is_not_replaced_and_train_longer_continues(tmp_path, cap
     assert (run_dir / "adapter_model.safetensors").read_bytes() == adapter
 
     rc, _ = train_in_process(capsys, run_dir, "training.max_steps=6", "checkpointing.save_steps=2",
-                             "checkpointing.auto_resume=true")  # train longer: steps 5-6 only
+                             "checkpointing.auto_resume=true", "logging.logging_steps=1",
+                             "training.learning_rate=0.0005")  # train longer (steps 5-6 only) at a new rate
     assert rc == 0
     progress = read_progress(run_dir)
     resumed = [r for r in progress if r.get("event") == "resumed"][-1]
     assert resumed["step"] == 4
-    steps_after = [r["step"] for r in progress[progress.index(resumed):] if "loss" in r and "event" not in r]
-    assert steps_after and min(steps_after) == 5
+    after = [r for r in progress[progress.index(resumed):] if "loss" in r and "event" not in r]
+    assert [r["step"] for r in after] == [5, 6]
+    assert all(r["lr"] == pytest.approx(0.0005) for r in after)  # the config's rate, not the checkpoint's
     assert sorted(p.name for p in run_dir.glob("*_kohya.safetensors")) == kohya  # the same file, not a second one
 
     from studio.queue.commands import launch_config
