@@ -135,14 +135,14 @@ def estimate_job(cfg, run_dir: Path, batches: int = DEFAULT_BATCHES, top_k: int 
 
 def estimate_from_cli(config_path: str, overrides: list[str], batches: int = DEFAULT_BATCHES,
                       top_k: int = DEFAULT_TOP_K) -> int:
-    from studio.config import finalize_job, load_config
+    from studio.config.loader import load_job
     from studio.runfolder.console import capture_console, log_to_stdout
     from studio.runfolder.layout import console_path
 
     if batches < 1 or top_k < 1:
         print("--batches and --top-k must be at least 1", file=sys.stderr)
         return 2
-    cfg = finalize_job(load_config(config_path, overrides))
+    cfg = load_job(config_path, overrides, kind="estimate")  # missing inputs: exit 2 before any model loads
     run_dir = Path(cfg.job.output_dir).expanduser().resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     with capture_console(console_path(run_dir)), log_to_stdout(cfg.logging.log_level):

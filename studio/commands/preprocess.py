@@ -11,7 +11,7 @@ import logging
 import time
 from pathlib import Path
 
-from studio.config import ConfigError, finalize_job, load_config
+from studio.config import ConfigError
 from studio.registry.families import FAMILIES, row
 from studio.runfolder.events import Event
 from studio.runfolder.progress import ProgressLog, run_reported
@@ -39,13 +39,12 @@ class PreprocessProgress(ProgressLog):
 
 
 def preprocess_from_cli(config_path: str, overrides: list[str]) -> int:
-    from studio.config.preflight import preflight
+    from studio.config.loader import load_job
     from studio.runfolder.console import capture_console, log_to_stdout
     from studio.runfolder.device import check_device
     from studio.runfolder.layout import console_path
 
-    cfg = finalize_job(load_config(config_path, overrides))
-    preflight(cfg)  # missing data or model folders: a config error (exit 2) before anything runs
+    cfg = load_job(config_path, overrides, kind="preprocess")  # missing inputs: exit 2 before anything runs
     check_device(cfg)
     if row(cfg.model.family).data not in CACHED_DATA:
         cached = [f for f, info in FAMILIES.items() if info.data in CACHED_DATA]

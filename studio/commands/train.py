@@ -2,7 +2,6 @@
 progress.jsonl (done / stopped / error) so the queue and the UI never have to guess."""
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import platform
@@ -10,12 +9,13 @@ import sys
 import time
 from pathlib import Path
 
-from studio.config import ConfigError, finalize_job, load_config
-from studio.config.preflight import preflight
+from studio.config import ConfigError
+from studio.config.loader import load_job
 from studio.runfolder.atomic import atomic_write_text
 from studio.runfolder.console import capture_console, log_to_stdout
 from studio.runfolder.events import Event
-from studio.runfolder.layout import TRAINING_ARGS_FILE, console_path
+from studio.runfolder.layout import TRAINING_ARGS_FILE, archive_old_run, console_path
+from studio.train import disk, health
 
 log = logging.getLogger("studio.train")
 
@@ -51,17 +51,33 @@ def train_from_cli(config_path: str, overrides: list[str], progress_bar: bool = 
     from studio.runfolder.device import check_device
     from studio.train.job_env import apply_job_environment
 
-    cfg = with_peft_config_file(finalize_job(load_config(config_path, overrides)))
-    preflight(cfg)
+    from studio.data.precheck import data_problems
+    from studio.train import disk
+
+    launched_rank = distributed.inside_launcher()  # the launcher's parent already checked and archived
+    cfg = with_peft_config_file(load_job(config_path, overrides))  # every check that needs no model
     check_device(cfg)  # a device that is not there: a config error (exit 2) before the run folder exists
+    problems = [] if launched_rank else data_problems(cfg)
+    if problems:
+        raise ConfigError(problems)
     apply_job_environment(cfg)  # before any Hugging Face library is imported; a bad env file: exit 2
     run_dir = Path(cfg.job.output_dir).expanduser().resolve()
+    try:
+        disk.require_space(run_dir, 0, "the run")
+    except disk.DiskFull as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    if cfg.job.overwrite and not launched_rank and (archived := archive_old_run(run_dir)):
+        log.warning("job.overwrite: the earlier run in %s moved to %s", run_dir, archived)
     run_dir.mkdir(parents=True, exist_ok=True)
-    if distributed.is_multi_process(cfg) and not distributed.inside_launcher():
-        # This process only starts the ranks (through accelerate) with the resolved config.
+    if distributed.is_multi_process(cfg) and not launched_rank:
+        # This process only starts the ranks (through accelerate) with the resolved config; the ranks
+        # continue this run folder (its old run was archived above, if asked).
         from studio.runfolder.layout import write_config
 
-        resolved = write_config(run_dir, cfg.model_dump(mode="json"))
+        ranks_cfg = cfg.model_copy(deep=True)
+        ranks_cfg.job.overwrite = False
+        resolved = write_config(run_dir, ranks_cfg.model_dump(mode="json"))
         return distributed.launch(cfg, resolved, run_dir)
     distributed.pin_gpus(cfg)  # one process on chosen GPUs
     from studio.train.ranks import is_main_process
@@ -86,8 +102,9 @@ def run_training(cfg, run_dir: Path, progress_bar: bool = False) -> int:
         progress.event(Event.STOPPED, message="interrupted from the keyboard")
         return 130
     except Exception as err:  # noqa: BLE001 - every failure must end with an error event
-        message = describe_failure(err)
-        log.error("training failed: %s", message, exc_info=not isinstance(err, (ConfigError, ValueError, OSError)))
+        message = describe_failure(err, run_dir)
+        log.error("training failed: %s", message, exc_info=not isinstance(err, (ConfigError, ValueError, OSError)
+                                                                           + health.EXPECTED))
         progress.event(Event.ERROR, message=message, type=type(err).__name__)
         return 1
     finally:
@@ -95,15 +112,17 @@ def run_training(cfg, run_dir: Path, progress_bar: bool = False) -> int:
     return 0
 
 
-def describe_failure(err: Exception) -> str:
+def describe_failure(err: Exception, run_dir: Path | None = None) -> str:
     import torch
 
     if isinstance(err, torch.cuda.OutOfMemoryError):
         return ("out of GPU memory: lower training.batch_size (and raise gradient accumulation), enable "
                 "memory.gradient_checkpointing, or use a lighter optimizer (adafactor / adamw8bit). The last "
                 "checkpoint is intact.")
-    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
-        return f"the disk is full ({err.filename or 'run folder'}); free space and resume: the last committed checkpoint is intact."
+    if isinstance(err, disk.DiskFull):
+        return str(err)
+    if disk.is_disk_full(err):
+        return disk.full_message(run_dir) if run_dir is not None else f"the disk is full ({err.filename})"
     return str(err) or type(err).__name__
 
 
@@ -128,8 +147,9 @@ def _train(cfg, run_dir: Path, progress, progress_bar: bool):
     trainer = build_trainer(cfg, accelerator)
     progress.total = trainer.total_steps
     if main:
-        write_training_args(run_dir, cfg, trainer)
         ckpt.clean_incomplete(run_dir)
+        disk.require_space(run_dir, 2 * disk.tensor_bytes(trainer.adapter.trainable_params()), "the first checkpoint")
+        write_training_args(run_dir, cfg, trainer)
     accelerator.wait_for_everyone()
     writer = _tensorboard(cfg, run_dir) if main else None
     bar = None
@@ -140,9 +160,9 @@ def _train(cfg, run_dir: Path, progress, progress_bar: bool):
     pusher = CheckpointPusher(cfg, progress) if main and CheckpointPusher.wanted(cfg) else None
     loop = Loop(trainer, run_dir, progress, writer=writer, bar=bar, on_checkpoint=pusher and pusher.push)
     try:
-        resume = cfg.checkpointing.resume_from or (ckpt.latest_checkpoint(run_dir) if cfg.checkpointing.auto_resume else None)
+        resume = health.resume_point(run_dir, cfg.checkpointing.resume_from, cfg.checkpointing.auto_resume)
         if resume:
-            loop.resume(Path(resume))
+            loop.resume(resume)
             if bar is not None:
                 bar.update(loop.step)
         progress.event(Event.START, step=loop.step, total=trainer.total_steps, epochs=trainer.epochs,
@@ -164,8 +184,17 @@ def _train(cfg, run_dir: Path, progress, progress_bar: bool):
 def finish(loop, run_dir: Path, pusher=None) -> None:
     """Final samples and adapter (EMA weights when enabled), optional hub upload, then `done` (after the
     checkpoint uploads still queued, so that `done` is the run's last word)."""
+    from studio.train.checkpoint import MANIFEST
+
     t, cfg = loop.t, loop.cfg
     loop._check_finite()
+    from studio.train.ranks import shared_flags
+
+    # Resumable at its last step: "train longer" continues from here, not from an older checkpoint.
+    # The main process decides (its disk holds the run folder); every rank takes part in the save.
+    missing = not (run_dir / f"checkpoint-{loop.step}" / MANIFEST).is_file()
+    if cfg.checkpointing.save_strategy != "no" and shared_flags(t.accelerator, [loop.main and missing])[0]:
+        loop.save("final")
     if cfg.sampling.at_end:
         loop.render_samples()
     from studio.train.optimizers import set_train_mode

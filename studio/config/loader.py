@@ -13,9 +13,12 @@ from typing import Any, Iterable
 from pydantic import ValidationError
 
 from studio.config.errors import ConfigError
+from studio.config.preflight import raw_problems
 from studio.registry.families import family_defaults
 from studio.config.schema import SECTIONS, JobConfig
 from studio.config.sections.job_model import ModelSection
+
+JSON_STARTS = ("[", "{", '"')
 
 
 def deep_merge(base: dict, over: dict) -> dict:
@@ -39,7 +42,11 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         raise ConfigError([(path, f"expected section.key with a section among: {', '.join(SECTIONS)}")])
     try:
         value = json.loads(raw)
-    except json.JSONDecodeError:
+    except json.JSONDecodeError as err:
+        if raw.lstrip().startswith(JSON_STARTS):  # meant as JSON: a typo must not become a string
+            raise ConfigError([(".".join(keys), f"the value {raw!r} starts like JSON but does not parse "
+                                f"({err.msg} at column {err.colno}); write valid JSON, e.g. "
+                                '\'["to_q","to_v"]\', or a plain string without a leading [ { or "')]) from None
         value = raw
     return keys, value
 
@@ -74,17 +81,40 @@ def read_json(path: str | Path) -> dict:
 
 def validate(data: dict) -> JobConfig:
     """Validate a full or partial config dict (family defaults are merged underneath)."""
-    family = (data.get("model") or {}).get("family", ModelSection.model_fields["family"].default)
-    merged = deep_merge(family_defaults(family), data)
+    model = data.get("model")
+    default = ModelSection.model_fields["family"].default
+    family = model.get("family", default) if isinstance(model, dict) else default
+    # A family of the wrong type gets the default family's values underneath; the schema names the field.
+    merged = deep_merge(family_defaults(family if isinstance(family, str) else default), data)
     try:
         return JobConfig.model_validate(merged)
     except ValidationError as err:
-        raise ConfigError([(_loc(e["loc"]), _msg(e)) for e in err.errors()]) from None
+        problems = [(_loc(e["loc"]), _msg(e)) for e in err.errors()]
+        named = {field for field, _ in problems}
+        # Missing files are named with the bad values, not after they are fixed (issue #18 item 11).
+        problems += [p for p in raw_problems(merged) if p[0] not in named]
+        raise ConfigError(problems) from None
 
 
 def load_config(source: str | Path | dict, overrides: Iterable[str] = ()) -> JobConfig:
     data = source if isinstance(source, dict) else read_json(source)
     return validate(apply_overrides(data, overrides))
+
+
+def load_job(source: str | Path | dict, overrides: Iterable[str] = (), kind: str = "train") -> JobConfig:
+    """A config about to run: validated, named, its run folder set, and every check that needs no model
+    passed (preflight). A run continued in its folder keeps the job name it had there."""
+    from studio.config.model_check import model_source_problems
+    from studio.config.outdir import previous_job_name
+    from studio.config.preflight import preflight_problems
+
+    cfg = load_config(source, overrides)
+    keep = "" if cfg.job.name or not cfg.checkpointing.auto_resume else previous_job_name(cfg.job.output_dir)
+    cfg = finalize_job(cfg, keep or None)
+    problems = preflight_problems(cfg, kind) + model_source_problems(cfg.model.family, cfg.model.path)
+    if problems:
+        raise ConfigError(problems)
+    return cfg
 
 
 def finalize_job(cfg: JobConfig, name: str | None = None) -> JobConfig:

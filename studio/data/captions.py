@@ -12,12 +12,32 @@ from pathlib import Path
 import numpy as np
 
 
+# A caption that is not valid UTF-8 is most often a Windows editor's ANSI file: read it as Windows-1252
+# (Latin-1 for the five bytes cp1252 leaves undefined) and warn, rather than silently inserting U+FFFD.
+CAPTION_FALLBACK = "cp1252"
+
+
+def read_caption_text(path: Path) -> tuple[str, str]:
+    """(text, warning): UTF-8 (a BOM allowed), else the stated fallback with a warning naming the file."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig").strip(), ""
+    except UnicodeDecodeError as err:
+        try:
+            text = raw.decode(CAPTION_FALLBACK)
+        except UnicodeDecodeError:
+            text = raw.decode("latin-1")
+        return text.strip(), (f"caption file {path.name} is not UTF-8 (byte {err.start}); read as "
+                              f"{CAPTION_FALLBACK}: check the caption, or save it as UTF-8")
+
+
 class CaptionSource:
     def __init__(self, folder: Path, strategy: str, data, instance_prompt: str = ""):
         self.folder, self.strategy, self.data = folder, strategy, data
         self.instance_prompt = instance_prompt or data.instance_prompt
         self.table: dict[str, tuple[str, str]] | None = None
         self.table_name = ""
+        self.notes: dict[Path, str] = {}  # image -> a warning about its caption file (the scan reports it)
         if strategy in ("parquet", "jsonl"):
             self._load_table()
 
@@ -39,7 +59,9 @@ class CaptionSource:
         caption_file = path.with_suffix(self.data.caption_extension)
         if not caption_file.is_file():
             return None, f"no caption: {caption_file.name} not found"
-        text = caption_file.read_text(encoding="utf-8", errors="replace").strip()
+        text, note = read_caption_text(caption_file)
+        if note:
+            self.notes[path] = note
         if not text:
             return None, f"empty caption file {caption_file.name}"
         return text, None

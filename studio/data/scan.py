@@ -27,6 +27,9 @@ SUPPORTED = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".
 UNSUPPORTED = {".gif", ".tif", ".tiff", ".heic", ".heif", ".avif", ".jxl", ".psd", ".svg", ".ico", ".dng",
                ".cr2", ".nef", ".arw", ".raw", ".jp2", ".exr", ".hdr", ".tga", ".mp4", ".mov", ".webm"}
 SCAN_FILE = "scan.json"
+# No image larger than this is decoded (300 MB as RGB): above any camera photo people train on, while
+# a 481 KB PNG claiming 13000 x 13000 px (169 million) would cost ~660 MB to open.
+MAX_DECODE_PIXELS = 100_000_000
 
 
 @dataclass
@@ -85,13 +88,19 @@ def inspect_file(path: Path, stat: os.stat_result) -> FileFacts:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(raw)) as img:
                 facts.width, facts.height, facts.format = img.width, img.height, img.format or ""
+                # Before anything that decodes (PNG's getexif loads the whole image): a bomb costs GBs.
+                if img.width * img.height > MAX_DECODE_PIXELS:
+                    facts.error = (f"too large to decode: {img.width}x{img.height} px = "
+                                   f"{img.width * img.height / 1e6:.0f} million pixels (limit "
+                                   f"{MAX_DECODE_PIXELS / 1e6:.0f} million; a possible decompression bomb)")
+                    return facts
                 if img.getexif().get(0x0112) in (5, 6, 7, 8):  # EXIF orientation: shown turned by 90 degrees
                     facts.width, facts.height = img.height, img.width
                 facts.has_alpha = img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info
-                if max(img.size) <= 65536:  # never decode absurd sizes; the size check names them
-                    img.load()
+                img.load()
     except Image.DecompressionBombError:
-        facts.error = "too large: over 178 million pixels, refused by the image decoder"
+        facts.error = (f"too large to decode: over {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} million pixels, refused by "
+                       f"the image decoder (limit {MAX_DECODE_PIXELS / 1e6:.0f} million)")
     except UnidentifiedImageError:
         facts.error = (f"not an image: the file holds text, not {expected} data (wrong extension?)"
                        if _looks_like_text(raw) else f"not a readable image: unknown or corrupt {expected} data")
@@ -193,6 +202,8 @@ def scan_folder(folder: Path, index: int, captions: CaptionSource, data, facts_c
         reason = facts.error or _size_problem(facts, data)
         if reason is None:
             caption, reason = captions.caption_for(path)
+            if path in captions.notes:
+                report.warnings.append(Finding(path, captions.notes.pop(path)))
         if reason is not None:
             report.bad.append(Finding(path, reason))
             continue

@@ -3,7 +3,7 @@
     add CONFIG.json [--set k=v ...] [--kind train|preprocess] [--name NAME]
     list [--json]                  run [--until-empty]
     stop ID | resume ID | retry ID | remove ID | clone ID [--name NAME] | move ID INDEX
-    script [--out FILE]            settings [KEY=VALUE ...]
+    script [--out FILE]            settings [KEY=VALUE ...]    restore
 
 Exit codes: 0 ok, 2 config error (names the field), 1 anything else.
 """
@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("index", type=int)
     p = sub.add_parser("script", help="write a bash script with the exact commands of the pending jobs")
     p.add_argument("--out", default="", help="file to write (default: print it)")
+    sub.add_parser("restore", help="replace a damaged queue database with its backup (queue.db.bak); the "
+                   "damaged file is kept as queue.db.damaged-<time>")
     p = sub.add_parser("settings", help="show or change queue settings: " + ", ".join(SETTINGS_DEFAULTS))
     p.add_argument("assignments", nargs="*", metavar="KEY=VALUE")
     return parser
@@ -96,9 +98,11 @@ def _settle_if_idle(store: JobStore) -> None:
 
 
 def _add(store: JobStore, args: argparse.Namespace) -> int:
-    from studio.config import load_config
+    from studio.config import finalize_job, load_config
+    from studio.config.preflight import preflight
 
     cfg = load_config(args.config, args.overrides)
+    preflight(finalize_job(cfg, args.name or None), args.kind)  # the checks `train` makes, before a row exists
     job = store.add(cfg, kind=args.kind, name=args.name)
     print(f"queued job {job.id} '{job.name}' ({job.kind}); run folder {job.run_dir}")
     return EXIT_OK
@@ -138,6 +142,25 @@ def _settings(store: JobStore, assignments: list[str]) -> int:
         store.set_setting(key, value)
     for key in SETTINGS_DEFAULTS:
         print(f"{key} = {json.dumps(store.get_setting(key))}")
+    return EXIT_OK
+
+
+def _restore() -> int:
+    from studio.paths import studio_home
+    from studio.queue import backup
+    from studio.queue.worker import WorkerLock
+
+    db = studio_home() / "queue.db"
+    lock = WorkerLock(db)
+    if not lock.acquire():
+        raise QueueError("a queue worker is running; stop it (and the studio app) before restoring")
+    try:
+        restored, kept = backup.restore(db)
+    except (FileNotFoundError, ValueError) as err:
+        raise QueueError(str(err)) from None
+    finally:
+        lock.release()
+    print(f"restored {restored} from {backup.backup_path(db)}" + (f"; the damaged file is kept as {kept}" if kept else ""))
     return EXIT_OK
 
 
@@ -194,6 +217,8 @@ def _note_unwatched(store: JobStore) -> None:
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.op == "restore":  # the one command that must not open the (damaged) database first
+            return _restore()
         return _dispatch(JobStore(), args)
     except ConfigError as err:
         print(f"config error:\n{err}", file=sys.stderr)

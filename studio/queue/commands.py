@@ -19,6 +19,8 @@ def launch_config(config: dict, launch: str) -> dict:
     config = copy.deepcopy(config)
     if launch in ("resume", "retry"):
         config.setdefault("checkpointing", {})["auto_resume"] = launch == "resume"
+    if launch == "retry":  # the trainer refuses a folder holding a finished run unless told to start afresh
+        config.setdefault("job", {})["overwrite"] = True
     return config
 
 

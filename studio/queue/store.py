@@ -21,6 +21,7 @@ interleave half-done changes, and two workers can never claim the same job.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import sqlite3
@@ -31,10 +32,12 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from studio.config import ConfigError, JobConfig, finalize_job, load_config
-from studio.config.loader import hub_folder_name
-from studio.config.loader import default_job_name
+from studio.config.loader import default_job_name, hub_folder_name
 from studio.paths import studio_home
 from studio import runfolder
+from studio.queue import backup
+
+log = logging.getLogger("studio.queue")
 
 STATUSES = ("pending", "running", "completed", "stopped", "failed", "interrupted")
 FINISHED = ("completed", "stopped", "failed", "interrupted")
@@ -82,6 +85,10 @@ CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 class QueueError(Exception):
     """An operation the queue refuses; the message says why and what to do instead."""
+
+
+class QueueCorrupt(QueueError):
+    """The database file is damaged; the message names it and how to restore the backup."""
 
 
 @dataclass
@@ -145,10 +152,20 @@ class JobStore:
     def __init__(self, path: str | os.PathLike | None = None):
         self.path = Path(path) if path else studio_home() / "queue.db"
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        problem = backup.damage(self.path)  # never open (and so re-create or extend) a damaged file
+        if problem:
+            raise QueueCorrupt(backup.corrupt_message(self.path, problem))
         with self._connect() as conn:
             # WAL: readers (the UI's timer) never block the worker's writes, and vice versa.
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(_SCHEMA)
+        self._backup()
+
+    def _backup(self) -> None:
+        try:
+            backup.take_backup(self.path)
+        except (sqlite3.Error, OSError) as err:  # a backup must never fail a queue operation
+            log.warning("queue backup skipped: %s", err)
 
     # -- plumbing ---------------------------------------------------------------------------
     @contextmanager
@@ -174,6 +191,7 @@ class JobStore:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+        self._backup()  # a few ms for a queue of hundreds of jobs
 
     @staticmethod
     def _job(row: sqlite3.Row) -> Job:

@@ -32,6 +32,11 @@ class FamilyRow:
     traits: frozenset[str] = frozenset()
     defaults: dict[str, Any] = field(default_factory=dict)  # partial config merged under the user's
     demo: dict[str, Any] = field(default_factory=dict)  # what the offline demo of its data kind needs more
+    # Subfolders a local diffusers folder of this family must hold (checked before loading); () = no check.
+    model_parts: tuple[str, ...] = ()
+    # "module:function(path)" raising ValueError("model.path: ...") for a local model it cannot train,
+    # run for jobs about to start (it may import torch); None = no family-specific check.
+    source_check: str | None = None
 
 
 # Built-in offline data per data kind (written on first use; nothing is downloaded), for the family
@@ -45,13 +50,15 @@ DEMO_DATA: dict[str, dict[str, Any]] = {
 
 
 _IMAGE_DEFAULTS = {"training": {"batch_size": 4}}
+_SD_PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 _SD_TRAITS = frozenset({"unet", "text_encoder_lora", "attention_split", "min_snr", "kohya_keys"})
 
 FAMILIES: dict[str, FamilyRow] = {row.id: row for row in (
     FamilyRow("sd15", "images", "studio.families.tiny_image:write_sd15", "studio.families.sd:SdFamily",
-              traits=_SD_TRAITS, defaults={"data": {"resolution": 512}, **_IMAGE_DEFAULTS}),
+              traits=_SD_TRAITS, defaults={"data": {"resolution": 512}, **_IMAGE_DEFAULTS}, model_parts=_SD_PARTS),
     FamilyRow("sdxl", "images", "studio.families.tiny_image:write_sdxl", "studio.families.sd:SdFamily",
-              traits=_SD_TRAITS, defaults={"data": {"resolution": 1024}, **_IMAGE_DEFAULTS}),
+              traits=_SD_TRAITS, defaults={"data": {"resolution": 1024}, **_IMAGE_DEFAULTS},
+              model_parts=_SD_PARTS + ("text_encoder_2", "tokenizer_2")),
     FamilyRow("sd3", "images", "studio.families.tiny_flow:write_sd3",
               defaults={"data": {"resolution": 1024}, **_IMAGE_DEFAULTS}),
     FamilyRow("flux", "images", "studio.families.tiny_flow:write_flux",
@@ -67,7 +74,7 @@ FAMILIES: dict[str, FamilyRow] = {row.id: row for row in (
                         "checkpointing": {"save_strategy": "epoch", "save_every_n_epochs": 10}}),
     FamilyRow("causal_lm", "text", "studio.families.tiny_text:write_causal_lm",
               "studio.families.causal_lm:CausalLmFamily", variants=("sft", "pretrain"),
-              demo={"model": {"variant": "sft"}},
+              demo={"model": {"variant": "sft"}}, source_check="studio.families.causal_lm_source:check_model_source",
               defaults={"adapter": {"rank": 16, "alpha": 16},
                         "training": {"learning_rate": 2e-4, "batch_size": 2, "gradient_accumulation_steps": 4,
                                      "epochs": 2},

@@ -8,6 +8,7 @@ The run folder is the only channel between the queue, the UI and a job: the work
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -21,6 +22,8 @@ CONTROL_DIR = "control"
 STOP_FILE = Path(CONTROL_DIR) / "STOP"
 ATTEMPTS_DIR = "attempts"
 ACCELERATE_CONFIG_FILE = "accelerate_config.json"  # several processes: what `accelerate launch` reads
+MANIFEST = "manifest.json"  # written last into checkpoint-<step>/: a checkpoint without it is incomplete
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
 def write_config(run_dir: Path, config: dict) -> Path:
@@ -71,3 +74,34 @@ def console_tail(run_dir: Path, lines: int = 5, max_bytes: int = 16384) -> str:
     except FileNotFoundError:
         return ""
     return "\n".join(line for line in text.splitlines()[-lines:])
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoints (manifest present), oldest first."""
+    out = []
+    for path in Path(run_dir).glob("checkpoint-*"):
+        match = _CHECKPOINT.match(path.name)
+        if match and (path / MANIFEST).is_file():
+            out.append((int(match.group(1)), path))
+    return [p for _, p in sorted(out)]
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    found = list_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def archive_old_run(run_dir: Path) -> Path | None:
+    """`job.overwrite`: move the old run's checkpoints, progress log and final files to attempts/<n>/."""
+    from studio.config.outdir import FINAL_FILES, held_run
+
+    if not held_run(run_dir):
+        return None
+    attempts = run_dir / ATTEMPTS_DIR
+    n = 1 + sum(1 for _ in attempts.iterdir()) if attempts.is_dir() else 1
+    dest = archive_attempt(run_dir, n) or (attempts / str(n))
+    dest.mkdir(parents=True, exist_ok=True)
+    for path in [run_dir / name for name in FINAL_FILES] + sorted(run_dir.glob("*_kohya.safetensors")):
+        if path.is_file() or path.is_symlink():
+            shutil.move(str(path), str(dest / path.name))
+    return dest

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 import shutil
 import time
 from pathlib import Path
@@ -18,8 +17,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-MANIFEST = "manifest.json"
-_NAME = re.compile(r"^checkpoint-(\d+)$")
+from studio.runfolder.layout import MANIFEST, latest_checkpoint, list_checkpoints  # noqa: F401 (callers import them here)
+from studio.train import disk, health
+
 
 
 def _fsync_file(path: Path) -> None:
@@ -55,11 +55,24 @@ def commit_checkpoint(run_dir: Path, step: int, *, adapter, optimizer, scheduler
     run_dir = Path(run_dir)
     final = run_dir / f"checkpoint-{step}"
     tmp = run_dir / f".tmp-checkpoint-{step}"
+    weights = {k: v.detach().cpu().contiguous() for k, v in adapter.named_trainable().items()}
+    health.require_finite(run_dir, step, weights, optimizer)  # a diverged step is never committed
+    disk.require_space(run_dir, disk.checkpoint_estimate(run_dir, weights, optimizer), f"checkpoint-{step}")
     shutil.rmtree(tmp, ignore_errors=True)
+    with disk.staging(run_dir, tmp):
+        _write_staging(tmp, step, weights, optimizer, scheduler, trainer_state, generator, ema, adapter)
+    if final.exists():  # a committed checkpoint of the same step (re-save after resume): replace it
+        shutil.rmtree(final)
+    os.rename(tmp, final)
+    _fsync_dir(run_dir)
+    return final
+
+
+def _write_staging(tmp: Path, step: int, weights: dict, optimizer, scheduler, trainer_state: dict, generator,
+                   ema, adapter) -> None:
     tmp.mkdir(parents=True)
     files = {"trainable.safetensors": None, "optimizer.pt": None, "scheduler.pt": None, "rng.pt": None}
-    save_file({k: v.detach().cpu().contiguous() for k, v in adapter.named_trainable().items()},
-              str(tmp / "trainable.safetensors"))
+    save_file(weights, str(tmp / "trainable.safetensors"))
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
     torch.save({**rng_state(), "generator": generator.get_state()}, tmp / "rng.pt")
@@ -70,29 +83,10 @@ def commit_checkpoint(run_dir: Path, step: int, *, adapter, optimizer, scheduler
     (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=2), encoding="utf-8")
     for path in tmp.iterdir():
         _fsync_file(path)
-    manifest = {"step": step, "time": time.time(), "files": sorted(p.name for p in tmp.iterdir())}
+    # finite: checked before writing (health.require_finite), so resume need not read the tensors again
+    manifest = {"step": step, "time": time.time(), "files": sorted(p.name for p in tmp.iterdir()), "finite": True}
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     _fsync_file(tmp / MANIFEST)
-    if final.exists():  # a committed checkpoint of the same step (re-save after resume): replace it
-        shutil.rmtree(final)
-    os.rename(tmp, final)
-    _fsync_dir(run_dir)
-    return final
-
-
-def list_checkpoints(run_dir: Path) -> list[Path]:
-    """Complete checkpoints (manifest present), oldest first."""
-    out = []
-    for path in Path(run_dir).glob("checkpoint-*"):
-        match = _NAME.match(path.name)
-        if match and (path / MANIFEST).is_file():
-            out.append((int(match.group(1)), path))
-    return [p for _, p in sorted(out)]
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    found = list_checkpoints(run_dir)
-    return found[-1] if found else None
 
 
 def clean_incomplete(run_dir: Path) -> list[Path]:
@@ -131,11 +125,31 @@ def load_checkpoint(path: Path, *, adapter, optimizer, scheduler, generator: tor
     with torch.no_grad():
         for name, param in params.items():
             param.copy_(weights[name])
+    configured = [g.get("initial_lr", g["lr"]) for g in optimizer.param_groups]
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+    rebase_learning_rate(optimizer, scheduler, configured)
     rng = torch.load(path / "rng.pt", weights_only=True)
     set_rng_state(rng)
     generator.set_state(rng["generator"])
     if ema is not None and (path / "ema.pt").exists():
         ema.load_state_dict(torch.load(path / "ema.pt", weights_only=True))
     return json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+
+
+def rebase_learning_rate(optimizer, scheduler, configured: list[float]) -> None:
+    """Resume with the learning rate of the config, not the one saved in the checkpoint.
+
+    The scheduler's state holds its base rates, so without this a run resumed after lowering
+    training.learning_rate (the fix for a diverged run) would go on at the old rate. Every scheduler the
+    studio builds is a LambdaLR (lr = base * factor(step)), so scaling by new/old base keeps the curve's
+    position. Unchanged rates leave everything as loaded: an uninterrupted and a resumed run stay equal.
+    """
+    saved = list(getattr(scheduler, "base_lrs", []))
+    if len(saved) != len(configured) or saved == configured:
+        return
+    for group, old, new in zip(optimizer.param_groups, saved, configured):
+        group["lr"] = group["lr"] * (new / old) if old else new
+        group["initial_lr"] = new
+    scheduler.base_lrs = list(configured)
+    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]  # what get_last_lr() reports

@@ -17,6 +17,7 @@ from studio.data.prefetch import prefetched
 from studio.train import checkpoint as ckpt
 from studio.runfolder.control import ControlFiles
 from studio.train.ema import ema_update
+from studio.train.health import NonFiniteState, last_good_note
 from studio.train.optimizers import evaluation_weights, set_train_mode
 from studio.train.profiling import NoProfile, log_layer_grad_norms, make_profiler
 from studio.train.evaluate import EarlyStopper, evaluate
@@ -27,7 +28,7 @@ from studio.train.setup import Trainer
 log = logging.getLogger("studio.train")
 
 
-class NonFiniteLoss(RuntimeError):
+class NonFiniteLoss(NonFiniteState):
     pass
 
 
@@ -222,7 +223,8 @@ class Loop:
             self.window_loss = mean_over_ranks(self.t.accelerator, self.window_loss)
         if self.window_loss is not None and not math.isfinite(float(self.window_loss)):
             raise NonFiniteLoss(f"the loss became {float(self.window_loss)} at step {self.step}; lower "
-                                "training.learning_rate, enable clipping (training.max_grad_norm) or check the data")
+                                "training.learning_rate, enable clipping (training.max_grad_norm) or check the data; "
+                                f"{last_good_note(self.run_dir)}")
 
     def log_step(self, grad_norm) -> None:
         self._check_finite()

@@ -154,6 +154,8 @@ def launch(ctx, serving: dict, **extra):
     """Build and launch; returns what `Blocks.launch` returns (blocks unless prevent_thread_lock)."""
     import gradio as gr
 
+    from studio.ui.file_guard import guard_middleware
+
     demo = build_app(ctx, serving)
     demo.queue(default_concurrency_limit=4)
     try:
@@ -163,7 +165,7 @@ def launch(ctx, serving: dict, **extra):
             allowed_paths=[str(p) for p in ctx.allowed_roots()], blocked_paths=[str(p) for p in ctx.blocked_paths()],
             max_file_size=serving["max_file_size"], enable_monitoring=False, show_error=True, ssr_mode=False,
             mcp_server=False, pwa=False, footer_links=["gradio", "settings"], theme=gr.themes.Soft(), css=CSS,
-            **extra)
+            app_kwargs={"middleware": guard_middleware(ctx)}, **extra)
     except ValueError as err:
         # Gradio's self-check gives up after one 3 s request to the new server; on a busy machine the
         # first page can take longer. The server is up by then (only raised without share): keep serving.
@@ -193,7 +195,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from studio.ui.context import StudioContext
 
-    ctx = StudioContext.create([Path(p).expanduser().resolve() for p in args.data_root])
+    from studio.queue.store import QueueError
+
+    try:
+        ctx = StudioContext.create([Path(p).expanduser().resolve() for p in args.data_root])
+    except QueueError as err:  # a damaged queue database: say so and how to restore it, no traceback
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     signal.signal(signal.SIGTERM, _stop_on_sigterm)  # `kill`, docker stop, a Space restart: same clean exit
     if not args.no_worker:
         ctx.start_worker()

@@ -101,6 +101,7 @@ class StudioContext:
         """True when Gradio may hand this file to the browser (else the tab reads it into memory)."""
         resolved = Path(path).resolve()
         roots = self.allowed_roots() + [Path.cwd(), Path(tempfile.gettempdir())]
-        if any(resolved == b or b in resolved.parents for b in self.blocked_paths()):
+        blocked = [b.resolve() for b in self.blocked_paths()]  # real paths on both sides of every comparison
+        if any(resolved == b or b in resolved.parents for b in blocked):
             return False
-        return any(resolved == r or r in resolved.parents for r in roots)
+        return any(resolved == r or r in resolved.parents for r in (r.resolve() for r in roots))

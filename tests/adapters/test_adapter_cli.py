@@ -40,7 +40,7 @@ def test_train_writes_checked_files_and_export_rebuilds_them(tmp_path):
     names = {p.name for p in run.iterdir()}
     assert {"adapter_model.safetensors", "adapter_config.json", "cli_run_kohya.safetensors", "merged"} <= names
     assert (run / "merged" / "model_index.json").is_file()
-    assert (run / "checkpoint-2" / "cli_run_kohya.safetensors").is_file()
+    assert (run / "checkpoint-3" / "cli_run_kohya.safetensors").is_file()  # the final state (max_checkpoints 1)
     saved = [e for e in read_progress(run) if e.get("event") == "saved"]
     assert [e["format"] for e in saved] == ["peft", "kohya", "merged"]
     assert all(e["verified"] is True and e["effect_error"] < 1e-3 for e in saved)

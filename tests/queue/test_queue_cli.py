@@ -19,7 +19,8 @@ PRESET = commands.PROJECT_ROOT / "presets" / "tiny-sd15-lora.json"
 @pytest.fixture
 def config_file(tmp_path) -> Path:
     path = tmp_path / "job.json"
-    path.write_text(json.dumps({"model": {"path": "tiny:sd15"}, "data": {"path": str(tmp_path)}}))
+    (tmp_path / "data").mkdir()  # beside STUDIO_HOME: a run folder inside the dataset is refused
+    path.write_text(json.dumps({"model": {"path": "tiny:sd15"}, "data": {"path": str(tmp_path / "data")}}))
     return path
 
 

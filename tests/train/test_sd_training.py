@@ -44,8 +44,9 @@ def test_run_folder_matches_the_contract(trained_run):
     assert steps[-1]["step"] == steps[-1]["total"] == 20
     assert records[-1]["event"] == "done"
     checkpoints = sorted(p.name for p in run_dir.glob("checkpoint-*"))
-    assert checkpoints == ["checkpoint-10"]  # save_steps 10; the final adapter is the run folder itself
-    assert (run_dir / "checkpoint-10" / "manifest.json").is_file()
+    # save_steps 10, and the final state stays resumable (a longer run continues at step 21)
+    assert checkpoints == ["checkpoint-10", "checkpoint-20"]
+    assert (run_dir / "checkpoint-20" / "manifest.json").is_file()
     samples = sorted((run_dir / "samples").glob("*.png"))
     assert len(samples) == 2  # every 10 steps (step 10) and at the end (step 20)
     meta = json.loads(samples[0].with_suffix(".json").read_text())

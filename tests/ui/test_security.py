@@ -97,3 +97,24 @@ def test_blocked_paths_cover_the_queue_database_and_tokens(home):
     assert Path.home() / ".cache" / "huggingface" / "token" in blocked
     assert not ctx.can_serve(ctx.store.path)
     assert ctx.can_serve(home / "runs" / "x" / "samples" / "a.png")
+
+
+def test_a_symlink_never_reaches_a_blocked_file(served, tmp_path):
+    """Issue #18 item 2: a link inside an allowed folder must not serve the queue database or `.env`.
+    Capitals in the link's path matter: Gradio lower-cases paths before its block-list check."""
+    base, client, home, demo = served
+    (home / ".env").write_text("HF_TOKEN=secret-value")
+    folder = home / "runs" / "Job" / "Samples"
+    folder.mkdir(parents=True)
+    links = {"Queue.db": home / "queue.db", "Env.txt": home / ".env", "Outside.txt": tmp_path / "outside.txt"}
+    (tmp_path / "outside.txt").write_text("not for the browser")
+    for name, target in links.items():
+        (folder / name).symlink_to(target)
+    (folder / "Fine.txt").write_text("a sample")
+    assert client.post("/login", data={"username": "ann", "password": "secret"}).status_code == 200
+    assert client.get(f"/gradio_api/file={folder / 'Fine.txt'}").text == "a sample"
+    for name in links:
+        for route in ("/gradio_api/file=", "/file="):
+            response = client.get(f"{route}{folder / name}")
+            assert response.status_code in (403, 404), (name, route, response.status_code)
+            assert "SQLite format 3" not in response.text and "secret-value" not in response.text

@@ -21,6 +21,10 @@ class JobSection(Section):
                             "in the job's own process before any model library starts; only their names "
                             "are recorded in training_args.json. Empty = none.", group="advanced",
                             widget="path")
+    overwrite: bool = setting(False, "Start afresh in a run folder that already holds a finished or stopped "
+                              "run. Its adapter, checkpoints and progress log first move to "
+                              "`RUN_DIR/attempts/<n>/`. Off: such a folder is refused unless "
+                              "checkpointing.auto_resume continues it.", group="advanced")
 
 
 class ModelSection(Section):

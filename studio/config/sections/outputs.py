@@ -9,7 +9,8 @@ from studio.config.fields import Section, setting
 class CheckpointingSection(Section):
     save_strategy: Literal["steps", "epoch", "no"] = setting(
         "steps", "When to write resumable checkpoints: every N steps, every N epochs, or never (the final "
-        "adapter is always saved).")
+        "adapter is always saved). With steps or epoch the last step is checkpointed too, so raising "
+        "training.max_steps with auto_resume continues where the run ended.")
     save_steps: int = setting(100, "Checkpoint every this many optimizer steps (strategy `steps`).",
                               ge=1, le=10_000_000)
     save_every_n_epochs: int = setting(1, "Checkpoint every this many epochs (strategy `epoch`).", ge=1,
