@@ -216,3 +216,26 @@ def test_flux_variant_must_fit_the_transformer():
     with pytest.raises(ConfigError) as err:
         load_config({"model": {"family": "flux", "variant": "pro"}})
     assert "dev, schnell" in _problems(err)["model.variant"]
+
+
+# ---- caching -----------------------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("family", FLOW)
+def test_training_reads_cached_latents_and_every_text_encoders_output(family, tmp_path):
+    """`cache_mode on`: latents (shifted, scaled) and the pipeline's prompt embeddings are encoded once;
+    items then carry them and the VAE and text encoders stay in CPU memory."""
+    from studio.families.base import build_family
+
+    cfg = _cfg(family, data={"cache_mode": "on", "cache_dir": str(tmp_path / "cache")})
+    fam = build_family(cfg, torch.device("cpu"), torch.float32)
+    fam.load()
+    assert fam.cache is not None and fam.cache.serves_latents and fam.cache.serves_text
+    assert fam.encoders_on_device == (False, False)
+    item = fam.train_dataset("train")[0]
+    assert "pixel_values" not in item and item["latents"].shape == (16, 8, 8)  # 64 px / 8, 16 channels
+    fresh = fam.encode_text([item["caption"]])
+    assert set(fresh) == {"prompt_embeds", "pooled_prompt_embeds"}
+    for name, value in fresh.items():
+        assert torch.allclose(item[name].float(), value[0].float(), atol=1e-5), name
+    tokens = 77 + 256 if family == "sd3" else 512  # SD3: CLIP tokens then T5's; Flux: T5 only
+    assert item["prompt_embeds"].shape[0] == tokens
