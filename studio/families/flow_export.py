@@ -12,6 +12,7 @@ Mixed into `FlowFamily`; everything here reads the family's loaded parts.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
@@ -24,6 +25,11 @@ from studio.adapters.loader_warnings import capture_loader_warnings
 ATTENTION_TARGETS = ["attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0",
                      "attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj", "attn.to_add_out"]
 KOHYA_PREFIX = "lora_transformer"
+# Module paths whose `lora_transformer_` keys diffusers' converter maps back (lora_conversion_utils.py
+# `_convert_mixture_state_dict_to_diffusers`): block attention projections and the embedders / output.
+KOHYA_READABLE = re.compile(
+    r"(?:single_)?transformer_blocks\.\d+\.attn\.(?:to_[qkv]|to_out\.0|add_[qkv]_proj|to_add_out)"
+    r"|context_embedder|norm_out\.linear|proj_out|x_embedder|time_text_embed\.(?:guidance|text|timestep)_embedder\.linear_\d")
 
 
 class FlowExportMixin:
@@ -43,6 +49,15 @@ class FlowExportMixin:
         return {"ss_base_model_version": self.base_version, "modelspec.sai_model_spec": "1.0.0",
                 "modelspec.architecture": f"{self.architecture}/lora", "modelspec.implementation": "diffusers",
                 "modelspec.resolution": f"{res}x{res}", "modelspec.title": self.cfg.job.name or "adapter"}
+
+    def kohya_unsupported(self, component: str, modules: list[str]) -> str:
+        outside = [m for m in modules if not KOHYA_READABLE.fullmatch(m)]
+        if not outside:
+            return ""
+        return (f"the lora_transformer_ single file is read back by diffusers only for attention projections "
+                f"and embedders; {len(outside)} adapted layers are outside them (e.g. {', '.join(outside[:3])}). "
+                "Use adapter_model.safetensors (diffusers' layout), or train with adapter.backend 'lycoris', "
+                "whose single file carries every layer")
 
     def save_adapter(self, out_dir: Path, state_dict: dict[str, torch.Tensor], adapter_config) -> None:
         import diffusers

@@ -239,3 +239,21 @@ def test_training_reads_cached_latents_and_every_text_encoders_output(family, tm
         assert torch.allclose(item[name].float(), value[0].float(), atol=1e-5), name
     tokens = 77 + 256 if family == "sd3" else 512  # SD3: CLIP tokens then T5's; Flux: T5 only
     assert item["prompt_embeds"].shape[0] == tokens
+
+
+@pytest.mark.slow
+def test_layers_the_single_file_cannot_carry_are_named_at_export(tmp_path):
+    """PEFT LoRA on Flux's single-block MLP: diffusers would misread those `lora_transformer_` keys, so no
+    single file is written and the run says why; the diffusers-layout adapter is still written and checked."""
+    from studio.commands.train import run_training
+    from studio.runfolder import read_progress
+
+    cfg = _cfg("flux", job={"output_dir": str(tmp_path)}, training={"max_steps": 1},
+               adapter={"target_modules": ["attn.to_q", "proj_mlp"]})
+    assert run_training(cfg, tmp_path) == 0
+    records = read_progress(tmp_path)[0]
+    warnings = [r["message"] for r in records if r.get("event") == "warning"]
+    assert any("kohya file not written" in w and "proj_mlp" in w for w in warnings), warnings
+    saved = [r for r in records if r.get("event") == "saved"]
+    assert [r["format"] for r in saved] == ["peft"] and saved[0]["verified"] is True
+    assert not list(tmp_path.glob("*_kohya.safetensors"))
