@@ -257,3 +257,29 @@ def test_layers_the_single_file_cannot_carry_are_named_at_export(tmp_path):
     saved = [r for r in records if r.get("event") == "saved"]
     assert [r["format"] for r in saved] == ["peft"] and saved[0]["verified"] is True
     assert not list(tmp_path.glob("*_kohya.safetensors"))
+
+
+@pytest.mark.parametrize("name", ["tiny-sd3-lora", "tiny-flux-lora", "sd35-medium-lora", "flux-dev-lora",
+                                  "flux-schnell-lora"])
+def test_presets_validate(name):
+    from studio.config.presets import load_preset
+
+    cfg = load_preset(name)
+    assert cfg.model.family in FLOW and cfg.data.bucket_step % 16 == 0 and cfg.data.resolution % 16 == 0
+    if name.startswith("tiny-"):
+        assert cfg.model.path == f"tiny:{cfg.model.family}" and cfg.data.path == "demo:images"
+    if cfg.model.family == "flux":
+        assert cfg.model.variant in ("dev", "schnell") and cfg.model.variant in name or name.startswith("tiny-")
+
+
+def test_cli_names_a_flux_folder_given_as_sd3_before_loading(tmp_path):
+    from tests.conftest import run_studio
+
+    config = tmp_path / "job.json"
+    config.write_text(json.dumps({"model": {"family": "sd3", "path": str(_tiny("flux"))},
+                                  "data": {"path": "demo:images", "resolution": 64},
+                                  "job": {"output_dir": str(tmp_path / "run")}}))
+    done = run_studio("train", str(config), timeout=300)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "model.path" in done.stderr + done.stdout and "FluxPipeline" in done.stderr + done.stdout
+    assert not (tmp_path / "run" / "adapter_model.safetensors").exists()
