@@ -19,7 +19,11 @@ class FluxFamily(FlowFamily):
 
     @property
     def variant(self) -> str:
-        return self.cfg.model.variant or "dev"
+        """dev / schnell as configured; when empty, what the transformer is (a guidance embedding = dev)."""
+        if self.cfg.model.variant:
+            return self.cfg.model.variant
+        transformer = getattr(self, "transformer", None)
+        return "schnell" if transformer is not None and not transformer.config.guidance_embeds else "dev"
 
     @property
     def architecture(self) -> str:  # sai-model-spec id (ComfyUI / civitai)

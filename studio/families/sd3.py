@@ -26,9 +26,10 @@ class Sd3Family(FlowFamily):
         return {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
 
     def predict(self, transformer, noisy, sigmas, text, dtype):
-        # SD3's transformer takes timesteps in [0, 1000] (the scheduler's sigma x num_train_timesteps).
-        timesteps = sigmas * self.noise_scheduler.config.num_train_timesteps
-        return transformer(hidden_states=noisy.to(dtype), timestep=timesteps.to(dtype),
+        # SD3's transformer takes timesteps in [0, 1000] (the scheduler's sigma x num_train_timesteps), in
+        # fp32 as its pipeline passes them (a bf16 timestep would round to steps of 4).
+        timesteps = sigmas.float() * self.noise_scheduler.config.num_train_timesteps
+        return transformer(hidden_states=noisy.to(dtype), timestep=timesteps,
                            encoder_hidden_states=text["prompt_embeds"].to(self.device, dtype),
                            pooled_projections=text["pooled_prompt_embeds"].to(self.device, dtype),
                            return_dict=False)[0]
