@@ -28,7 +28,7 @@ class ImageFamilyMixin:
     @staticmethod
     def cached_text(batch: dict) -> dict[str, torch.Tensor]:
         """The text-encoder outputs the cache put into the batch ({} when captions are encoded per step)."""
-        return {k: batch[k] for k in ("prompt_embeds", "pooled_prompt_embeds") if k in batch}
+        return {k: batch[k] for k in ("prompt_embeds", "pooled_prompt_embeds", "prompt_lengths") if k in batch}
 
     @contextmanager
     def encoders_placed(self, vae: bool = True, text: bool = True):

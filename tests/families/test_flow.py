@@ -14,8 +14,9 @@ import torch
 from studio.config import ConfigError, deep_merge, finalize_job, load_config
 from studio.registry.families import demo_config
 
-FLOW = ("sd3", "flux")
-PIPELINES = {"sd3": "StableDiffusion3Pipeline", "flux": "FluxPipeline"}
+FLOW = ("sd3", "flux")  # the families with a kohya-style single file
+ALL = (*FLOW, "zimage")
+PIPELINES = {"sd3": "StableDiffusion3Pipeline", "flux": "FluxPipeline", "zimage": "ZImagePipeline"}
 FAST = {"training": {"max_steps": 3, "batch_size": 2, "gradient_accumulation_steps": 1, "learning_rate": 0.02,
                      "seed": 5},
         "adapter": {"type": "lora", "rank": 4, "alpha": 8, "dropout": 0.0},
@@ -42,7 +43,7 @@ def _problems(err: pytest.ExceptionInfo) -> dict[str, str]:
 
 # ---- training truth --------------------------------------------------------------------------------
 @pytest.mark.slow
-@pytest.mark.parametrize("family", FLOW)
+@pytest.mark.parametrize("family", ALL)
 def test_loss_falls_on_a_fixed_batch(family):
     from studio.adapters import inject_adapter
     from studio.families.base import build_family
@@ -199,7 +200,7 @@ def test_missing_t5_is_named(tmp_path):
     assert "text_encoder_2" in _problems(err)["model.path"]
 
 
-@pytest.mark.parametrize("family", FLOW)
+@pytest.mark.parametrize("family", ALL)
 def test_bucket_sizes_must_fill_whole_patches(family):
     with pytest.raises(ConfigError) as err:
         load_config({"model": {"family": family}, "data": {"bucket_step": 24, "resolution": 520}})
@@ -220,7 +221,7 @@ def test_flux_variant_must_fit_the_transformer():
 
 # ---- caching -----------------------------------------------------------------------------------------
 @pytest.mark.slow
-@pytest.mark.parametrize("family", FLOW)
+@pytest.mark.parametrize("family", ALL)
 def test_training_reads_cached_latents_and_every_text_encoders_output(family, tmp_path):
     """`cache_mode on`: latents (shifted, scaled) and the pipeline's prompt embeddings are encoded once;
     items then carry them and the VAE and text encoders stay in CPU memory."""
@@ -234,10 +235,11 @@ def test_training_reads_cached_latents_and_every_text_encoders_output(family, tm
     item = fam.train_dataset("train")[0]
     assert "pixel_values" not in item and item["latents"].shape == (16, 8, 8)  # 64 px / 8, 16 channels
     fresh = fam.encode_text([item["caption"]])
-    assert set(fresh) == {"prompt_embeds", "pooled_prompt_embeds"}
+    second = "prompt_lengths" if family == "zimage" else "pooled_prompt_embeds"  # Z-Image: real token count
+    assert set(fresh) == {"prompt_embeds", second}
     for name, value in fresh.items():
         assert torch.allclose(item[name].float(), value[0].float(), atol=1e-5), name
-    tokens = 77 + 256 if family == "sd3" else 512  # SD3: CLIP tokens then T5's; Flux: T5 only
+    tokens = 77 + 256 if family == "sd3" else 512  # SD3: CLIP tokens then T5's; Flux: T5; Z-Image: Qwen3
     assert item["prompt_embeds"].shape[0] == tokens
 
 
@@ -260,12 +262,12 @@ def test_layers_the_single_file_cannot_carry_are_named_at_export(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["tiny-sd3-lora", "tiny-flux-lora", "sd35-medium-lora", "flux-dev-lora",
-                                  "flux-schnell-lora"])
+                                  "flux-schnell-lora", "tiny-zimage-lora", "zimage-turbo-lora"])
 def test_presets_validate(name):
     from studio.config.presets import load_preset
 
     cfg = load_preset(name)
-    assert cfg.model.family in FLOW and cfg.data.bucket_step % 16 == 0 and cfg.data.resolution % 16 == 0
+    assert cfg.model.family in ALL and cfg.data.bucket_step % 16 == 0 and cfg.data.resolution % 16 == 0
     if name.startswith("tiny-"):
         assert cfg.model.path == f"tiny:{cfg.model.family}" and cfg.data.path == "demo:images"
     if cfg.model.family == "flux":
@@ -283,3 +285,30 @@ def test_cli_names_a_flux_folder_given_as_sd3_before_loading(tmp_path):
     assert done.returncode == 2, done.stderr[-2000:]
     assert "model.path" in done.stderr + done.stdout and "FluxPipeline" in done.stderr + done.stdout
     assert not (tmp_path / "run" / "adapter_model.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_zimage_adapter_loads_in_its_pipeline(tmp_path):
+    """Z-Image: the run folder's adapter loads with `ZImagePipeline.load_lora_weights` and changes its
+    output; the run writes no single file and says nothing failed."""
+    from diffusers import ZImagePipeline
+
+    from studio.commands.train import run_training
+    from studio.runfolder import read_progress
+
+    cfg = _cfg("zimage", job={"output_dir": str(tmp_path)})
+    assert run_training(cfg, tmp_path) == 0
+    saved = [r for r in read_progress(tmp_path)[0] if r.get("event") == "saved"]
+    assert [r["format"] for r in saved] == ["peft"] and saved[0]["verified"] is True
+    assert not list(tmp_path.glob("*_kohya.safetensors"))
+
+    def output(lora: bool):
+        pipe = ZImagePipeline.from_pretrained(str(_tiny("zimage")))
+        pipe.set_progress_bar_config(disable=True)
+        if lora:
+            pipe.load_lora_weights(str(tmp_path))
+        return pipe("a red circle", num_inference_steps=2, height=64, width=64, guidance_scale=0.0,
+                    output_type="latent", generator=torch.Generator().manual_seed(0)).images
+
+    base, adapted = output(False), output(True)
+    assert (adapted - base).norm() > 1e-4 * base.norm()

@@ -1,4 +1,5 @@
-"""Rectified-flow image families (SD3, Flux): their loss settings and the checks on their model folder.
+"""Rectified-flow image families (SD3, Flux, Z-Image): their loss settings and the checks on their
+model folder.
 
 The settings join the `loss` section (`LossSection` derives from `FlowLossSettings`); the names follow
 diffusers' `train_dreambooth_lora_sd3.py` / `_flux.py` (`weighting_scheme`, `logit_mean`, `logit_std`,
@@ -17,15 +18,16 @@ from typing import Literal
 
 from studio.config.fields import Section, setting
 
-FLOW_FAMILIES = ("sd3", "flux")
+FLOW_FAMILIES = ("sd3", "flux", "zimage")
 # VAE down-sampling (x8) x transformer patch (SD3: 2x2 patches; Flux: 2x2 latent packing).
 PIXEL_MULTIPLE = 16
 # What each family's folder must hold: the pipeline class in model_index.json and the sub-folders.
-PIPELINES = {"sd3": "StableDiffusion3Pipeline", "flux": "FluxPipeline"}
+PIPELINES = {"sd3": "StableDiffusion3Pipeline", "flux": "FluxPipeline", "zimage": "ZImagePipeline"}
 REQUIRED_PARTS = {
     "sd3": ("transformer", "vae", "scheduler", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2",
             "text_encoder_3", "tokenizer_3"),
     "flux": ("transformer", "vae", "scheduler", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2"),
+    "zimage": ("transformer", "vae", "scheduler", "text_encoder", "tokenizer"),
 }
 T5_PARTS = ("text_encoder_3", "tokenizer_3", "text_encoder_2", "tokenizer_2")
 WeightingScheme = Literal["logit_normal", "mode", "cosmap", "sigma_sqrt", "none"]
@@ -50,8 +52,8 @@ class FlowLossSettings(Section):
                                 families=FLOW_FAMILIES, group="advanced")
     flow_shift: float = setting(0.0, "Shift of the noise schedule towards noisier timesteps (sigma' = "
                                 "s*sigma / (1 + (s-1)*sigma)); used for training and samples. 0 = the "
-                                "model's own: SD3 the scheduler's shift (3.0), Flux dev the resolution-"
-                                "dependent shift of its pipeline, Flux schnell none.", ge=0.0, le=20.0,
+                                "model's own: SD3 and Z-Image the scheduler's shift (3.0), Flux dev the "
+                                "resolution-dependent shift of its pipeline, Flux schnell none.", ge=0.0, le=20.0,
                                 step=0.1, families=FLOW_FAMILIES, group="advanced")
     guidance: float = setting(1.0, "Flux dev: the value fed to its guidance embedding while training. "
                               "1.0 is the common choice for LoRAs (ai-toolkit, SimpleTuner); samples use "
