@@ -29,7 +29,8 @@ KOHYA_PREFIX = "lora_transformer"
 # `_convert_mixture_state_dict_to_diffusers`): block attention projections and the embedders / output.
 KOHYA_READABLE = re.compile(
     r"(?:single_)?transformer_blocks\.\d+\.attn\.(?:to_[qkv]|to_out\.0|add_[qkv]_proj|to_add_out)"
-    r"|context_embedder|norm_out\.linear|proj_out|x_embedder|time_text_embed\.(?:guidance|text|timestep)_embedder\.linear_\d")
+    r"|context_embedder|norm_out\.linear|proj_out|x_embedder"
+    r"|time_text_embed\.(?:guidance|text|timestep)_embedder\.linear_\d")
 
 
 class FlowExportMixin:

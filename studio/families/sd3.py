@@ -21,8 +21,8 @@ class Sd3Family(FlowFamily):
     def prompt_embeds(self, pipe, captions: list[str], device) -> dict[str, torch.Tensor]:
         # CLIP-L and CLIP-G penultimate states side by side, padded to T5's width, then T5's tokens after
         # them: (B, 77 + T, D_t5); pooled: both CLIP projections (B, 768 + 1280 on the real model).
-        embeds, _, pooled, _ = pipe.encode_prompt(captions, None, None, device=device, do_classifier_free_guidance=False,
-                                                  max_sequence_length=MAX_T5_TOKENS)
+        embeds, _, pooled, _ = pipe.encode_prompt(captions, None, None, device=device,
+                                                  do_classifier_free_guidance=False, max_sequence_length=MAX_T5_TOKENS)
         return {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
 
     def predict(self, transformer, noisy, sigmas, text, dtype):

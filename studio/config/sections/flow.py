@@ -77,7 +77,8 @@ def flow_problems(cfg) -> list[tuple[str, str]]:
 
 
 def _bucket_problems(cfg) -> list[tuple[str, str]]:
-    d, what = cfg.data, f"{cfg.model.family} needs image sides in whole {PIXEL_MULTIPLE}-pixel steps (VAE x8, 2x2 patches)"
+    d = cfg.data
+    what = f"{cfg.model.family} needs image sides in whole {PIXEL_MULTIPLE}-pixel steps (VAE x8, 2x2 patches)"
     out = []
     if d.bucket_step % PIXEL_MULTIPLE:
         out.append(("data.bucket_step", f"{what}: use a multiple of {PIXEL_MULTIPLE} (got {d.bucket_step})"))
