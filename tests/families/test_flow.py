@@ -312,3 +312,30 @@ def test_zimage_adapter_loads_in_its_pipeline(tmp_path):
 
     base, adapted = output(False), output(True)
     assert (adapted - base).norm() > 1e-4 * base.norm()
+
+
+@pytest.mark.slow
+def test_flux_schnell_trains_without_guidance_or_shift(tmp_path):
+    """A schnell-type folder (no guidance embedding, scheduler without shift): the variant is accepted,
+    the transformer gets no guidance, sigma = u, and the adapter trains."""
+    from studio.adapters import inject_adapter
+    from studio.families.base import build_family
+
+    folder = tmp_path / "schnell"
+    shutil.copytree(_tiny("flux"), folder)
+    for name, changes in (("transformer/config.json", {"guidance_embeds": False}),
+                          ("scheduler/scheduler_config.json", {"use_dynamic_shifting": False, "shift": 1.0})):
+        config = folder / name
+        config.write_text(json.dumps({**json.loads(config.read_text()), **changes}))
+    cfg = _cfg("flux", model={"path": str(folder), "variant": "schnell"}, data={"cache_mode": "off"})
+    fam = build_family(cfg, torch.device("cpu"), torch.float32)
+    fam.load()
+    assert not fam.transformer.config.guidance_embeds and fam.max_tokens == 256
+    u = torch.tensor([0.2, 0.7])
+    assert torch.equal(fam.shift_sigmas(u, 8, 8), u)
+    handle = inject_adapter(fam, cfg)
+    batch = fam.collate([fam.train_dataset("train")[i] for i in range(2)])
+    loss = fam.loss(batch, torch.Generator().manual_seed(0))
+    loss.backward()
+    assert math.isfinite(loss.item()) and any(p.grad is not None and p.grad.abs().sum() > 0
+                                              for p in handle.trainable_params())
