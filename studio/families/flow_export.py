@@ -2,8 +2,9 @@
 
 Files: `adapter_model.safetensors` in diffusers' layout (`transformer.<module>.lora_A.weight`, written by the
 pipeline's own `save_lora_weights`, loaded by its `load_lora_weights`), and the single file with
-kohya-style keys `lora_transformer_<module path with _>.lora_down/lora_up/alpha`: the layout ComfyUI maps
-for both models (OneTrainer's keys; LyCORIS types keep their own parameter names under the same prefix).
+kohya-style keys `lora_transformer_<module path with _>.lora_down/lora_up/alpha`: OneTrainer's layout, which
+ComfyUI maps for both models (comfy/lora.py `model_lora_keys_unet`, SD3 and Flux branches; Forge carries
+the same table); LyCORIS types keep their own parameter names under the same prefix.
 Diffusers reads that layout with the converter of its Flux loader (`_convert_kohya_flux_lora_to_diffusers`,
 the `lora_transformer_` branch); its SD3 loader has no converter, so SD3 files are checked through that
 same diffusers converter before `load_lora_weights`.
