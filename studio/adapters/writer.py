@@ -117,6 +117,9 @@ def kohya_tensors(handle, states: dict) -> dict[str, torch.Tensor]:
         prefix = handle.family.kohya_prefixes.get(name)
         if prefix is None:
             raise UnsupportedExport(f"the kohya layout has no name for '{name}'")
+        reason = handle.family.kohya_unsupported(name, handle.targets[name].modules)
+        if reason:
+            raise UnsupportedExport(reason)
         scalings, ranks = {}, {}
         for path, layer in peft_backend.tuner_layers(handle.components[name]):
             if hasattr(layer, "scaling") and peft_backend.ADAPTER_NAME in getattr(layer, "r", {}):

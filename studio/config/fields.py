@@ -19,8 +19,7 @@ from studio.registry.families import ALL_FAMILIES, family_ids
 
 # Groups of family ids for the `families=` hints, read from the family registry (studio/registry/families.py).
 IMAGE_FAMILIES = family_ids(data="images")
-UNET_FAMILIES = family_ids(trait="unet")
-TRAINABLE_FAMILIES = family_ids(trainable=True)  # sd3 and flux have tiny models but no trainer yet
+TRAINABLE_FAMILIES = family_ids(trainable=True)
 
 
 def setting(

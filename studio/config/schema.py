@@ -12,6 +12,7 @@ from studio.config.optimizers import LR_FREE, SCHEDULE_FREE
 from studio.config.sections.adapter import AdapterSection
 from studio.config.sections.data import DataSection
 from studio.config.sections.job_model import JobSection, ModelSection
+from studio.config.sections.flow import flow_problems
 from studio.config.sections.llm import llm_problems
 from studio.config.sections.music import music_problems
 from studio.config.sections.outputs import (CheckpointingSection, EvaluationSection, LoggingSection,
@@ -60,6 +61,7 @@ class JobConfig(BaseModel):
         problems += _schedule_rules(self)
         problems += llm_problems(self)
         problems += music_problems(self)
+        problems += flow_problems(self)
         if problems:
             raise ConfigError(problems)
         return self

@@ -117,6 +117,11 @@ class ModelFamily(ABC):
         """`ss_*` / `modelspec.*` header entries of the kohya file (base model, resolution, ...)."""
         return {}
 
+    def kohya_unsupported(self, component: str, modules: list[str]) -> str:
+        """Why PEFT LoRA on these module paths of `component` cannot go into the kohya file ('' = it can),
+        e.g. layers the ecosystem's reader of that layout does not map. The export then says so."""
+        return ""
+
     # ---- caching images (data kind "images": studio/data/image_cache.py) ------------------------------
     @property
     def vae_dtype(self) -> torch.dtype:

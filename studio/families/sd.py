@@ -10,13 +10,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from studio.families.base import ModelFamily, Sample
+from studio.families.base import ModelFamily
+from studio.families.image_family import ImageFamilyMixin
 from studio.families.rng import draw
 from studio.families.paths import resolve_model_path
 from studio.families.sd_export import SdExportMixin
 
 
-class SdFamily(SdExportMixin, ModelFamily):
+class SdFamily(SdExportMixin, ImageFamilyMixin, ModelFamily):  # data hooks: image_family.py
     kind = "image"
 
     @property
@@ -89,17 +90,6 @@ class SdFamily(SdExportMixin, ModelFamily):
     def trainable_module(self) -> torch.nn.Module:
         return self.unet
 
-    # ---- data --------------------------------------------------------------------------------
-    def train_dataset(self, split: str = "train"):
-        from studio.data.image_source import build_image_dataset
-
-        return build_image_dataset(self.cfg, split, cache=getattr(self, "cache", None))
-
-    def collate(self, items: list[dict]) -> dict:
-        batch = torch.utils.data.default_collate([{k: v for k, v in it.items() if k != "caption"} for it in items])
-        batch["caption"] = [it["caption"] for it in items]
-        return batch
-
     # ---- encoding (also used by the cache) ---------------------------------------------------
     @torch.no_grad()
     def encode_images(self, pixels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -138,11 +128,8 @@ class SdFamily(SdExportMixin, ModelFamily):
 
     # ---- training ------------------------------------------------------------------------------
     def loss(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
-        latents = batch.get("latents")
-        if latents is None:
-            latents = self.encode_images(batch["pixel_values"], generator)
-        latents = latents.to(self.device, dtype=self.dtype)
-        text = {k: batch[k] for k in ("prompt_embeds", "pooled_prompt_embeds") if k in batch}
+        latents = self.batch_latents(batch, generator, self.dtype)
+        text = self.cached_text(batch)
         if self.cfg.adapter.train_text_encoder:  # the text-encoder adapter learns: encode with gradients
             text = self._encode_text(batch["caption"])
         elif not text:
@@ -217,30 +204,11 @@ class SdFamily(SdExportMixin, ModelFamily):
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
-    @torch.no_grad()
-    def sample(self, prompts: list, step: int) -> list[Sample]:
-        placed = getattr(self, "encoders_on_device", (True, True))
-        self.place_encoders(vae=True, text=True)  # sampling decodes and encodes prompts on the device
-        try:
-            return self._sample(prompts, step)
-        finally:
-            self.place_encoders(*placed)
-
-    def _sample(self, prompts: list, step: int) -> list[Sample]:
-        pipe, sampling, res = self.pipeline(), self.cfg.sampling, self.cfg.data.resolution
-        out = []
-        for p in prompts:
-            meta = {"prompt": p.prompt, "negative_prompt": p.negative_prompt, "seed": p.seed,
-                    "steps": p.steps or sampling.default_steps,
-                    "guidance": p.guidance if p.guidance >= 0 else sampling.default_guidance,
-                    "width": p.width or res, "height": p.height or res,
-                    "scheduler": type(pipe.scheduler).__name__, "step": step}
-            gen = torch.Generator().manual_seed(p.seed)
-            image = pipe(p.prompt, negative_prompt=p.negative_prompt or None, num_inference_steps=meta["steps"],
-                         guidance_scale=meta["guidance"], width=meta["width"], height=meta["height"],
-                         generator=gen).images[0]
-            out.append(Sample(image, "image", meta))
-        return out
+    def render(self, pipe, prompt, meta: dict, generator: torch.Generator):
+        """One sample image (`sample` itself is in image_family.py)."""
+        return pipe(prompt.prompt, negative_prompt=prompt.negative_prompt or None, num_inference_steps=meta["steps"],
+                    guidance_scale=meta["guidance"], width=meta["width"], height=meta["height"],
+                    generator=generator).images[0]
 
     def save_adapter(self, out_dir: Path, state_dict: dict[str, torch.Tensor], adapter_config,
                      text_encoder_states: dict | None = None) -> None:

@@ -10,7 +10,7 @@ from studio.registry.families import ALL_FAMILIES
 
 ROOT = Path(__file__).resolve().parents[2]
 # The rule modules of one family's settings (they check that family's own combinations).
-FAMILY_RULES = ("studio/config/sections/llm.py", "studio/config/sections/music.py")
+FAMILY_RULES = ("studio/config/sections/llm.py", "studio/config/sections/music.py", "studio/config/sections/flow.py")
 
 
 def _outside_families():

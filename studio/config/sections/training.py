@@ -5,6 +5,7 @@ from typing import Literal
 
 from studio.config.fields import IMAGE_FAMILIES, Section, setting
 from studio.config.optimizers import CATALOGUE
+from studio.config.sections.flow import FlowLossSettings
 from studio.registry.families import family_ids
 
 OptimizerName = Literal[tuple(CATALOGUE)]  # type: ignore[valid-type]
@@ -103,7 +104,7 @@ class SchedulerSection(Section):
                                   "(0.1 = never below 10 %).", ge=0.0, le=1.0, group="advanced", step=0.01)
 
 
-class LossSection(Section):
+class LossSection(FlowLossSettings):  # + the flow families' settings (sections/flow.py)
     snr_gamma: float = setting(0.0, "Min-SNR-gamma weighting (paper: arXiv 2303.09556): down-weights the "
                                "easy, low-noise timesteps; steadier and faster convergence. 5 is the usual "
                                "value; 0 = off. Music (base/sft): only used with loss weighting `min_snr`, "

@@ -1,0 +1,175 @@
+"""Rectified-flow image transformers (SD3, Flux): what both share. `sd3.py` and `flux.py` add their text
+encoders, their transformer call and their shift.
+
+Loss (SD3 paper, arXiv 2403.03206, as diffusers' `train_dreambooth_lora_sd3.py` / `_flux.py`): clean VAE
+latents x0 and noise e give x_sigma = (1 - sigma) x0 + sigma e; the transformer predicts the velocity
+e - x0. sigma is drawn by diffusers' `compute_density_for_timestep_sampling` (logit-normal, mode or
+uniform), shifted with the scheduler's own `time_shift` (static shift for SD3, the resolution-dependent
+one for Flux dev), and the squared error is weighted by `compute_loss_weighting_for_sd3`.
+Every random draw comes from the CPU generator the trainer passes in (exact resume).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from studio.families.rng import draw
+from studio.families.base import ModelFamily
+from studio.families.flow_export import FlowExportMixin
+from studio.families.image_family import ImageFamilyMixin
+from studio.families.paths import resolve_model_path
+
+
+class FlowFamily(FlowExportMixin, ImageFamilyMixin, ModelFamily):
+    kind = "image"
+    pipeline_class = ""  # diffusers pipeline class name (StableDiffusion3Pipeline, FluxPipeline)
+    transformer_class = ""  # diffusers transformer class name
+    # (tokenizer folder, tokenizer class, encoder folder, encoder class) in pipeline order (transformers classes)
+    text_parts: tuple[tuple[str, str, str, str], ...] = ()
+
+    # ---- loading ----------------------------------------------------------------------------------
+    def load(self) -> None:
+        import diffusers
+        import transformers
+        from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler
+
+        from studio.config.sections.flow import model_folder_problems
+
+        path = resolve_model_path(self.cfg.model.path)
+        problems = model_folder_problems(self.cfg.model.family, path, self.cfg.model.variant)
+        if problems:
+            raise ValueError("; ".join(f"{field}: {msg}" for field, msg in problems))
+        self.model_path = path
+        kw = {"revision": self.cfg.model.revision or None}
+        weights = {"variant": self.cfg.model.weight_variant or None, **kw}
+        self.noise_scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(path, subfolder="scheduler", **kw)
+        self.tokenizers, self.text_encoders = [], []
+        for tok_dir, tok_cls, enc_dir, enc_cls in self.text_parts:
+            self.tokenizers.append(getattr(transformers, tok_cls).from_pretrained(path, subfolder=tok_dir, **kw))
+            self.text_encoders.append(getattr(transformers, enc_cls).from_pretrained(
+                path, subfolder=enc_dir, dtype=self.dtype, **weights))
+        self.vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=self.vae_dtype, **weights)
+        self.transformer = getattr(diffusers, self.transformer_class).from_pretrained(
+            path, subfolder="transformer", torch_dtype=self.dtype, **weights)
+        for module in (self.vae, self.transformer, *self.text_encoders):
+            module.requires_grad_(False)
+            module.eval()
+        self.transformer.to(self.device)
+        from studio.data.image_cache import attach_image_cache
+
+        # With a fresh cache the VAE and text encoders never run per step: they stay in CPU memory.
+        self.cache = attach_image_cache(self)
+        self.place_encoders(vae=not (self.cache and self.cache.serves_latents),
+                            text=not (self.cache and self.cache.serves_text))
+
+    @property
+    def vae_dtype(self) -> torch.dtype:
+        return torch.float32  # as diffusers' SD3 example: latents encoded in full precision
+
+    def cache_identity(self, part: str) -> str:
+        from studio.data.image_cache import LATENTS, model_identity
+
+        folders = ("vae",) if part == LATENTS else tuple(enc for _, _, enc, _ in self.text_parts)
+        return model_identity(self.cfg, resolve_model_path(self.cfg.model.path), folders)
+
+    def place_encoders(self, vae: bool, text: bool) -> None:
+        self.encoders_on_device = (vae, text)
+        self.vae.to(self.device if vae else "cpu")  # loaded in `vae_dtype`
+        for encoder in self.text_encoders:
+            encoder.to(self.device if text else "cpu", dtype=self.dtype)
+
+    def trainable_module(self) -> torch.nn.Module:
+        return self.transformer
+
+    # ---- encoding (also used by the cache; dataset and batches: image_family.py) --------------------
+    @torch.no_grad()
+    def encode_images(self, pixels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(B, 3, H, W) in [-1, 1] -> (B, 16, H/8, W/8), shifted and scaled by the VAE's own factors."""
+        pixels = pixels.to(self.vae.device, dtype=self.vae.dtype)
+        dist = self.vae.encode(pixels).latent_dist
+        if generator is None:
+            latents = dist.mode()
+        else:  # dist.sample(), the draw made for the global batch (the same split over any process count)
+            eps = draw(torch.randn, size=dist.mean.shape, generator=generator, rank=self.rank, world=self.world)
+            latents = dist.mean + dist.std * eps.to(dist.mean)
+        shift = self.vae.config.shift_factor or 0.0
+        return (latents - shift) * self.vae.config.scaling_factor
+
+    @torch.no_grad()
+    def encode_text(self, captions: list[str], encoders: list | None = None) -> dict[str, torch.Tensor]:
+        """The pipeline's own `encode_prompt`: {"prompt_embeds": (B, T, D), "pooled_prompt_embeds": (B, P)}."""
+        pipe = self.pipeline(text_encoders=encoders)
+        device = next((encoders or self.text_encoders)[0].parameters()).device
+        return self.prompt_embeds(pipe, list(captions), device)
+
+    def prompt_embeds(self, pipe, captions: list[str], device) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    # ---- training ---------------------------------------------------------------------------------
+    def loss(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
+        from diffusers.training_utils import compute_density_for_timestep_sampling, compute_loss_weighting_for_sd3
+
+        latents = self.batch_latents(batch, generator, torch.float32)
+        text = self.cached_text(batch)
+        if not text:
+            text = self.encode_text(batch["caption"])
+        bsz, loss_cfg = latents.shape[0], self.cfg.loss
+        # Drawn for the global batch, this rank's rows kept (studio/families/rng.py): N processes train as one.
+        noise = draw(torch.randn, size=latents.shape, generator=generator, rank=self.rank, world=self.world).to(latents)
+        u = compute_density_for_timestep_sampling(loss_cfg.weighting_scheme, bsz * self.world, loss_cfg.logit_mean,
+                                                  loss_cfg.logit_std, loss_cfg.mode_scale, generator=generator)
+        u = u[self.rank * bsz:(self.rank + 1) * bsz]
+        sigmas = self.shift_sigmas(u, *latents.shape[-2:]).to(self.device)
+        s = sigmas.view(-1, 1, 1, 1)
+        noisy = (1.0 - s) * latents + s * noise  # rectified flow path (arXiv 2403.03206 eq. 11)
+        pred = self.predict(self.transformer, noisy, sigmas, text, self.dtype).float()
+        weights = compute_loss_weighting_for_sd3(loss_cfg.weighting_scheme, s)
+        error = weights * (pred - (noise - latents)) ** 2
+        mask = batch.get("loss_mask")
+        if mask is None:
+            return error.mean()
+        mask = mask.to(error)  # alpha mask (B, 1, h, w): the visible latent cells only
+        return (error * mask).sum() / (mask.sum() * error.shape[1]).clamp_min(1e-6)
+
+    def shift_sigmas(self, u: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """sigma in (0, 1) from the drawn u, through the scheduler's `time_shift` with this family's mu."""
+        mu = self.shift_mu(height, width)
+        return u if mu is None else self.noise_scheduler.time_shift(mu, 1.0, u)
+
+    def shift_mu(self, height: int, width: int) -> float | None:
+        """log of the shift for an h x w latent (None = no shift). `loss.flow_shift` > 0 wins; else the
+        scheduler's static shift (s*sigma / (1 + (s-1)*sigma) is `time_shift` at mu = log s)."""
+        shift = self.cfg.loss.flow_shift or self.noise_scheduler.config.shift
+        return None if shift == 1.0 else math.log(shift)
+
+    def predict(self, transformer, noisy: torch.Tensor, sigmas: torch.Tensor, text: dict,
+                dtype: torch.dtype) -> torch.Tensor:
+        """Velocity (B, C, h, w) for noisy latents (B, C, h, w) at `sigmas` (B,)."""
+        raise NotImplementedError
+
+    # ---- sampling ---------------------------------------------------------------------------------
+    def sampling_scheduler(self):
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        shift = self.cfg.loss.flow_shift
+        extra = {"shift": shift, "use_dynamic_shifting": False} if shift else {}
+        return FlowMatchEulerDiscreteScheduler.from_config(self.noise_scheduler.config, **extra)
+
+    def pipeline(self, components: dict | None = None, text_encoders: list | None = None):
+        """The model's own diffusers pipeline over the loaded parts; `components` replaces networks by
+        name (export checks, merged export), `text_encoders` the encoders."""
+        import diffusers
+
+        parts = {"transformer": self.transformer, "vae": self.vae, "scheduler": self.sampling_scheduler(),
+                 **(components or {})}
+        for (tok_dir, _, enc_dir, _), tok, enc in zip(self.text_parts, self.tokenizers,
+                                                       text_encoders or self.text_encoders):
+            parts[tok_dir], parts[enc_dir] = tok, enc
+        pipe = getattr(diffusers, self.pipeline_class)(**parts)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    def sample_meta(self, pipe) -> dict:
+        config = pipe.scheduler.config
+        return {"shift": "resolution-dependent" if config.use_dynamic_shifting else config.shift}
