@@ -149,8 +149,10 @@ class Loop:
         cfg = self.cfg
         if self.step % cfg.logging.logging_steps == 0 or self.step == self.t.total_steps:
             self.log_step(grad_norm)
-        elif self.bar is not None:
-            self.bar.update(1)
+        else:
+            self.progress.tick(self.step, self.epoch)  # the Monitor moves every step
+            if self.bar is not None:
+                self.bar.update(1)
         if self.control.take("STOP"):
             self.save("stop requested")
             self.progress.event("stopped", step=self.step)

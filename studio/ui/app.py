@@ -86,6 +86,7 @@ def build_app(ctx, serving: dict):
 
     from studio.ui.tabs.environment import build_environment_tab
     from studio.ui.tabs.monitor import build_monitor_tab
+    from studio.ui.tabs.playground import build_playground_tab
     from studio.ui.tabs.preprocess import build_preprocess_tab
     from studio.ui.tabs.queue import build_queue_tab
     from studio.ui.tabs.samples import build_samples_tab
@@ -94,24 +95,27 @@ def build_app(ctx, serving: dict):
     with gr.Blocks(title="Training Studio", analytics_enabled=False) as demo:
         gr.Markdown("## Training Studio · adapters for diffusion, music and language models")
         with gr.Tabs(selected="train", elem_id="studio-tabs") as tabs:
-            with gr.Tab("Preprocess", id="preprocess", elem_id="tab-preprocess") as pre_tab:
-                connect_preprocess = build_preprocess_tab(ctx)
             with gr.Tab("Train", id="train", elem_id="tab-train") as train_tab:
                 train = build_train_tab(ctx)
+            with gr.Tab("Preprocess", id="preprocess", elem_id="tab-preprocess") as pre_tab:
+                connect_preprocess = build_preprocess_tab(ctx)
             with gr.Tab("Queue", id="queue", elem_id="tab-queue") as queue_tab:
                 queue = build_queue_tab(ctx)
             with gr.Tab("Monitor", id="monitor", elem_id="tab-monitor") as monitor_tab:
                 monitor = build_monitor_tab(ctx)
             with gr.Tab("Samples", id="samples", elem_id="tab-samples") as samples_tab:
                 samples = build_samples_tab(ctx)
+            with gr.Tab("Playground", id="playground", elem_id="tab-playground") as play_tab:
+                play = build_playground_tab(ctx)
             with gr.Tab("Environment", id="environment", elem_id="tab-environment") as env_tab:
                 build_environment_tab(ctx, serving)
         connect_preprocess(train)
         _wire_across_tabs(ctx, tabs, train, queue, monitor, samples)
         # Only the visible tab polls: timers cost a request per tick per open browser.
-        timers = [queue.timer, monitor.timer, samples.timer]
+        timers = [queue.timer, monitor.timer, samples.timer, play.timer]
         for tab, active in ((pre_tab, None), (train_tab, None), (queue_tab, queue.timer),
-                            (monitor_tab, monitor.timer), (samples_tab, samples.timer), (env_tab, None)):
+                            (monitor_tab, monitor.timer), (samples_tab, samples.timer), (play_tab, play.timer),
+                            (env_tab, None)):
             event = tab.select(lambda a=active: [gr.Timer(active=t is a) for t in timers], None, timers)
             if active is queue.timer:
                 event.then(queue.refresh, [queue.job, gr.State("")], queue.refresh_outputs, show_progress="hidden")
@@ -119,6 +123,13 @@ def build_app(ctx, serving: dict):
                 event.then(monitor.tick, [monitor.job, monitor.feed], monitor.outputs, show_progress="hidden")
             elif active is samples.timer:
                 event.then(samples.refresh, samples.inputs, samples.outputs, show_progress="hidden")
+            elif active is play.timer:
+                event.then(play.refresh, [play.run], [play.run], show_progress="hidden")
+        # "Start now" that queued: go where the run is watched (its timer on, the others off).
+        train.started.then(lambda m: [gr.Tabs(selected="monitor"), *[gr.Timer(active=t is monitor.timer) for t in timers]]
+                           if "queued" in (m or "") else [gr.skip()] * (1 + len(timers)), [train.message],
+                           [tabs, *timers]).then(monitor.tick, [monitor.job, monitor.feed], monitor.outputs,
+                                                 show_progress="hidden")
         demo.load(queue.refresh, [queue.job, gr.State("")], queue.refresh_outputs, show_progress="hidden")
         demo.load(queue.load_settings, None, queue.settings_outputs, show_progress="hidden")
     return demo

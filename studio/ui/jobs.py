@@ -70,7 +70,7 @@ class LastProgress:
                 records, offset = read_progress(Path(run_dir), offset)
                 for rec in records:
                     if "step" in rec and "event" not in rec:
-                        last = rec
+                        last = {**(last or {}), **rec}  # per-step ticks carry no loss: keep the last one
             self._seen[run_dir] = (offset, last)
             return last
 

@@ -12,6 +12,9 @@ import pandas as pd
 
 from studio.train.progress import read_progress
 
+# What a run does after its last step, from the event it wrote last (shown instead of "ETA 0:00:00").
+PHASES = {"sample": "rendering the final samples", "saved": "exports written and verified, finishing",
+          "warning": "finishing (see the warning in Events)", "checkpoint": "saving"}
 CONSOLE_LINES = 300  # lines kept for the console tail
 CONSOLE_FIRST_READ = 64 * 1024  # a fresh page shows the end of a long console.log, not all of it
 MAX_POINTS = 2000  # points per plot series; longer runs are thinned evenly
@@ -28,6 +31,7 @@ class RunFeed:
     events: list[str] = field(default_factory=list)
     last: dict | None = None  # newest step record
     final: dict | None = None  # the done / stopped / error event
+    phase: str = ""  # what the newest non-step event says the run is doing (saving, exporting, ...)
     console: list[str] = field(default_factory=list)
     choices_signature: str = ""
 
@@ -66,7 +70,8 @@ def read_new_progress(feed: RunFeed) -> bool:
     records, feed.progress_offset = read_progress(Path(feed.run_dir), feed.progress_offset)
     for rec in records:
         if "event" not in rec and "step" in rec:
-            feed.last = rec
+            feed.last = {**(feed.last or {}), **rec}  # a per-step tick has no loss: keep the last one
+            feed.phase = ""
             if rec.get("loss") is not None:
                 feed.steps.append((int(rec["step"]), float(rec["loss"]), float(rec.get("lr") or 0.0)))
             continue
@@ -79,6 +84,7 @@ def read_new_progress(feed: RunFeed) -> bool:
             feed.final = None
         if name:
             feed.events = (feed.events + [_describe(rec)])[-30:]
+            feed.phase = PHASES.get(name, feed.phase)
     return bool(records)
 
 
@@ -145,6 +151,9 @@ def progress_html(feed: RunFeed, status: str) -> str:
         words = "waiting for the first step… (loading the model and data)"
     elif not last:
         words = "no training steps recorded"
+    elif status == "running" and total and step >= total:  # the steps are done; the run is not yet
+        words = (f"step <b>{step}</b> / {total} · loss {loss} · elapsed {clock(last.get('elapsed_s'))} · "
+                 f"training done: {feed.phase or 'saving the adapter, exporting and verifying the exports'}…")
     else:
         words = (f"step <b>{step}</b> / {total or '?'} · epoch {last.get('epoch', '–')} · loss {loss} · "
                  f"lr {lr} · elapsed {clock(last.get('elapsed_s'))} · ETA {eta}")

@@ -1,9 +1,13 @@
-"""The studio in a real browser: load the tiny preset, queue it, watch it run (and re-attach after a
-reload), see it complete, its loss plot and its sample. Screenshots of every tab go to
-tests/ui/screenshots/."""
+"""The studio in a real browser: upload a dataset and edit a caption, load the tiny preset, start it (the
+page moves to Monitor), watch it run (and re-attach after a reload), see it complete, download its adapter
+(a valid safetensors file), generate in the Playground from two checkpoints with one seed. The first
+page's weight and the time to show the tabs are measured. Screenshots of every step go to
+tests/ui/screenshots/ (with metrics.json)."""
 from __future__ import annotations
 
+import json
 import re
+import time
 
 import pytest
 
@@ -37,7 +41,101 @@ def shot(page, name: str) -> None:
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
 
-def test_tiny_preset_end_to_end(studio_server):
+def measure_first_page(page, url: str) -> dict:
+    """Bytes the first page pulled and milliseconds until the tab bar shows (navigation start = 0)."""
+    page.goto(url)
+    page.get_by_role("tab", name="Train").wait_for()
+    tabs_ms = page.evaluate("performance.now()")
+    page.wait_for_load_state("networkidle")
+    weight = page.evaluate("""() => performance.getEntriesByType('navigation').concat(
+        performance.getEntriesByType('resource')).reduce((s, e) => s + (e.transferSize || e.encodedBodySize || 0), 0)""")
+    return {"first_page_bytes": int(weight), "tabs_visible_ms": round(tabs_ms)}
+
+
+def switch_ms(page, name: str, ready: str) -> int:
+    t0 = time.perf_counter()
+    open_tab(page, name)
+    page.locator(ready).first.wait_for(state="visible")
+    return round((time.perf_counter() - t0) * 1000)
+
+
+def upload_dataset(page, tmp_path) -> None:
+    """Preprocess: upload three pictures with captions, see them in the grid, edit one caption."""
+    from PIL import Image
+
+    files = []
+    for i, colour in enumerate(("red", "green", "blue")):
+        Image.new("RGB", (64, 64), colour).save(tmp_path / f"pic{i}.png")
+        (tmp_path / f"pic{i}.txt").write_text(f"a {colour} square")
+        files += [str(tmp_path / f"pic{i}.png"), str(tmp_path / f"pic{i}.txt")]
+    open_tab(page, "Preprocess")
+    page.locator("#pre-upload").get_by_text("Upload a dataset").click()
+    box(page, "pre-upload-name").fill("squares")
+    page.locator("#pre-upload-files input[type=file]").set_input_files(files)
+    expect_text(page, "#pre-upload-files", "pic2.txt")
+    page.click("#pre-upload-go")
+    expect_text(page, "#pre-upload-message", "Saved 6 file(s)")
+    expect_text(page, "#pre-message", "3 usable image")
+    page.locator("#pre-gallery img").nth(1).click()
+    expect_value(page, "pre-caption", "a green square")
+    box(page, "pre-caption").fill("a bright green square")
+    page.click("#pre-caption-save")
+    expect_text(page, "#pre-upload-message", "Caption saved")
+    shot(page, "preprocess-upload")
+
+
+def expect_text(page, selector: str, text, timeout: float = 60_000) -> None:
+    from playwright.sync_api import expect
+
+    expect(page.locator(selector)).to_contain_text(text, timeout=timeout)
+
+
+def expect_value(page, elem_id: str, value) -> None:
+    from playwright.sync_api import expect
+
+    expect(box(page, elem_id)).to_have_value(value)
+
+
+def download_adapter(page, tmp_path) -> None:
+    """Queue: prepare the selected run's downloads; the adapter link gives a valid safetensors file."""
+    from safetensors import safe_open
+
+    page.locator("#queue-downloads").get_by_text("Download the adapter").click()
+    page.click("#queue-prepare-downloads")
+    expect_text(page, "#queue-downloads-message", "ComfyUI")
+    with page.expect_download() as info:
+        page.locator("#queue-files a", has_text="adapter_model.safetensors").first.click()
+    path = tmp_path / "downloaded.safetensors"
+    info.value.save_as(path)
+    with safe_open(str(path), "pt") as f:
+        keys = list(f.keys())
+    assert keys and any("lora" in k for k in keys), keys[:5]
+    expect_text(page, "#queue-files", "-run.zip")
+    shot(page, "queue-downloads")
+
+
+def playground(page) -> None:
+    """Two sources of the run, one seed: two pictures, each with its settings and reproducing code."""
+    from playwright.sync_api import expect
+
+    open_tab(page, "Playground")
+    expect(page.locator("#play-run input")).to_have_value(re.compile("#1 "))
+    expect(page.locator("#play-sources input[type=checkbox]:checked")).to_have_count(2)
+    box(page, "play-prompt").fill("a red circle on a plain background")
+    box(page, "play-seed").fill("7")
+    box(page, "play-steps").fill("3")
+    page.click("#play-generate")
+    expect_text(page, "#play-message", "Queued 2 generate job(s)")
+    for i, source in enumerate(("checkpoint-10", "final")):
+        expect_text(page, f"#play-title-{i}", source)
+        expect(page.locator(f"#play-image-{i} img")).to_be_visible(timeout=RUN_TIMEOUT_MS)
+        expect_text(page, f"#play-title-{i}", "seed 7")
+        expect_text(page, f"#play-code-{i}", "load_lora_weights")
+        expect_text(page, f"#play-workflow-{i}", "comfyui_workflow.json")
+    shot(page, "playground")
+
+
+def test_studio_in_a_browser(studio_server, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
     url, home, app_log = studio_server
@@ -46,9 +144,13 @@ def test_tiny_preset_end_to_end(studio_server):
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(60_000)
-        page.goto(url)
+        metrics = measure_first_page(page, url)
+
+        upload_dataset(page, tmp_path)
+        assert (home / "datasets/squares/pic1.txt").read_text() == "a bright green square\n"
 
         # Train: load the tiny preset; a bad value is shown at its field and nothing is queued.
+        open_tab(page, "Train")
         choose(page, "train-preset", "tiny-sd15-lora")
         page.click("#train-load")
         expect(page.locator("#train-message")).to_contain_text("Loaded preset tiny-sd15-lora")
@@ -60,44 +162,49 @@ def test_tiny_preset_end_to_end(studio_server):
         expect(page.locator("#train-message")).to_contain_text("training.max_steps")
         assert not (home / "runs").exists()
         box(page, "cfg-training-max-steps").fill("20")
-        page.click("#train-add")
-        expect(page.locator("#train-message")).to_contain_text("queued")
-        expect(page.locator("#cfg-training-max-steps")).not_to_have_class(re.compile("field-error"))
         shot(page, "train")
+        page.click("#train-start")
 
-        # Monitor: live progress, then the same after a page reload (re-attach to the running job).
-        open_tab(page, "Monitor")
+        # "Start now" moves to Monitor: live progress, then the same after a reload (re-attach to the job).
         progress = page.locator("#monitor-progress")
         expect(progress).to_contain_text(re.compile(r"step \d+ / 20"), timeout=RUN_TIMEOUT_MS)
+        expect(page.get_by_role("tab", name="Monitor")).to_have_attribute("aria-selected", "true")
         page.reload()
         open_tab(page, "Monitor")
         expect(progress).to_contain_text(re.compile(r"step \d+ / 20"), timeout=60_000)
 
         # Queue: the job completes.
-        open_tab(page, "Queue")
+        metrics["queue_switch_ms"] = switch_ms(page, "Queue", "#queue-table")
         table = page.locator("#queue-table")
         expect(table).to_contain_text("completed", timeout=RUN_TIMEOUT_MS)
         expect(box(page, "queue-run-dir")).to_have_value(re.compile("runs/"))
         expect(page.locator("#queue-remove")).to_be_enabled()
         shot(page, "queue")
+        download_adapter(page, tmp_path)
 
-        # Monitor: the loss plot is drawn from progress.jsonl.
-        open_tab(page, "Monitor")
+        # Monitor: the loss plot is drawn from progress.jsonl; the run's buttons are off once it ended.
+        metrics["monitor_switch_ms"] = switch_ms(page, "Monitor", "#monitor-progress-text")
         expect(progress).to_contain_text("step 20 / 20")
         expect(page.locator("#monitor-loss canvas, #monitor-loss svg").first).to_be_visible()
+        expect(page.locator("#monitor-stop")).to_be_disabled()
         expect(box(page, "monitor-console")).to_have_value(re.compile(r"\S"))
         page.wait_for_function("() => { const t = document.querySelector('#monitor-console textarea');"
                                " return t && t.scrollHeight > t.clientHeight && t.scrollTop > 0; }")  # newest line
         shot(page, "monitor")
 
         # Samples: the sample image with its prompt.
-        open_tab(page, "Samples")
+        metrics["samples_switch_ms"] = switch_ms(page, "Samples", "#samples-summary")
         expect(page.locator("#samples-gallery img").first).to_be_visible(timeout=90_000)
         expect(page.locator("#samples-summary")).to_contain_text("sample")
         shot(page, "samples")
 
-        # Preprocess: scan the tiny preset's dataset.
+        playground(page)
+
+        # Preprocess: an empty path is an error at the field, then the Train tab's dataset scans.
         open_tab(page, "Preprocess")
+        box(page, "pre-data-path").fill("")
+        page.click("#pre-scan")
+        expect(page.locator("#pre-message")).to_contain_text("data.path")
         page.click("#pre-copy")
         expect(box(page, "pre-data-path")).to_have_value("demo:images")
         page.click("#pre-scan")
@@ -110,11 +217,15 @@ def test_tiny_preset_end_to_end(studio_server):
 
         # Queue -> "Clone into form": the finished job's settings come back into the Train form.
         open_tab(page, "Queue")
+        page.locator("#queue-job input").click()
+        page.locator("#queue-job li[role=option]", has_text="#1 ").click()
         page.click("#queue-clone")
         expect(page.locator("#train-message")).to_contain_text("Loaded the settings of job #1")
         expect(box(page, "cfg-model-path")).to_be_visible()
         expect(box(page, "cfg-training-max-steps")).to_have_value("20")
         browser.close()
+    (SCREENSHOTS / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    print("browser metrics:", metrics)
     log = app_log.read_text(encoding="utf-8", errors="replace")
     (SCREENSHOTS / "app.log").write_text(log, encoding="utf-8")
     assert "Traceback" not in log, "the studio raised while serving (see tests/ui/screenshots/app.log)"

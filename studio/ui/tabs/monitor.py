@@ -10,6 +10,7 @@ import gradio as gr
 from studio.queue import Job, QueueError
 from studio.train.control import request
 from studio.ui.context import StudioContext
+from studio.ui.download_panel import build_download_panel
 from studio.ui.jobs import default_job_id, get_job, job_choices
 from studio.ui.live import (RunFeed, loss_frame, lr_frame, progress_html, read_new_console,
                             read_new_progress)
@@ -60,8 +61,8 @@ def tensorboard_status(ctx: StudioContext, job: Job | None) -> str:
 
 def control_request(ctx: StudioContext, job_id, what: str) -> str:
     job = get_job(ctx.store, job_id)
-    if job is None or job.status != "running":
-        return "Only a running job can be asked to stop, save or sample."
+    if job is None or job.status not in ("running", "pending") or (what != "STOP" and job.status != "running"):
+        return "Only a running job can be asked to save or sample, and only a pending or running one to stop."
     if what == "STOP":
         try:
             ctx.store.stop(job.id)
@@ -84,7 +85,7 @@ def monitor_tick(ctx: StudioContext, job_id, feed: RunFeed) -> list:
     job = get_job(ctx.store, job_id)
     if job is None:
         return [choice_update, "<div class='studio-status'>No job yet: add one in the Train tab.</div>",
-                gr.skip(), gr.skip(), gr.skip(), "", RunFeed(choices_signature=signature)]
+                gr.skip(), gr.skip(), gr.skip(), "", RunFeed(choices_signature=signature), *button_states(None)]
     fresh = feed.job_id != job.id or feed.run_dir != job.run_dir
     if fresh:  # another job, or a new page: read its files from the start
         feed = feed.reset(job.id, job.run_dir)
@@ -94,7 +95,15 @@ def monitor_tick(ctx: StudioContext, job_id, feed: RunFeed) -> list:
     plots = [loss_frame(feed), lr_frame(feed)] if new_steps else [gr.skip(), gr.skip()]
     text = "\n".join(feed.console) if new_console else gr.skip()
     recent = "\n".join(f"- {e}" for e in reversed(feed.events[-12:])) or "*No events yet.*"
-    return [choice_update, progress_html(feed, job.status), *plots, text, "**Events**\n\n" + recent, feed]
+    return [choice_update, progress_html(feed, job.status), *plots, text, "**Events**\n\n" + recent, feed,
+            *button_states(job)]
+
+
+def button_states(job: Job | None) -> list:
+    """Stop / Save / Sample only where they can act: Stop on a pending or running job, the others while it runs."""
+    status = job.status if job else ""
+    return [gr.update(interactive=status in ("pending", "running")), gr.update(interactive=status == "running"),
+            gr.update(interactive=status == "running")]
 
 
 def launch_tensorboard(ctx: StudioContext, job_id) -> str:
@@ -151,9 +160,9 @@ def build_monitor_tab(ctx: StudioContext) -> MonitorTab:
         job = gr.Dropdown(label="Job", choices=[], elem_id="monitor-job", scale=3, allow_custom_value=True)
         with gr.Column(scale=2, min_width=300):
             with gr.Row():
-                stop_btn = gr.Button("Stop", variant="stop", size="sm", elem_id="monitor-stop")
-                save_btn = gr.Button("Save checkpoint now", size="sm", elem_id="monitor-save")
-                sample_btn = gr.Button("Sample now", size="sm", elem_id="monitor-sample")
+                stop_btn = gr.Button("Stop", variant="stop", size="sm", elem_id="monitor-stop", interactive=False)
+                save_btn = gr.Button("Save checkpoint now", size="sm", elem_id="monitor-save", interactive=False)
+                sample_btn = gr.Button("Sample now", size="sm", elem_id="monitor-sample", interactive=False)
     status = gr.HTML(elem_id="monitor-progress")
     message = gr.Markdown(elem_id="monitor-message")
     with gr.Row():
@@ -166,6 +175,7 @@ def build_monitor_tab(ctx: StudioContext) -> MonitorTab:
                              interactive=False, elem_id="monitor-console", scale=3,
                              placeholder="Waiting for the job to start…")
         events = gr.Markdown(elem_id="monitor-events", label="Events")
+    build_download_panel(ctx, job, "monitor")
     tb_status = _tensorboard_panel(ctx, job)
     timer = gr.Timer(1.5, active=False)
     feed = gr.State(RunFeed())
@@ -173,7 +183,7 @@ def build_monitor_tab(ctx: StudioContext) -> MonitorTab:
     def tick(job_id, feed: RunFeed):
         return monitor_tick(ctx, job_id, feed)
 
-    outputs = [job, status, loss_plot, lr_plot, console, events, feed]
+    outputs = [job, status, loss_plot, lr_plot, console, events, feed, stop_btn, save_btn, sample_btn]
     timer.tick(tick, [job, feed], outputs, show_progress="hidden").then(None, js=FOLLOW_CONSOLE)
     job.change(tick, [job, feed], outputs, show_progress="hidden").then(
         lambda j: tensorboard_status(ctx, get_job(ctx.store, j)), [job], [tb_status])

@@ -9,6 +9,7 @@ import gradio as gr
 from studio.config import ConfigError
 from studio.queue import Job, QueueError, queue_script
 from studio.ui.context import StudioContext
+from studio.ui.download_panel import build_download_panel
 from studio.ui.jobs import LastProgress, default_job_id, get_job, job_choices, queue_frame, styled
 
 EMPTY = "The queue is empty: configure a job in **Train** and press **Add to queue** (or *Start now*)."
@@ -130,6 +131,7 @@ def build_queue_tab(ctx: StudioContext) -> QueueTab:
                    for action, label, variant in BUTTONS}
     message = gr.Markdown(elem_id="queue-message")
     detail = gr.Markdown(elem_id="queue-detail")
+    build_download_panel(ctx, job, "queue")
     with gr.Accordion("Job config", open=False):
         config_view = gr.Code(language="json", interactive=False, max_lines=30)
     with gr.Accordion("Queue script: the pending jobs as shell commands", open=False):

@@ -24,6 +24,7 @@ class TrainTab:
     family: gr.State  # the family the form's defaults follow
     summary: gr.Markdown
     message: gr.Markdown
+    started: object = None  # the "Start now" event: app.py chains the switch to Monitor onto it
 
     @property
     def load_outputs(self) -> list:
@@ -215,4 +216,4 @@ def _wire_queueing(ctx: StudioContext, tab: TrainTab, preview, preview_box, prev
     inputs = [tab.preset, temporary, tab.base, *form.components]
     outputs = [tab.message, tab.base, *form.components]
     add_btn.click(lambda *a: queue(False, *a), inputs, outputs)
-    start_btn.click(lambda *a: queue(True, *a), inputs, outputs)
+    tab.started = start_btn.click(lambda *a: queue(True, *a), inputs, outputs)

@@ -1,0 +1,186 @@
+"""The Playground tab: try a run's checkpoints or final adapter with your own prompt and seed, side by side.
+
+Generate queues one `generate` job per chosen source (the queue's worker loads the model; this process
+never does) and the results appear here from the run's `playground/<request>/<source>/` folders, each
+with the exact settings, the diffusers / transformers code that reproduces it and, for image families,
+a ComfyUI workflow."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+
+from studio.config import ConfigError
+from studio.playground import adapter_sources, list_batches, playground_configs, read_batch
+from studio.queue import QueueError
+from studio.ui.context import StudioContext
+from studio.ui.jobs import get_job
+
+SLOTS = 4  # sources compared at once
+TRIED = ("completed", "stopped", "failed", "interrupted", "running")
+INTRO = ("Pick a run and one or more of its checkpoints (or the final adapter), write a prompt and generate: "
+         "every source gets the **same seed and settings**, so the pictures differ only by the training. Each "
+         "result shows what produced it and the code that makes it again outside the studio. Generation runs as "
+         "a job in the queue (after the job that is running now).")
+
+
+@dataclass
+class PlaygroundTab:
+    run: gr.Dropdown
+    timer: gr.Timer
+    refresh: object  # (run) -> the run picker with the runs there are now
+    inputs: list
+    outputs: list
+
+
+def run_choices(ctx: StudioContext) -> list[tuple[str, int]]:
+    """Training runs that have something to try (a checkpoint or the final adapter)."""
+    out = []
+    for job in reversed(ctx.store.list(TRIED)):
+        if job.kind == "train" and adapter_sources(Path(job.run_dir)):
+            out.append((f"#{job.id} {job.name} ({job.status})", job.id))
+    return out
+
+
+def family_of(job) -> str:
+    return (job.config.get("model") or {}).get("family", "") if job else ""
+
+
+def pick_run(ctx: StudioContext, run_id):
+    """Sources of the run (two preselected: the first checkpoint and the newest), fields for its family."""
+    job = get_job(ctx.store, run_id)
+    sources = adapter_sources(Path(job.run_dir)) if job else []
+    chosen = sources if len(sources) <= 2 else [sources[0], sources[-1]]
+    family = family_of(job)
+    image, text = family in ("sd15", "sdxl"), family == "causal_lm"
+    batches = list_batches(Path(job.run_dir)) if job else []
+    return [gr.update(choices=sources, value=chosen), gr.update(visible=image), gr.update(visible=not text),
+            gr.update(visible=text), gr.update(visible=text),
+            gr.update(label="Chat message" if text else "Prompt"),
+            gr.update(choices=batches, value=batches[0] if batches else None)]
+
+
+def queue_generate(ctx: StudioContext, run_id, sources, prompt, negative, seed, steps, guidance, max_new_tokens,
+                   temperature):
+    job = get_job(ctx.store, run_id)
+    if job is None:
+        return "**Error:** pick a run first (finished training runs with a checkpoint or an adapter).", gr.skip()
+    if len(sources or []) > SLOTS:
+        return f"**Error:** playground.sources: pick at most {SLOTS} to compare at once.", gr.skip()
+    sampling = ({"max_new_tokens": int(max_new_tokens or 64), "temperature": float(temperature or 0)}
+                if family_of(job) == "causal_lm" else None)
+    try:
+        configs = playground_configs(job.config, list(sources or []), prompt or "", seed=int(seed or 0),
+                                     steps=int(steps or 0), guidance=float(-1 if guidance is None else guidance),
+                                     negative_prompt=negative or "", sampling=sampling)
+        added = [ctx.store.add(cfg, kind="generate") for cfg in configs]
+    except (ConfigError, QueueError, ValueError) as err:
+        return f"**Error:** {err}", gr.skip()
+    batch = Path(added[0].run_dir).parent.name
+    ids = ", ".join(f"#{j.id}" for j in added)
+    return (f"Queued {len(added)} generate job(s) ({ids}); the results appear below as each finishes.",
+            gr.update(choices=list_batches(Path(job.run_dir)), value=batch))
+
+
+def _slot_updates(ctx: StudioContext, entry: dict | None) -> list:
+    """title, image, audio, text, code, workflow for one result slot."""
+    hidden = [gr.update(visible=False)] * 6
+    if entry is None:
+        return hidden
+    settings = entry.get("settings")
+    if settings is None:
+        state = f"**Error:** {entry['error']}" if entry.get("error") else "queued / generating…"
+        return [f"**{entry['source']}** · {state}", *[gr.update(visible=False, value=None)] * 3,
+                gr.update(visible=False), gr.update(visible=False)]
+    path = Path(entry["path"])
+    kind = path.suffix.lower()
+    served = ctx.can_serve(path)
+    keys = ("seed", "steps", "guidance", "width", "height", "scheduler", "max_new_tokens", "temperature")
+    line = " · ".join(f"{k} {settings[k]}" for k in keys if k in settings)
+    title = f"**{entry['source']}** (step {settings.get('step', '?')}) · “{settings.get('prompt', '')}” · {line}"
+    text = path.read_text(encoding="utf-8", errors="replace") if kind == ".txt" else ""
+    return [title,
+            gr.update(visible=kind == ".png", value=str(path) if kind == ".png" and served else None),
+            gr.update(visible=kind == ".wav", value=str(path) if kind == ".wav" and served else None),
+            gr.update(visible=bool(text), value="> " + text.replace("\n", "\n> ") if text else ""),
+            gr.update(visible=True, value=entry.get("code", "")),
+            gr.update(visible=bool(entry.get("workflow")) and ctx.can_serve(entry.get("workflow") or ""),
+                      value=entry.get("workflow"))]
+
+
+def playground_refresh(ctx: StudioContext, run_id, batch, last_signature: str) -> list:
+    job = get_job(ctx.store, run_id)
+    entries = read_batch(Path(job.run_dir), batch) if job and batch else []
+    signature = repr([(e["source"], "settings" in e, e.get("error")) for e in entries]) + repr((run_id, batch))
+    if signature == last_signature:
+        return [gr.skip()] * (1 + SLOTS * 7) + [signature]
+    updates = []
+    for i in range(SLOTS):
+        entry = entries[i] if i < len(entries) else None
+        updates += [gr.update(visible=entry is not None), *_slot_updates(ctx, entry)]
+    words = "" if entries else "No results yet for this run: generate above."
+    return [words, *updates, signature]
+
+
+def _result_slot(i: int) -> list:
+    with gr.Column(visible=False, min_width=260, elem_id=f"play-slot-{i}") as column:
+        title = gr.Markdown(elem_id=f"play-title-{i}")
+        image = gr.Image(show_label=False, interactive=False, visible=False, elem_id=f"play-image-{i}", height=320)
+        audio = gr.Audio(show_label=False, interactive=False, visible=False, elem_id=f"play-audio-{i}")
+        text = gr.Markdown(visible=False, elem_id=f"play-text-{i}")
+        code = gr.Code(language="python", interactive=False, visible=False, label="Reproduce it (copy as code)",
+                       elem_id=f"play-code-{i}", max_lines=18)
+        workflow = gr.File(label="ComfyUI workflow (API format)", visible=False, interactive=False,
+                           elem_id=f"play-workflow-{i}")
+    return [column, title, image, audio, text, code, workflow]
+
+
+def build_playground_tab(ctx: StudioContext) -> PlaygroundTab:
+    gr.Markdown(INTRO, elem_classes=["studio-hint"])
+    with gr.Row(equal_height=False):
+        run = gr.Dropdown(label="Run", choices=[], elem_id="play-run", scale=2,
+                          info="Training runs with a checkpoint or a final adapter.")
+        sources = gr.CheckboxGroup(label="Adapters to compare", choices=[], elem_id="play-sources", scale=3,
+                                   info=f"Each is generated with the same seed; up to {SLOTS}.")
+    prompt = gr.Textbox(label="Prompt", lines=2, elem_id="play-prompt", placeholder="a red circle on a plain background")
+    with gr.Row():
+        negative = gr.Textbox(label="Negative prompt", elem_id="play-negative", scale=3,
+                              info="What to steer away from.")
+        seed = gr.Number(label="Seed", value=0, precision=0, minimum=0, elem_id="play-seed",
+                         info="Same seed, same noise: only the adapter differs.")
+        steps = gr.Number(label="Steps", value=0, precision=0, minimum=0, elem_id="play-steps",
+                          info="Inference steps; 0 = the run's sampling default.")
+        guidance = gr.Number(label="Guidance", value=-1, minimum=-1, elem_id="play-guidance",
+                             info="Guidance scale; -1 = the run's sampling default.")
+        max_tokens = gr.Number(label="Max new tokens", value=64, precision=0, minimum=1, visible=False,
+                               elem_id="play-max-tokens", info="Longest reply, in tokens.")
+        temperature = gr.Number(label="Temperature", value=0.7, minimum=0, visible=False, elem_id="play-temperature",
+                                info="0 = always the most likely token.")
+    generate = gr.Button("Generate", variant="primary", elem_id="play-generate")
+    message = gr.Markdown(elem_id="play-message")
+    batch = gr.Dropdown(label="Results of request (newest first)", choices=[], elem_id="play-batch")
+    summary = gr.Markdown(elem_id="play-summary")
+    with gr.Row(equal_height=False):
+        slots = [_result_slot(i) for i in range(SLOTS)]
+    timer = gr.Timer(2.0, active=False)
+    signature = gr.State("")
+
+    def refresh(run_id, batch_name, last):
+        return playground_refresh(ctx, run_id, batch_name, last)
+
+    outputs = [summary, *[c for slot in slots for c in slot], signature]
+    inputs = [run, batch, signature]
+    run.change(lambda r: pick_run(ctx, r), [run],
+               [sources, negative, guidance, max_tokens, temperature, prompt, batch])
+    batch.change(refresh, [run, batch, gr.State("")], outputs, show_progress="hidden")
+    timer.tick(refresh, inputs, outputs, show_progress="hidden")
+    generate.click(lambda *a: queue_generate(ctx, *a),
+                   [run, sources, prompt, negative, seed, steps, guidance, max_tokens, temperature],
+                   [message, batch])
+    def offer_runs(current):
+        choices = run_choices(ctx)
+        ids = [c[1] for c in choices]
+        return gr.update(choices=choices, value=current if current in ids else (ids[0] if ids else None))
+
+    return PlaygroundTab(run, timer, offer_runs, inputs, outputs)
