@@ -15,6 +15,7 @@ import sys
 
 EXIT_USAGE = 2
 LOCAL = "127.0.0.1"
+AUTH_MESSAGE = "Training Studio: sign in with the --auth / STUDIO_AUTH credentials."
 CSS = """
 .gradio-container { overflow: clip !important; }  /* "hidden" would stop the side panel from sticking */
 #train-side { position: sticky; top: 8px; align-self: flex-start; }
@@ -165,12 +166,18 @@ def launch(ctx, serving: dict, **extra):
     """Build and launch; returns what `Blocks.launch` returns (blocks unless prevent_thread_lock)."""
     import gradio as gr
 
+    from starlette.middleware import Middleware
+
+    from studio.ui.serving import PageCache, SmallLoginPage
+
     demo = build_app(ctx, serving)
     demo.queue(default_concurrency_limit=4)
+    extra.setdefault("app_kwargs", {"middleware": [Middleware(SmallLoginPage, message=AUTH_MESSAGE),
+                                                   Middleware(PageCache)]})
     try:
         demo.launch(
             server_name=serving["server_name"], server_port=serving["port"], share=serving["share"],
-            auth=serving["auth"], auth_message="Training Studio: sign in with the --auth / STUDIO_AUTH credentials.",
+            auth=serving["auth"], auth_message=AUTH_MESSAGE,
             allowed_paths=[str(p) for p in ctx.allowed_roots()], blocked_paths=[str(p) for p in ctx.blocked_paths()],
             max_file_size=serving["max_file_size"], enable_monitoring=False, show_error=True, ssr_mode=False,
             mcp_server=False, pwa=False, footer_links=["gradio", "settings"], theme=gr.themes.Soft(), css=CSS,

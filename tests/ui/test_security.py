@@ -97,3 +97,14 @@ def test_blocked_paths_cover_the_queue_database_and_tokens(home):
     assert Path.home() / ".cache" / "huggingface" / "token" in blocked
     assert not ctx.can_serve(ctx.store.path)
     assert ctx.can_serve(home / "runs" / "x" / "samples" / "a.png")
+
+
+def test_the_page_without_a_session_is_a_small_sign_in_form(served):
+    _, client, _, _ = served
+    page = client.get("/")
+    assert page.status_code == 200 and "Sign in" in page.text and len(page.content) < 4096
+    assert "gradio_config" not in page.text  # none of the interface before the password
+    assert client.post("/login", data={"username": "ann", "password": "secret"}).status_code == 200
+    full, again = client.get("/"), client.get("/")
+    assert "Training Studio" in full.text and len(full.content) > 50_000  # the interface itself
+    assert again.text == full.text  # served again from the page cache, same bytes

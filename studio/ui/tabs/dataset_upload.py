@@ -38,10 +38,10 @@ def build_upload_panel() -> UploadPanel:
         message = gr.Markdown(elem_id="pre-upload-message")
     gallery = gr.Gallery(label="Dataset preview (click an image to edit its caption)", columns=8, height=260,
                          visible=False, elem_id="pre-gallery", interactive=False, object_fit="contain")
-    with gr.Row(visible=True, equal_height=True):
+    with gr.Row(equal_height=False):
         caption = gr.Textbox(label="Caption of the picked image", elem_id="pre-caption", scale=4, interactive=True,
                              info="Saved beside the image (its caption file), replacing the old caption.")
-        save = gr.Button("Save caption", size="sm", elem_id="pre-caption-save", scale=1)
+        save = gr.Button("Save caption", size="sm", elem_id="pre-caption-save", scale=1, min_width=120)
     return UploadPanel(name, files, upload, message, gallery, gr.State([]), caption, gr.State(""), save)
 
 

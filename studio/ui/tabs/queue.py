@@ -10,6 +10,7 @@ from studio.config import ConfigError
 from studio.queue import Job, QueueError, queue_script
 from studio.ui.context import StudioContext
 from studio.ui.download_panel import build_download_panel
+from studio.ui.tabs.compare_panel import build_compare_panel
 from studio.ui.jobs import LastProgress, default_job_id, get_job, job_choices, queue_frame, styled
 
 EMPTY = "The queue is empty: configure a job in **Train** and press **Add to queue** (or *Start now*)."
@@ -137,6 +138,7 @@ def build_queue_tab(ctx: StudioContext) -> QueueTab:
     with gr.Accordion("Queue script: the pending jobs as shell commands", open=False):
         script = gr.Code(language="shell", interactive=False, max_lines=40, elem_id="queue-script")
         download = gr.DownloadButton("Download queue_script.sh", size="sm", elem_id="queue-script-download")
+    build_compare_panel(ctx)
     settings = _queue_options()
     timer = gr.Timer(2.0, active=False)
     signature = gr.State("")
