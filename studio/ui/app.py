@@ -32,6 +32,7 @@ CSS = """
 .studio-progress { height: 10px; background: #e5e7eb; border-radius: 5px; overflow: hidden; margin: 6px 0; }
 .studio-progress > div { height: 100%; background: #16a34a; transition: width .5s; }
 .studio-final { color: #991b1b; white-space: pre-wrap; }
+#samples-meta th, #queue-table th { word-break: keep-all; overflow-wrap: normal; }  /* "step", not "ste p" */
 """
 
 
@@ -163,7 +164,7 @@ def _wire_across_tabs(ctx, tabs, train, queue, monitor, samples) -> None:
 
 
 def launch(ctx, serving: dict, **extra):
-    """Build and launch; returns what `Blocks.launch` returns (blocks unless prevent_thread_lock)."""
+    """Build, launch and (unless prevent_thread_lock) serve until stopped; returns the Blocks."""
     import gradio as gr
 
     from starlette.middleware import Middleware
@@ -174,6 +175,8 @@ def launch(ctx, serving: dict, **extra):
     demo.queue(default_concurrency_limit=4)
     extra.setdefault("app_kwargs", {"middleware": [Middleware(SmallLoginPage, message=AUTH_MESSAGE),
                                                    Middleware(PageCache)]})
+    block = not extra.pop("prevent_thread_lock", False)
+    extra.setdefault("quiet", True)  # Gradio's own hints ("set share=True") are not the studio's way
     try:
         demo.launch(
             server_name=serving["server_name"], server_port=serving["port"], share=serving["share"],
@@ -181,7 +184,7 @@ def launch(ctx, serving: dict, **extra):
             allowed_paths=[str(p) for p in ctx.allowed_roots()], blocked_paths=[str(p) for p in ctx.blocked_paths()],
             max_file_size=serving["max_file_size"], enable_monitoring=False, show_error=True, ssr_mode=False,
             mcp_server=False, pwa=False, footer_links=["gradio", "settings"], theme=gr.themes.Soft(), css=CSS,
-            **extra)
+            prevent_thread_lock=True, **extra)
     except ValueError as err:
         # Gradio's self-check gives up after one 3 s request to the new server; on a busy machine the
         # first page can take longer. The server is up by then (only raised without share): keep serving.
@@ -189,9 +192,20 @@ def launch(ctx, serving: dict, **extra):
             raise
         print("note: the first request to the studio was slow (busy machine); it is serving anyway",
               file=sys.stderr)
-        if not extra.get("prevent_thread_lock"):
-            demo.block_thread()
+    print(ready_line(demo, serving), flush=True)
+    if block:
+        demo.block_thread()
     return demo
+
+
+def ready_line(demo, serving: dict) -> str:
+    url = getattr(demo, "local_url", None) or f"http://{serving['server_name']}:{serving['port']}/"
+    line = f"Training Studio is serving on {url}"
+    if getattr(demo, "share_url", None):
+        return line + f" and {demo.share_url} (password required)"
+    if serving["server_name"] == LOCAL:
+        line += " (this computer only; --listen or --share with --auth USER:PASS opens it to others)"
+    return line
 
 
 def _stop_on_sigterm(signum, frame) -> None:
