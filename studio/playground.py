@@ -174,7 +174,7 @@ def read_batch(run_dir: Path, batch: str) -> list[dict]:
 
     out = []
     folder = Path(run_dir) / PLAYGROUND_DIR / batch
-    for sub in sorted(folder.iterdir(), key=_source_order) if folder.is_dir() else []:
+    for sub in sorted(folder.iterdir(), key=source_order) if folder.is_dir() else []:
         entry = {"source": sub.name, "folder": str(sub)}
         settings = sub / SETTINGS_FILE
         if settings.is_file():
@@ -189,6 +189,8 @@ def read_batch(run_dir: Path, batch: str) -> list[dict]:
     return out
 
 
-def _source_order(path: Path) -> tuple[int, str]:
-    match = _CHECKPOINT.match(path.name)
-    return (int(match.group(1)), path.name) if match else (10**12, path.name)
+def source_order(path: Path | str) -> tuple[int, str]:
+    """Checkpoints by step, then the final adapter."""
+    name = Path(path).name
+    match = _CHECKPOINT.match(name)
+    return (int(match.group(1)), name) if match else (10**12, name)

@@ -112,6 +112,9 @@ def build_app(ctx, serving: dict):
             with gr.Tab("Environment", id="environment", elem_id="tab-environment") as env_tab:
                 build_environment_tab(ctx, serving)
         connect_preprocess(train)
+        # Preprocess follows the Train tab: opened with no dataset path, it copies Train's dataset and model.
+        pre_tab.select(None, js="() => { const b = document.querySelector('#pre-data-path input, #pre-data-path "
+                                "textarea'); if (b && !b.value) document.querySelector('#pre-copy')?.click(); }")
         _wire_across_tabs(ctx, tabs, train, queue, monitor, samples)
         # Only the visible tab polls: timers cost a request per tick per open browser.
         timers = [queue.timer, monitor.timer, samples.timer, play.timer]
@@ -122,7 +125,7 @@ def build_app(ctx, serving: dict):
             if active is queue.timer:
                 event.then(queue.refresh, [queue.job, gr.State("")], queue.refresh_outputs, show_progress="hidden")
             elif active is monitor.timer:
-                event.then(monitor.tick, [monitor.job, monitor.feed], monitor.outputs, show_progress="hidden")
+                event.then(monitor.tick, monitor.inputs, monitor.outputs, show_progress="hidden")
             elif active is samples.timer:
                 event.then(samples.refresh, samples.inputs, samples.outputs, show_progress="hidden")
             elif active is play.timer:
@@ -130,7 +133,7 @@ def build_app(ctx, serving: dict):
         # "Start now" that queued: go where the run is watched (its timer on, the others off).
         train.started.then(lambda m: [gr.Tabs(selected="monitor"), *[gr.Timer(active=t is monitor.timer) for t in timers]]
                            if "queued" in (m or "") else [gr.skip()] * (1 + len(timers)), [train.message],
-                           [tabs, *timers]).then(monitor.tick, [monitor.job, monitor.feed], monitor.outputs,
+                           [tabs, *timers]).then(monitor.tick, monitor.inputs, monitor.outputs,
                                                  show_progress="hidden")
         demo.load(queue.refresh, [queue.job, gr.State("")], queue.refresh_outputs, show_progress="hidden")
         demo.load(queue.load_settings, None, queue.settings_outputs, show_progress="hidden")

@@ -5,6 +5,7 @@ long run costs the same per tick as a short one; a new page starts from the begi
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,6 +115,21 @@ def read_new_console(feed: RunFeed) -> bool:
     # tqdm redraws with carriage returns: keep the last state of such a line
     feed.console = (feed.console + [line.rstrip("\r").rsplit("\r", 1)[-1] for line in lines])[-CONSOLE_LINES:]
     return True
+
+
+# The studio's own console lines (its logging format, the queue's launch header) and every error; the rest
+# is library chatter (loader notices, dtype hints, progress bars), hidden unless asked for.
+STUDIO_LINE = re.compile(r"^(\d{4}-\d\d-\d\d [\d:,]+ ([A-Z]+ studio[\w.]*|ERROR \S+|CRITICAL \S+):|=== queue:|"
+                         r"Traceback|\s+File |\w*(Error|Exception)\b)")
+
+
+def console_text(feed: RunFeed, everything: bool) -> str:
+    if everything:
+        return "\n".join(feed.console)
+    own = [line for line in feed.console if STUDIO_LINE.match(line)]
+    hidden = len(feed.console) - len(own)
+    note = [f"({hidden} library line(s) hidden: tick “Show library messages” to see them)"] if hidden else []
+    return "\n".join(own + note)
 
 
 def _thin(rows: list) -> list:

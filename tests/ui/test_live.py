@@ -143,3 +143,18 @@ def test_after_the_last_step_the_monitor_says_what_the_run_is_doing(tmp_path):
     read_new_progress(feed)
     html = progress_html(feed, "running")
     assert "training done: rendering the final samples" in html and "ETA" not in html
+
+
+def test_console_shows_the_studios_lines_and_errors_first():
+    from studio.ui.live import console_text
+
+    feed = RunFeed(console=[
+        "=== queue: job 1 'x' launch 1 (fresh) at 2026-11-30 03:04:55: python -m studio train c.json",
+        "There are modules in AutoencoderKL that should be kept in float32: [].",
+        "No LoRA keys associated to CLIPTextModel found with the prefix='text_encoder'. ... open an issue",
+        "2026-11-30 03:05:28,314 INFO studio.adapters: peft export OK",
+        "Traceback (most recent call last):", '  File "x.py", line 1', "ValueError: boom"])
+    own = console_text(feed, everything=False)
+    assert "float32" not in own and "No LoRA keys" not in own and "2 library line(s) hidden" in own
+    assert "=== queue" in own and "peft export OK" in own and "ValueError: boom" in own and 'File "x.py"' in own
+    assert "No LoRA keys" in console_text(feed, everything=True)

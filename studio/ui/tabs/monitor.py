@@ -12,7 +12,7 @@ from studio.train.control import request
 from studio.ui.context import StudioContext
 from studio.ui.download_panel import build_download_panel
 from studio.ui.jobs import default_job_id, get_job, job_choices
-from studio.ui.live import (RunFeed, loss_frame, lr_frame, progress_html, read_new_console,
+from studio.ui.live import (RunFeed, console_text, loss_frame, lr_frame, progress_html, read_new_console,
                             read_new_progress)
 from studio.ui.tensorboard import delete_event_files, event_files
 
@@ -37,8 +37,9 @@ class MonitorTab:
     job: gr.Dropdown
     timer: gr.Timer
     feed: gr.State
-    tick: object  # (job_id, feed) -> updates of `outputs`
+    tick: object  # (job_id, feed, everything) -> updates of `outputs`
     outputs: list
+    inputs: list
 
 
 def log_dir_of(job: Job) -> Path:
@@ -74,7 +75,7 @@ def control_request(ctx: StudioContext, job_id, what: str) -> str:
             "SAMPLE": "Samples will be rendered after the current step (see the Samples tab)."}[what]
 
 
-def monitor_tick(ctx: StudioContext, job_id, feed: RunFeed) -> list:
+def monitor_tick(ctx: StudioContext, job_id, feed: RunFeed, everything: bool = False) -> list:
     """One timer tick: the job list when it changed, then whatever the run appended since the last tick."""
     choices = job_choices(ctx.store)
     signature = repr(choices)
@@ -93,7 +94,7 @@ def monitor_tick(ctx: StudioContext, job_id, feed: RunFeed) -> list:
     new_steps = read_new_progress(feed) or fresh
     new_console = read_new_console(feed) or fresh
     plots = [loss_frame(feed), lr_frame(feed)] if new_steps else [gr.skip(), gr.skip()]
-    text = "\n".join(feed.console) if new_console else gr.skip()
+    text = console_text(feed, everything) if new_console else gr.skip()
     recent = "\n".join(f"- {e}" for e in reversed(feed.events[-12:])) or "*No events yet.*"
     return [choice_update, progress_html(feed, job.status), *plots, text, "**Events**\n\n" + recent, feed,
             *button_states(job)]
@@ -174,19 +175,25 @@ def build_monitor_tab(ctx: StudioContext) -> MonitorTab:
         console = gr.Textbox(label="Console (tail of console.log)", lines=14, max_lines=14, autoscroll=True,
                              interactive=False, elem_id="monitor-console", scale=3,
                              placeholder="Waiting for the job to start…")
-        events = gr.Markdown(elem_id="monitor-events", label="Events")
+        with gr.Column(scale=1):
+            everything = gr.Checkbox(label="Show library messages", value=False, elem_id="monitor-everything",
+                                     info="The console shows the studio's own lines and errors; this adds what "
+                                          "the libraries print (all of it is in console.log).")
+            events = gr.Markdown(elem_id="monitor-events", label="Events")
     build_download_panel(ctx, job, "monitor")
     tb_status = _tensorboard_panel(ctx, job)
     timer = gr.Timer(1.5, active=False)
     feed = gr.State(RunFeed())
 
-    def tick(job_id, feed: RunFeed):
-        return monitor_tick(ctx, job_id, feed)
+    def tick(job_id, feed: RunFeed, show_all: bool):
+        return monitor_tick(ctx, job_id, feed, show_all)
 
     outputs = [job, status, loss_plot, lr_plot, console, events, feed, stop_btn, save_btn, sample_btn]
-    timer.tick(tick, [job, feed], outputs, show_progress="hidden").then(None, js=FOLLOW_CONSOLE)
-    job.change(tick, [job, feed], outputs, show_progress="hidden").then(
+    inputs = [job, feed, everything]
+    timer.tick(tick, inputs, outputs, show_progress="hidden").then(None, js=FOLLOW_CONSOLE)
+    everything.change(lambda f, e: console_text(f, e), [feed, everything], [console], show_progress="hidden")
+    job.change(tick, inputs, outputs, show_progress="hidden").then(
         lambda j: tensorboard_status(ctx, get_job(ctx.store, j)), [job], [tb_status])
     for button, what in ((stop_btn, "STOP"), (save_btn, "SAVE"), (sample_btn, "SAMPLE")):
         button.click(lambda j, w=what: control_request(ctx, j, w), [job], [message])
-    return MonitorTab(job, timer, feed, tick, outputs)
+    return MonitorTab(job, timer, feed, tick, outputs, inputs)

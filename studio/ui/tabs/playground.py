@@ -12,7 +12,8 @@ from pathlib import Path
 import gradio as gr
 
 from studio.config import ConfigError
-from studio.playground import adapter_sources, list_batches, playground_configs, read_batch
+from studio.playground import (PLAYGROUND_DIR, adapter_sources, list_batches, playground_configs, read_batch,
+                               source_order)
 from studio.queue import QueueError
 from studio.ui.context import StudioContext
 from studio.ui.jobs import get_job
@@ -90,7 +91,7 @@ def _slot_updates(ctx: StudioContext, entry: dict | None) -> list:
         return hidden
     settings = entry.get("settings")
     if settings is None:
-        state = f"**Error:** {entry['error']}" if entry.get("error") else "queued / generating…"
+        state = f"**Error:** {entry['error']}" if entry.get("error") else entry.get("state") or "generating…"
         return [f"**{entry['source']}** · {state}", *[gr.update(visible=False, value=None)] * 3,
                 gr.update(visible=False), gr.update(visible=False)]
     path = Path(entry["path"])
@@ -112,7 +113,14 @@ def _slot_updates(ctx: StudioContext, entry: dict | None) -> list:
 def playground_refresh(ctx: StudioContext, run_id, batch, last_signature: str) -> list:
     job = get_job(ctx.store, run_id)
     entries = read_batch(Path(job.run_dir), batch) if job and batch else []
-    signature = repr([(e["source"], "settings" in e, e.get("error")) for e in entries]) + repr((run_id, batch))
+    if job and batch:  # jobs still waiting in the queue have no folder yet: show them as queued
+        folder, seen = Path(job.run_dir) / PLAYGROUND_DIR / batch, {e["source"] for e in entries}
+        entries += [{"source": Path(j.run_dir).name, "state": f"queued as job #{j.id}"}
+                    for j in ctx.store.list(("pending",))
+                    if j.kind == "generate" and Path(j.run_dir).parent == folder and Path(j.run_dir).name not in seen]
+        entries.sort(key=lambda e: source_order(e["source"]))
+    signature = repr([(e["source"], "settings" in e, e.get("error"), e.get("state")) for e in entries]) + \
+        repr((run_id, batch))
     if signature == last_signature:
         return [gr.skip()] * (1 + SLOTS * 7) + [signature]
     updates = []
