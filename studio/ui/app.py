@@ -36,6 +36,14 @@ CSS = """
 """
 
 
+def studio_theme():
+    """Gradio's Soft theme with the system's fonts: its web fonts were 200 KB of the first page."""
+    import gradio as gr
+
+    return gr.themes.Soft(font=("system-ui", "-apple-system", "Segoe UI", "sans-serif"),
+                          font_mono=("ui-monospace", "SFMono-Regular", "Menlo", "monospace"))
+
+
 class UsageError(Exception):
     """A refused start; the message says what to do."""
 
@@ -186,7 +194,7 @@ def launch(ctx, serving: dict, **extra):
             auth=serving["auth"], auth_message=AUTH_MESSAGE,
             allowed_paths=[str(p) for p in ctx.allowed_roots()], blocked_paths=[str(p) for p in ctx.blocked_paths()],
             max_file_size=serving["max_file_size"], enable_monitoring=False, show_error=True, ssr_mode=False,
-            mcp_server=False, pwa=False, footer_links=["gradio", "settings"], theme=gr.themes.Soft(), css=CSS,
+            mcp_server=False, pwa=False, footer_links=["gradio", "settings"], theme=studio_theme(), css=CSS,
             prevent_thread_lock=True, **extra)
     except ValueError as err:
         # Gradio's self-check gives up after one 3 s request to the new server; on a busy machine the

@@ -3,10 +3,10 @@
 - `SmallLoginPage`: with a password set, a visitor without a session gets a 2 KB sign-in form instead of
   Gradio's page (which loads the whole 2 MB interface to show its own login box). The form posts to
   Gradio's own `/login`, so Gradio still checks the password and issues the session cookie.
-- `PageCache`: the first page is Gradio's template with the whole interface's config inlined; building it
-  costs tens of milliseconds of Python per request, which under 50 concurrent clients queued every request
-  behind the others. The page is the same for every request with the same user, host and query, so the
-  rendered body is kept and served again.
+- `PageCache`: the first page is Gradio's template with the whole interface's config inlined (3 MB, sent
+  uncompressed by Gradio); building it costs tens of milliseconds of Python per request, which under 50
+  concurrent clients queued every request behind the others. The page is the same for every request with
+  the same user, host and query, so it is rendered once, compressed once (gzip, brotli) and served again.
 
 Both are plain ASGI middlewares handed to FastAPI through `launch(app_kwargs={"middleware": ...})`."""
 from __future__ import annotations
@@ -76,12 +76,13 @@ class SmallLoginPage:
 
 
 class PageCache:
-    """Keeps the rendered first page per (user, host, query); other requests pass through untouched."""
+    """Keeps the rendered first page per (user, host, query), compressed once: Gradio's compression skips
+    paths without a file extension, so its 3 MB page went out raw. Other requests pass through untouched."""
 
     def __init__(self, app, size: int = 32):
         self.app = app
         self.size = size
-        self.pages: dict[tuple, tuple[int, list, bytes]] = {}
+        self.pages: dict[tuple, dict[str, tuple[list, bytes]]] = {}
         self.lock = threading.Lock()
 
     async def __call__(self, scope, receive, send):
@@ -91,24 +92,47 @@ class PageCache:
         app = scope.get("app")
         user = session_user(app, scope) if getattr(app, "auth", None) else None
         key = (user, _header(scope, b"host"), scope.get("query_string", b""), _header(scope, b"x-forwarded-host"))
-        cached = self.pages.get(key)
-        if cached is not None:
-            status, headers, body = cached
-            await send({"type": "http.response.start", "status": status, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
-            return
-        parts: dict = {"body": b""}
+        variants = self.pages.get(key)
+        if variants is None:
+            status, headers, body = await self._render(scope, receive)
+            if status != 200:
+                await send({"type": "http.response.start", "status": status, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                return
+            variants = compressed_variants(headers, body)
+            with self.lock:
+                if len(self.pages) >= self.size:
+                    self.pages.pop(next(iter(self.pages)))
+                self.pages[key] = variants
+        accepted = _header(scope, b"accept-encoding")
+        encoding = "br" if "br" in accepted else "gzip" if "gzip" in accepted else ""
+        headers, body = variants[encoding]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _render(self, scope, receive) -> tuple[int, list, bytes]:
+        parts: dict = {"status": 500, "headers": [], "body": b""}
 
         async def keep(message):
             if message["type"] == "http.response.start":
                 parts["status"], parts["headers"] = message["status"], list(message.get("headers", []))
             elif message["type"] == "http.response.body":
                 parts["body"] += message.get("body", b"")
-                if not message.get("more_body") and parts.get("status") == 200:
-                    with self.lock:
-                        if len(self.pages) >= self.size:
-                            self.pages.pop(next(iter(self.pages)))
-                        self.pages[key] = (200, parts["headers"], parts["body"])
-            await send(message)
 
         await self.app(scope, receive, keep)
+        return parts["status"], parts["headers"], parts["body"]
+
+
+def compressed_variants(headers: list, body: bytes) -> dict[str, tuple[list, bytes]]:
+    """"" (raw), "gzip" and "br" versions of one response, each with its own length and encoding headers."""
+    import gzip
+
+    import brotli
+
+    plain = [(k, v) for k, v in headers if k.lower() not in (b"content-length", b"content-encoding")]
+    out = {}
+    for encoding, data in (("", body), ("gzip", gzip.compress(body, 6)), ("br", brotli.compress(body, quality=5))):
+        extra = [(b"content-encoding", encoding.encode())] if encoding else []
+        out[encoding] = (plain + extra + [(b"vary", b"Accept-Encoding"),
+                                          (b"content-length", str(len(data)).encode())], data)
+    return out

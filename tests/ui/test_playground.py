@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -71,3 +72,31 @@ def test_two_sources_one_seed_through_the_queue(run_config, tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     again = np.asarray(Image.open(tmp_path / "result.png"), dtype=np.int16)
     assert np.abs(again - final).max() <= 2
+
+
+def test_the_tab_shows_queued_requests_at_once(studio_home):
+    """Generate queues one job per source; the result slots show them before any folder exists."""
+    from studio.queue import JobStore
+    from studio.ui.context import StudioContext
+    from studio.ui.tabs.playground import pick_run, playground_refresh, queue_generate, run_choices
+    from studio.ui.train_actions import preset_config
+
+    ctx = StudioContext(store=JobStore(studio_home / "queue.db"))
+    run = ctx.store.add(preset_config("tiny-sd15-lora"), name="tiny")
+    run_dir = Path(run.run_dir)
+    for folder in (run_dir / "checkpoint-10", run_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "adapter_model.safetensors").write_bytes(b"x")
+    (run_dir / "checkpoint-10" / "manifest.json").write_text("{}")
+    assert run_choices(ctx) == []  # a pending run is not offered
+    ctx.store.stop(run.id)
+    assert [c[1] for c in run_choices(ctx)] == [run.id]
+    assert pick_run(ctx, run.id)[0]["value"] == ["checkpoint-10", "final"]
+    message, batch = queue_generate(ctx, run.id, ["checkpoint-10", "final"], "a red circle", "", 7, 3, -1, 64, 0.7)
+    assert message.startswith("Queued 2 generate job(s)"), message
+    assert batch["value"] in batch["choices"]  # the browser refuses a value that is not a choice
+    out = playground_refresh(ctx, run.id, batch["value"], "")
+    assert [v["title"] for v in out[1]] == ["**checkpoint-10** · queued as job #2", "**final** · queued as job #3"]
+    assert playground_refresh(ctx, run.id, batch["value"], out[-1])[1] == {"__type__": "update"}  # unchanged: skip
+    bad, _ = queue_generate(ctx, run.id, [], "a red circle", "", 7, 3, -1, 64, 0.7)
+    assert "playground.sources" in bad

@@ -81,36 +81,31 @@ def queue_generate(ctx: StudioContext, run_id, sources, prompt, negative, seed, 
     batch = Path(added[0].run_dir).parent.name
     ids = ", ".join(f"#{j.id}" for j in added)
     return (f"Queued {len(added)} generate job(s) ({ids}); the results appear below as each finishes.",
-            gr.update(choices=list_batches(Path(job.run_dir)), value=batch))
+            gr.update(choices=sorted({*list_batches(Path(job.run_dir)), batch}, reverse=True), value=batch))
 
 
-def _slot_updates(ctx: StudioContext, entry: dict | None) -> list:
-    """title, image, audio, text, code, workflow for one result slot."""
-    hidden = [gr.update(visible=False)] * 6
-    if entry is None:
-        return hidden
+def result_view(ctx: StudioContext, entry: dict) -> dict:
+    """What one result shows: a title line, then the picture / song / reply, the code and the workflow."""
     settings = entry.get("settings")
     if settings is None:
         state = f"**Error:** {entry['error']}" if entry.get("error") else entry.get("state") or "generating…"
-        return [f"**{entry['source']}** · {state}", *[gr.update(visible=False, value=None)] * 3,
-                gr.update(visible=False), gr.update(visible=False)]
+        return {"title": f"**{entry['source']}** · {state}"}
     path = Path(entry["path"])
     kind = path.suffix.lower()
     served = ctx.can_serve(path)
     keys = ("seed", "steps", "guidance", "width", "height", "scheduler", "max_new_tokens", "temperature")
     line = " · ".join(f"{k} {settings[k]}" for k in keys if k in settings)
-    title = f"**{entry['source']}** (step {settings.get('step', '?')}) · “{settings.get('prompt', '')}” · {line}"
     text = path.read_text(encoding="utf-8", errors="replace") if kind == ".txt" else ""
-    return [title,
-            gr.update(visible=kind == ".png", value=str(path) if kind == ".png" and served else None),
-            gr.update(visible=kind == ".wav", value=str(path) if kind == ".wav" and served else None),
-            gr.update(visible=bool(text), value="> " + text.replace("\n", "\n> ") if text else ""),
-            gr.update(visible=True, value=entry.get("code", "")),
-            gr.update(visible=bool(entry.get("workflow")) and ctx.can_serve(entry.get("workflow") or ""),
-                      value=entry.get("workflow"))]
+    workflow = entry.get("workflow")
+    return {"title": f"**{entry['source']}** (step {settings.get('step', '?')}) · “{settings.get('prompt', '')}” · {line}",
+            "image": str(path) if kind == ".png" and served else None,
+            "audio": str(path) if kind == ".wav" and served else None,
+            "text": ("> " + text.replace("\n", "\n> ")) if text else ("*(empty reply)*" if kind == ".txt" else ""),
+            "code": entry.get("code", ""), "workflow": workflow if workflow and ctx.can_serve(workflow) else None}
 
 
 def playground_refresh(ctx: StudioContext, run_id, batch, last_signature: str) -> list:
+    """[summary, the result views (or skip when unchanged), signature]."""
     job = get_job(ctx.store, run_id)
     entries = read_batch(Path(job.run_dir), batch) if job and batch else []
     if job and batch:  # jobs still waiting in the queue have no folder yet: show them as queued
@@ -122,26 +117,29 @@ def playground_refresh(ctx: StudioContext, run_id, batch, last_signature: str) -
     signature = repr([(e["source"], "settings" in e, e.get("error"), e.get("state")) for e in entries]) + \
         repr((run_id, batch))
     if signature == last_signature:
-        return [gr.skip()] * (1 + SLOTS * 7) + [signature]
-    updates = []
-    for i in range(SLOTS):
-        entry = entries[i] if i < len(entries) else None
-        updates += [gr.update(visible=entry is not None), *_slot_updates(ctx, entry)]
+        return [gr.skip(), gr.skip(), signature]
     words = "" if entries else "No results yet for this run: generate above."
-    return [words, *updates, signature]
+    return [words, [result_view(ctx, e) for e in entries], signature]
 
 
-def _result_slot(i: int) -> list:
-    with gr.Column(visible=False, min_width=260, elem_id=f"play-slot-{i}") as column:
-        title = gr.Markdown(elem_id=f"play-title-{i}")
-        image = gr.Image(show_label=False, interactive=False, visible=False, elem_id=f"play-image-{i}", height=320)
-        audio = gr.Audio(show_label=False, interactive=False, visible=False, elem_id=f"play-audio-{i}")
-        text = gr.Markdown(visible=False, elem_id=f"play-text-{i}")
-        code = gr.Code(language="python", interactive=False, visible=False, label="Reproduce it (copy as code)",
-                       elem_id=f"play-code-{i}", max_lines=18)
-        workflow = gr.File(label="ComfyUI workflow (API format)", visible=False, interactive=False,
-                           elem_id=f"play-workflow-{i}")
-    return [column, title, image, audio, text, code, workflow]
+def show_results(views: list[dict]) -> None:
+    """Lay out the results side by side (inside a gr.render: the number of results varies)."""
+    with gr.Row(equal_height=False):
+        for i, view in enumerate(views or []):
+            with gr.Column(min_width=260):
+                gr.Markdown(view["title"], elem_id=f"play-title-{i}")
+                if view.get("image"):
+                    gr.Image(view["image"], show_label=False, interactive=False, height=320, elem_id=f"play-image-{i}")
+                if view.get("audio"):
+                    gr.Audio(view["audio"], show_label=False, interactive=False, elem_id=f"play-audio-{i}")
+                if view.get("text"):
+                    gr.Markdown(view["text"], elem_id=f"play-text-{i}")
+                if view.get("code"):
+                    gr.Code(view["code"], language="python", interactive=False, max_lines=18,
+                            label="Reproduce it (copy as code)", elem_id=f"play-code-{i}")
+                if view.get("workflow"):
+                    gr.File(view["workflow"], label="ComfyUI workflow (API format)", interactive=False,
+                            elem_id=f"play-workflow-{i}")
 
 
 def build_playground_tab(ctx: StudioContext) -> PlaygroundTab:
@@ -167,17 +165,18 @@ def build_playground_tab(ctx: StudioContext) -> PlaygroundTab:
                                 info="0 = always the most likely token.")
     generate = gr.Button("Generate", variant="primary", elem_id="play-generate")
     message = gr.Markdown(elem_id="play-message")
-    batch = gr.Dropdown(label="Results of request (newest first)", choices=[], elem_id="play-batch")
+    batch = gr.Dropdown(label="Results of request (newest first)", choices=[], elem_id="play-batch",
+                        allow_custom_value=True)  # a request just queued has no folder (no choice) yet
     summary = gr.Markdown(elem_id="play-summary")
-    with gr.Row(equal_height=False):
-        slots = [_result_slot(i) for i in range(SLOTS)]
+    views = gr.State([])
+    gr.render(inputs=[views])(show_results)
     timer = gr.Timer(2.0, active=False)
     signature = gr.State("")
 
     def refresh(run_id, batch_name, last):
         return playground_refresh(ctx, run_id, batch_name, last)
 
-    outputs = [summary, *[c for slot in slots for c in slot], signature]
+    outputs = [summary, views, signature]
     inputs = [run, batch, signature]
     run.change(lambda r: pick_run(ctx, r), [run],
                [sources, negative, guidance, max_tokens, temperature, prompt, batch])
