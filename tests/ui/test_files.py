@@ -83,3 +83,23 @@ def test_files_the_allow_deny_rule_blocks_are_not_offered(ctx):
     paths, words = run_downloads(ctx, run)
     assert paths == [] and "outside the folders" in words
     assert not (ctx.home / "exports").exists()  # not even zipped
+
+
+def test_config_import_reads_configs_and_run_records_and_names_bad_files(tmp_path):
+    import json
+
+    from studio.config import ConfigError
+    from studio.ui.tabs.config_files import read_config_file
+    from studio.ui.train_actions import preset_config
+
+    config = preset_config("tiny-sd15-lora")
+    (tmp_path / "c.json").write_text(json.dumps(config))
+    (tmp_path / "training_args.json").write_text(json.dumps({"config": config, "versions": {}}))
+    for name in ("c.json", "training_args.json"):
+        assert read_config_file(str(tmp_path / name))["adapter"]["rank"] == 4
+    (tmp_path / "broken.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="broken.json: not valid JSON"):
+        read_config_file(str(tmp_path / "broken.json"))
+    (tmp_path / "bad.json").write_text(json.dumps({**config, "adapter": {**config["adapter"], "rank": 0}}))
+    with pytest.raises(ConfigError, match="adapter.rank"):
+        read_config_file(str(tmp_path / "bad.json"))
