@@ -32,7 +32,8 @@ CSS = """
 .studio-progress { height: 10px; background: #e5e7eb; border-radius: 5px; overflow: hidden; margin: 6px 0; }
 .studio-progress > div { height: 100%; background: #16a34a; transition: width .5s; }
 .studio-final { color: #991b1b; white-space: pre-wrap; }
-#samples-meta th, #queue-table th { word-break: keep-all; overflow-wrap: normal; }  /* "step", not "ste p" */
+#samples-meta th, #samples-meta th *, #queue-table th, #queue-table th * {  /* "step", not "ste p" */
+  word-break: normal !important; overflow-wrap: normal !important; white-space: nowrap !important; }
 """
 
 

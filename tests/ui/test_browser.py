@@ -267,8 +267,11 @@ def walk(page, url: str, home, tmp_path) -> dict:
 
     playground(page)
 
-    # Preprocess: an empty path is an error at the field, then the Train tab's dataset scans.
+    # Preprocess (the page was reloaded: its dataset path is empty) follows the Train tab when opened;
+    # an empty path is an error at the field; the Train tab's dataset scans.
     open_tab(page, "Preprocess")
+    expect(box(page, "pre-data-path")).to_have_value("demo:images")
+    expect(box(page, "pre-model-path")).to_have_value("tiny:sd15")
     box(page, "pre-data-path").fill("")
     page.click("#pre-scan")
     expect(page.locator("#pre-message")).to_contain_text("data.path")
