@@ -58,8 +58,7 @@ def build_compare_panel(ctx) -> None:
         words = gr.Markdown(elem_id="compare-message")
         plot = gr.LinePlot(x="step", y="loss", color="run", title="Loss by run", height=300,
                            elem_id="compare-plot", x_title="optimizer step")
-    runs.focus(lambda ids: gr.update(choices=job_choices(ctx.store), value=ids), [runs], [runs],
-               show_progress="hidden")
+    runs.focus(lambda: gr.update(choices=job_choices(ctx.store)), None, [runs], show_progress="hidden")
     runs.change(lambda ids: overlay(ctx, ids), [runs], [plot, words], show_progress="hidden")
     redraw.click(lambda ids: overlay(ctx, ids), [runs], [plot, words], show_progress="hidden")
     go.click(lambda *a: queue_sweep(ctx, *a), [preset, prefix, *axes], [message, runs])
