@@ -42,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batches", type=int, default=4, help="batches to run forward and backward (default 4)")
     p.add_argument("--top-k", type=int, default=16, help="layers written to target_modules.json (default 16)")
 
+    p = sub.add_parser("generate", help="try a run's adapter or checkpoint (adapter.init_from) on the config's "
+                       "sample prompt; writes the result and how to reproduce it (Playground jobs)")
+    _add_config_args(p)
+
     p = sub.add_parser("tiny-model", help="write a tiny random model folder (offline tests and demo)")
     p.add_argument("family", help=", ".join(ALL_FAMILIES))
     p.add_argument("out_dir")
@@ -63,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     from studio.config.errors import ConfigError
 
     try:
-        if args.command in ("train", "preprocess", "estimate"):
+        if args.command in ("train", "preprocess", "estimate", "generate"):
             from studio.lockcheck import enforce
 
             enforce()  # drifted versions: a warning each; a known-bad set: exit 2 before any model loads
@@ -79,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
             from studio.commands.estimate import estimate_from_cli
 
             return estimate_from_cli(args.config, args.overrides, batches=args.batches, top_k=args.top_k)
+        if args.command == "generate":
+            from studio.playground import generate_from_cli
+
+            return generate_from_cli(args.config, args.overrides)
         if args.command == "tiny-model":
             from studio.families.tiny import TINY_FAMILIES, write_tiny_model
 

@@ -41,7 +41,7 @@ log = logging.getLogger("studio.queue")
 
 STATUSES = ("pending", "running", "completed", "stopped", "failed", "interrupted")
 FINISHED = ("completed", "stopped", "failed", "interrupted")
-KINDS = ("train", "preprocess", "estimate")
+KINDS = ("train", "preprocess", "estimate", "generate")  # generate: Playground (studio/playground.py)
 SETTINGS_DEFAULTS: dict[str, Any] = {
     # Re-queue jobs found `interrupted` at worker start so that they continue from their checkpoint.
     "queue.auto_resume_interrupted": True,

@@ -37,6 +37,7 @@ class FamilyRow:
     # "module:function(path)" raising ValueError("model.path: ...") for a local model it cannot train,
     # run for jobs about to start (it may import torch); None = no family-specific check.
     source_check: str | None = None
+    pipeline: str = ""  # the diffusers pipeline class that samples it ("" = not a diffusers pipeline family)
 
 
 # Built-in offline data per data kind (written on first use; nothing is downloaded), for the family
@@ -55,10 +56,11 @@ _SD_TRAITS = frozenset({"unet", "text_encoder_lora", "attention_split", "min_snr
 
 FAMILIES: dict[str, FamilyRow] = {row.id: row for row in (
     FamilyRow("sd15", "images", "studio.families.tiny_image:write_sd15", "studio.families.sd:SdFamily",
-              traits=_SD_TRAITS, defaults={"data": {"resolution": 512}, **_IMAGE_DEFAULTS}, model_parts=_SD_PARTS),
+              traits=_SD_TRAITS, defaults={"data": {"resolution": 512}, **_IMAGE_DEFAULTS}, model_parts=_SD_PARTS,
+              pipeline="StableDiffusionPipeline"),
     FamilyRow("sdxl", "images", "studio.families.tiny_image:write_sdxl", "studio.families.sd:SdFamily",
               traits=_SD_TRAITS, defaults={"data": {"resolution": 1024}, **_IMAGE_DEFAULTS},
-              model_parts=_SD_PARTS + ("text_encoder_2", "tokenizer_2")),
+              model_parts=_SD_PARTS + ("text_encoder_2", "tokenizer_2"), pipeline="StableDiffusionXLPipeline"),
     FamilyRow("sd3", "images", "studio.families.tiny_flow:write_sd3", "studio.families.sd3:Sd3Family",
               traits=frozenset({"kohya_keys"}),
               defaults={"data": {"resolution": 1024}, **_IMAGE_DEFAULTS,

@@ -20,6 +20,7 @@ class Event(StrEnum):
     WARNING = "warning"  # something the user should know; the run goes on
     CACHE_STATE = "cache_state"  # preprocess: fresh / stale / missing counts of a cache
     PUSHED = "pushed"  # uploaded to the Hugging Face hub
+    GENERATING = "generating"  # a Playground job renders its result
     DONE = "done"  # final: finished (exit 0)
     STOPPED = "stopped"  # final: stopped on request (exit 0 or 130)
     ERROR = "error"  # final: failed; `message` says why (exit 1)

@@ -48,6 +48,12 @@ class ProgressLog:
                      "elapsed_s": round(self.elapsed(), 2), "eta_s": self.eta(step), **extra,
                      "time": time.time()})
 
+    def tick(self, step: int, epoch: int) -> None:
+        """A step between `logging_steps` records: where the run is, without the loss (reading the loss
+        every step would make a GPU wait for each step to finish)."""
+        self._write({"step": step, "total": self.total, "epoch": epoch, "elapsed_s": round(self.elapsed(), 2),
+                     "eta_s": self.eta(step), "time": time.time()})
+
     def event(self, name: Event | str, **fields) -> None:
         self._write({"event": str(Event(name)), "time": time.time(), **fields})
 

@@ -187,8 +187,10 @@ class Loop:
         cfg = self.cfg
         if self.step % cfg.logging.logging_steps == 0 or self.step == self.t.total_steps:
             self.log_step(grad_norm)
-        elif self.bar is not None:
-            self.bar.update(1)
+        else:
+            self.progress.tick(self.step, self.epoch)  # the Monitor moves every step (main process only)
+            if self.bar is not None:
+                self.bar.update(1)
         ck = cfg.checkpointing
         timed = ck.save_interval_minutes > 0 and time.time() - self.last_save_time >= ck.save_interval_minutes * 60
         # Control files and the clock are read by the main process; every rank obeys its decision.

@@ -15,6 +15,7 @@ import sys
 
 EXIT_USAGE = 2
 LOCAL = "127.0.0.1"
+AUTH_MESSAGE = "Training Studio: sign in with the --auth / STUDIO_AUTH credentials."
 CSS = """
 .gradio-container { overflow: clip !important; }  /* "hidden" would stop the side panel from sticking */
 #train-side { position: sticky; top: 8px; align-self: flex-start; }
@@ -31,7 +32,17 @@ CSS = """
 .studio-progress { height: 10px; background: #e5e7eb; border-radius: 5px; overflow: hidden; margin: 6px 0; }
 .studio-progress > div { height: 100%; background: #16a34a; transition: width .5s; }
 .studio-final { color: #991b1b; white-space: pre-wrap; }
+#samples-meta th, #samples-meta th *, #queue-table th, #queue-table th * {  /* "step", not "ste p" */
+  word-break: normal !important; overflow-wrap: normal !important; white-space: nowrap !important; }
 """
+
+
+def studio_theme():
+    """Gradio's Soft theme with the system's fonts: its web fonts were 200 KB of the first page."""
+    import gradio as gr
+
+    return gr.themes.Soft(font=("system-ui", "-apple-system", "Segoe UI", "sans-serif"),
+                          font_mono=("ui-monospace", "SFMono-Regular", "Menlo", "monospace"))
 
 
 class UsageError(Exception):
@@ -86,6 +97,7 @@ def build_app(ctx, serving: dict):
 
     from studio.ui.tabs.environment import build_environment_tab
     from studio.ui.tabs.monitor import build_monitor_tab
+    from studio.ui.tabs.playground import build_playground_tab
     from studio.ui.tabs.preprocess import build_preprocess_tab
     from studio.ui.tabs.queue import build_queue_tab
     from studio.ui.tabs.samples import build_samples_tab
@@ -94,31 +106,44 @@ def build_app(ctx, serving: dict):
     with gr.Blocks(title="Training Studio", analytics_enabled=False) as demo:
         gr.Markdown("## Training Studio · adapters for diffusion, music and language models")
         with gr.Tabs(selected="train", elem_id="studio-tabs") as tabs:
-            with gr.Tab("Preprocess", id="preprocess", elem_id="tab-preprocess") as pre_tab:
-                connect_preprocess = build_preprocess_tab(ctx)
             with gr.Tab("Train", id="train", elem_id="tab-train") as train_tab:
                 train = build_train_tab(ctx)
+            with gr.Tab("Preprocess", id="preprocess", elem_id="tab-preprocess") as pre_tab:
+                connect_preprocess = build_preprocess_tab(ctx)
             with gr.Tab("Queue", id="queue", elem_id="tab-queue") as queue_tab:
                 queue = build_queue_tab(ctx)
             with gr.Tab("Monitor", id="monitor", elem_id="tab-monitor") as monitor_tab:
                 monitor = build_monitor_tab(ctx)
             with gr.Tab("Samples", id="samples", elem_id="tab-samples") as samples_tab:
                 samples = build_samples_tab(ctx)
+            with gr.Tab("Playground", id="playground", elem_id="tab-playground") as play_tab:
+                play = build_playground_tab(ctx)
             with gr.Tab("Environment", id="environment", elem_id="tab-environment") as env_tab:
                 build_environment_tab(ctx, serving)
         connect_preprocess(train)
+        # Preprocess follows the Train tab: opened with no dataset path, it copies Train's dataset and model.
+        pre_tab.select(None, js="() => { const b = document.querySelector('#pre-data-path input, #pre-data-path "
+                                "textarea'); if (b && !b.value) document.querySelector('#pre-copy')?.click(); }")
         _wire_across_tabs(ctx, tabs, train, queue, monitor, samples)
         # Only the visible tab polls: timers cost a request per tick per open browser.
-        timers = [queue.timer, monitor.timer, samples.timer]
+        timers = [queue.timer, monitor.timer, samples.timer, play.timer]
         for tab, active in ((pre_tab, None), (train_tab, None), (queue_tab, queue.timer),
-                            (monitor_tab, monitor.timer), (samples_tab, samples.timer), (env_tab, None)):
+                            (monitor_tab, monitor.timer), (samples_tab, samples.timer), (play_tab, play.timer),
+                            (env_tab, None)):
             event = tab.select(lambda a=active: [gr.Timer(active=t is a) for t in timers], None, timers)
             if active is queue.timer:
                 event.then(queue.refresh, [queue.job, gr.State("")], queue.refresh_outputs, show_progress="hidden")
             elif active is monitor.timer:
-                event.then(monitor.tick, [monitor.job, monitor.feed], monitor.outputs, show_progress="hidden")
+                event.then(monitor.tick, monitor.inputs, monitor.outputs, show_progress="hidden")
             elif active is samples.timer:
                 event.then(samples.refresh, samples.inputs, samples.outputs, show_progress="hidden")
+            elif active is play.timer:
+                event.then(play.refresh, [play.run], [play.run], show_progress="hidden")
+        # "Start now" that queued: go where the run is watched (its timer on, the others off).
+        train.started.then(lambda m: [gr.Tabs(selected="monitor"), *[gr.Timer(active=t is monitor.timer) for t in timers]]
+                           if "queued" in (m or "") else [gr.skip()] * (1 + len(timers)), [train.message],
+                           [tabs, *timers]).then(monitor.tick, monitor.inputs, monitor.outputs,
+                                                 show_progress="hidden")
         demo.load(queue.refresh, [queue.job, gr.State("")], queue.refresh_outputs, show_progress="hidden")
         demo.load(queue.load_settings, None, queue.settings_outputs, show_progress="hidden")
     return demo
@@ -151,21 +176,31 @@ def _wire_across_tabs(ctx, tabs, train, queue, monitor, samples) -> None:
 
 
 def launch(ctx, serving: dict, **extra):
-    """Build and launch; returns what `Blocks.launch` returns (blocks unless prevent_thread_lock)."""
-    import gradio as gr
+    """Build, launch and (unless prevent_thread_lock) serve until stopped; returns the Blocks."""
+
+    from starlette.middleware import Middleware
 
     from studio.ui.file_guard import guard_middleware
+    from studio.ui.serving import PageCache, SmallLoginPage
 
     demo = build_app(ctx, serving)
     demo.queue(default_concurrency_limit=4)
+    # The file guard always comes first (real paths before every allow/deny decision); the small sign-in
+    # page and the compressed page cache unless a caller brings its own middleware.
+    app_kwargs = extra.pop("app_kwargs", None) or {}
+    app_kwargs["middleware"] = [*guard_middleware(ctx), *app_kwargs.get(
+        "middleware", [Middleware(SmallLoginPage, message=AUTH_MESSAGE), Middleware(PageCache)])]
+    extra["app_kwargs"] = app_kwargs
+    block = not extra.pop("prevent_thread_lock", False)
+    extra.setdefault("quiet", True)  # Gradio's own hints ("set share=True") are not the studio's way
     try:
         demo.launch(
             server_name=serving["server_name"], server_port=serving["port"], share=serving["share"],
-            auth=serving["auth"], auth_message="Training Studio: sign in with the --auth / STUDIO_AUTH credentials.",
+            auth=serving["auth"], auth_message=AUTH_MESSAGE,
             allowed_paths=[str(p) for p in ctx.allowed_roots()], blocked_paths=[str(p) for p in ctx.blocked_paths()],
             max_file_size=serving["max_file_size"], enable_monitoring=False, show_error=True, ssr_mode=False,
-            mcp_server=False, pwa=False, footer_links=["gradio", "settings"], theme=gr.themes.Soft(), css=CSS,
-            app_kwargs={"middleware": guard_middleware(ctx)}, **extra)
+            mcp_server=False, pwa=False, footer_links=["gradio", "settings"], theme=studio_theme(), css=CSS,
+            prevent_thread_lock=True, **extra)
     except ValueError as err:
         # Gradio's self-check gives up after one 3 s request to the new server; on a busy machine the
         # first page can take longer. The server is up by then (only raised without share): keep serving.
@@ -173,9 +208,20 @@ def launch(ctx, serving: dict, **extra):
             raise
         print("note: the first request to the studio was slow (busy machine); it is serving anyway",
               file=sys.stderr)
-        if not extra.get("prevent_thread_lock"):
-            demo.block_thread()
+    print(ready_line(demo, serving), flush=True)
+    if block:
+        demo.block_thread()
     return demo
+
+
+def ready_line(demo, serving: dict) -> str:
+    url = getattr(demo, "local_url", None) or f"http://{serving['server_name']}:{serving['port']}/"
+    line = f"Training Studio is serving on {url}"
+    if getattr(demo, "share_url", None):
+        return line + f" and {demo.share_url} (password required)"
+    if serving["server_name"] == LOCAL:
+        line += " (this computer only; --listen or --share with --auth USER:PASS opens it to others)"
+    return line
 
 
 def _stop_on_sigterm(signum, frame) -> None:

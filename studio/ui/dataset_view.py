@@ -82,7 +82,7 @@ def cache_state(store: JobStore, cfg: JobConfig) -> str:
         return f"**Error:** {err}"
     manifest = root / "manifest.json"
     if not manifest.is_file():
-        return f"No cache yet in `{root}`: training encodes on the fly, or queue a caching job below."
+        return f"No cache yet in `{root}`: training encodes on the fly, or press **Queue caching job**."
     try:
         entries = len(json.loads(manifest.read_text(encoding="utf-8")).get("entries", {}))
     except (OSError, json.JSONDecodeError):

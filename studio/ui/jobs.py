@@ -70,7 +70,7 @@ class LastProgress:
                 records, offset = read_progress(Path(run_dir), offset)
                 for rec in records:
                     if is_step(rec):
-                        last = rec
+                        last = {**(last or {}), **rec}  # per-step ticks carry no loss: keep the last one
             self._seen[run_dir] = (offset, last)
             return last
 

@@ -5,6 +5,7 @@ long run costs the same per tick as a short one; a new page starts from the begi
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,6 +13,9 @@ import pandas as pd
 
 from studio.runfolder import FINAL_EVENTS, Event, console_path, is_step, progress_path, read_progress
 
+# What a run does after its last step, from the event it wrote last (shown instead of "ETA 0:00:00").
+PHASES = {"sample": "rendering the final samples", "saved": "exports written and verified, finishing",
+          "warning": "finishing (see the warning in Events)", "checkpoint": "saving"}
 CONSOLE_LINES = 300  # lines kept for the console tail
 CONSOLE_FIRST_READ = 64 * 1024  # a fresh page shows the end of a long console.log, not all of it
 MAX_POINTS = 2000  # points per plot series; longer runs are thinned evenly
@@ -28,6 +32,7 @@ class RunFeed:
     events: list[str] = field(default_factory=list)
     last: dict | None = None  # newest step record
     final: dict | None = None  # the done / stopped / error event
+    phase: str = ""  # what the newest non-step event says the run is doing (saving, exporting, ...)
     console: list[str] = field(default_factory=list)
     choices_signature: str = ""
 
@@ -66,7 +71,8 @@ def read_new_progress(feed: RunFeed) -> bool:
     records, feed.progress_offset = read_progress(Path(feed.run_dir), feed.progress_offset)
     for rec in records:
         if is_step(rec):
-            feed.last = rec
+            feed.last = {**(feed.last or {}), **rec}  # a per-step tick has no loss: keep the last one
+            feed.phase = ""
             if rec.get("loss") is not None:
                 feed.steps.append((int(rec["step"]), float(rec["loss"]), float(rec.get("lr") or 0.0)))
             continue
@@ -79,6 +85,7 @@ def read_new_progress(feed: RunFeed) -> bool:
             feed.final = None
         if name:
             feed.events = (feed.events + [_describe(rec)])[-30:]
+            feed.phase = PHASES.get(name, feed.phase)
     return bool(records)
 
 
@@ -108,6 +115,21 @@ def read_new_console(feed: RunFeed) -> bool:
     # tqdm redraws with carriage returns: keep the last state of such a line
     feed.console = (feed.console + [line.rstrip("\r").rsplit("\r", 1)[-1] for line in lines])[-CONSOLE_LINES:]
     return True
+
+
+# The studio's own console lines (its logging format, the queue's launch header) and every error; the rest
+# is library chatter (loader notices, dtype hints, progress bars), hidden unless asked for.
+STUDIO_LINE = re.compile(r"^(\d{4}-\d\d-\d\d [\d:,]+ ([A-Z]+ studio[\w.]*|ERROR \S+|CRITICAL \S+):|=== queue:|"
+                         r"Traceback|\s+File |\w*(Error|Exception)\b)")
+
+
+def console_text(feed: RunFeed, everything: bool) -> str:
+    if everything:
+        return "\n".join(feed.console)
+    own = [line for line in feed.console if STUDIO_LINE.match(line)]
+    hidden = len(feed.console) - len(own)
+    note = [f"({hidden} library line(s) hidden: tick “Show library messages” to see them)"] if hidden else []
+    return "\n".join(own + note)
 
 
 def _thin(rows: list) -> list:
@@ -145,6 +167,9 @@ def progress_html(feed: RunFeed, status: str) -> str:
         words = "waiting for the first step… (loading the model and data)"
     elif not last:
         words = "no training steps recorded"
+    elif status == "running" and total and step >= total:  # the steps are done; the run is not yet
+        words = (f"step <b>{step}</b> / {total} · loss {loss} · elapsed {clock(last.get('elapsed_s'))} · "
+                 f"training done: {feed.phase or 'saving the adapter, exporting and verifying the exports'}…")
     else:
         words = (f"step <b>{step}</b> / {total or '?'} · epoch {last.get('epoch', '–')} · loss {loss} · "
                  f"lr {lr} · elapsed {clock(last.get('elapsed_s'))} · ETA {eta}")

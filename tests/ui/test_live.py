@@ -118,3 +118,43 @@ def test_tensorboard_runs_on_a_free_local_port_and_stops(tmp_path):
         manager.stop_all()
     assert not proc.alive()
     assert delete_event_files(logs) == 1 and not list(logs.iterdir())
+
+
+def test_per_step_ticks_move_progress_and_keep_the_loss(tmp_path):
+    """The trainer writes a tick (no loss) at every step between `logging_steps` records."""
+    from studio.train.progress import ProgressLog
+
+    progress = ProgressLog(tmp_path, total_steps=4)
+    progress.step(1, 0, 0.5, 1e-3)
+    progress.tick(2, 0)
+    progress.tick(3, 0)
+    progress.close()
+    feed = RunFeed(job_id=1, run_dir=str(tmp_path))
+    read_new_progress(feed)
+    assert feed.last["step"] == 3 and feed.last["loss"] == 0.5
+    assert [s for s, _, _ in feed.steps] == [1]  # the loss chart only gets real losses
+    assert "step <b>3</b> / 4" in progress_html(feed, "running") and "loss 0.5000" in progress_html(feed, "running")
+    assert LastProgress().get(str(tmp_path))["step"] == 3
+
+
+def test_after_the_last_step_the_monitor_says_what_the_run_is_doing(tmp_path):
+    append(tmp_path / "progress.jsonl", step(20, 0.5), {"event": "sample", "step": 20, "prompt": "p"})
+    feed = RunFeed(job_id=1, run_dir=str(tmp_path))
+    read_new_progress(feed)
+    html = progress_html(feed, "running")
+    assert "training done: rendering the final samples" in html and "ETA" not in html
+
+
+def test_console_shows_the_studios_lines_and_errors_first():
+    from studio.ui.live import console_text
+
+    feed = RunFeed(console=[
+        "=== queue: job 1 'x' launch 1 (fresh) at 2026-11-30 03:04:55: python -m studio train c.json",
+        "There are modules in AutoencoderKL that should be kept in float32: [].",
+        "No LoRA keys associated to CLIPTextModel found with the prefix='text_encoder'. ... open an issue",
+        "2026-11-30 03:05:28,314 INFO studio.adapters: peft export OK",
+        "Traceback (most recent call last):", '  File "x.py", line 1', "ValueError: boom"])
+    own = console_text(feed, everything=False)
+    assert "float32" not in own and "No LoRA keys" not in own and "2 library line(s) hidden" in own
+    assert "=== queue" in own and "peft export OK" in own and "ValueError: boom" in own and 'File "x.py"' in own
+    assert "No LoRA keys" in console_text(feed, everything=True)

@@ -118,3 +118,15 @@ def test_a_symlink_never_reaches_a_blocked_file(served, tmp_path):
             response = client.get(f"{route}{folder / name}")
             assert response.status_code in (403, 404), (name, route, response.status_code)
             assert "SQLite format 3" not in response.text and "secret-value" not in response.text
+
+
+def test_the_page_without_a_session_is_a_small_sign_in_form(served):
+    _, client, _, _ = served
+    page = client.get("/")
+    assert page.status_code == 200 and "Sign in" in page.text and len(page.content) < 4096
+    assert "gradio_config" not in page.text  # none of the interface before the password
+    assert client.post("/login", data={"username": "ann", "password": "secret"}).status_code == 200
+    full, again = client.get("/"), client.get("/", headers={"Accept-Encoding": "identity"})
+    assert "Training Studio" in full.text and len(full.content) > 50_000  # the interface itself
+    assert full.headers["content-encoding"] in ("gzip", "br") and int(full.headers["content-length"]) < 400_000
+    assert again.text == full.text and "content-encoding" not in again.headers  # from the cache, same page

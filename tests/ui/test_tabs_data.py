@@ -56,7 +56,7 @@ def test_songs_and_text_with_their_metadata_and_one_prompt_across_steps(samples_
     assert out["summary"].startswith("4 of 4")
     assert out["audio0"]["visible"] and out["audio0"]["label"].startswith("step 10 · “calm piano”")
     assert "hello at 20" in out["text"]["value"] and not out["gallery"]["visible"]
-    assert list(out["meta"]["guidance"][:1]) == [4.0]
+    assert list(out["meta"]["value"]["guidance"][:1]) == [4.0] and out["meta"]["visible"]
     compare = outputs_by_name(tab, tab.refresh(job.id, "all", "calm piano", ""))
     assert compare["summary"] == "2 of 4 sample(s) · “calm piano” across steps"
     labels = [compare[f"audio{i}"].get("label", "") for i in range(2)]

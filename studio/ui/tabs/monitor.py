@@ -10,8 +10,9 @@ import gradio as gr
 from studio.queue import Job, QueueError
 from studio.runfolder.control import request
 from studio.ui.context import StudioContext
+from studio.ui.download_panel import build_download_panel
 from studio.ui.jobs import default_job_id, get_job, job_choices
-from studio.ui.live import (RunFeed, loss_frame, lr_frame, progress_html, read_new_console,
+from studio.ui.live import (RunFeed, console_text, loss_frame, lr_frame, progress_html, read_new_console,
                             read_new_progress)
 from studio.ui.tensorboard import delete_event_files, event_files
 
@@ -36,8 +37,9 @@ class MonitorTab:
     job: gr.Dropdown
     timer: gr.Timer
     feed: gr.State
-    tick: object  # (job_id, feed) -> updates of `outputs`
+    tick: object  # (job_id, feed, everything) -> updates of `outputs`
     outputs: list
+    inputs: list
 
 
 def log_dir_of(job: Job) -> Path:
@@ -60,8 +62,8 @@ def tensorboard_status(ctx: StudioContext, job: Job | None) -> str:
 
 def control_request(ctx: StudioContext, job_id, what: str) -> str:
     job = get_job(ctx.store, job_id)
-    if job is None or job.status != "running":
-        return "Only a running job can be asked to stop, save or sample."
+    if job is None or job.status not in ("running", "pending") or (what != "STOP" and job.status != "running"):
+        return "Only a running job can be asked to save or sample, and only a pending or running one to stop."
     if what == "STOP":
         try:
             ctx.store.stop(job.id)
@@ -73,7 +75,7 @@ def control_request(ctx: StudioContext, job_id, what: str) -> str:
             "SAMPLE": "Samples will be rendered after the current step (see the Samples tab)."}[what]
 
 
-def monitor_tick(ctx: StudioContext, job_id, feed: RunFeed) -> list:
+def monitor_tick(ctx: StudioContext, job_id, feed: RunFeed, everything: bool = False) -> list:
     """One timer tick: the job list when it changed, then whatever the run appended since the last tick."""
     choices = job_choices(ctx.store)
     signature = repr(choices)
@@ -84,7 +86,7 @@ def monitor_tick(ctx: StudioContext, job_id, feed: RunFeed) -> list:
     job = get_job(ctx.store, job_id)
     if job is None:
         return [choice_update, "<div class='studio-status'>No job yet: add one in the Train tab.</div>",
-                gr.skip(), gr.skip(), gr.skip(), "", RunFeed(choices_signature=signature)]
+                gr.skip(), gr.skip(), gr.skip(), "", RunFeed(choices_signature=signature), *button_states(None)]
     fresh = feed.job_id != job.id or feed.run_dir != job.run_dir
     if fresh:  # another job, or a new page: read its files from the start
         feed = feed.reset(job.id, job.run_dir)
@@ -92,9 +94,17 @@ def monitor_tick(ctx: StudioContext, job_id, feed: RunFeed) -> list:
     new_steps = read_new_progress(feed) or fresh
     new_console = read_new_console(feed) or fresh
     plots = [loss_frame(feed), lr_frame(feed)] if new_steps else [gr.skip(), gr.skip()]
-    text = "\n".join(feed.console) if new_console else gr.skip()
+    text = console_text(feed, everything) if new_console else gr.skip()
     recent = "\n".join(f"- {e}" for e in reversed(feed.events[-12:])) or "*No events yet.*"
-    return [choice_update, progress_html(feed, job.status), *plots, text, "**Events**\n\n" + recent, feed]
+    return [choice_update, progress_html(feed, job.status), *plots, text, "**Events**\n\n" + recent, feed,
+            *button_states(job)]
+
+
+def button_states(job: Job | None) -> list:
+    """Stop / Save / Sample only where they can act: Stop on a pending or running job, the others while it runs."""
+    status = job.status if job else ""
+    return [gr.update(interactive=status in ("pending", "running")), gr.update(interactive=status == "running"),
+            gr.update(interactive=status == "running")]
 
 
 def launch_tensorboard(ctx: StudioContext, job_id) -> str:
@@ -151,9 +161,9 @@ def build_monitor_tab(ctx: StudioContext) -> MonitorTab:
         job = gr.Dropdown(label="Job", choices=[], elem_id="monitor-job", scale=3, allow_custom_value=True)
         with gr.Column(scale=2, min_width=300):
             with gr.Row():
-                stop_btn = gr.Button("Stop", variant="stop", size="sm", elem_id="monitor-stop")
-                save_btn = gr.Button("Save checkpoint now", size="sm", elem_id="monitor-save")
-                sample_btn = gr.Button("Sample now", size="sm", elem_id="monitor-sample")
+                stop_btn = gr.Button("Stop", variant="stop", size="sm", elem_id="monitor-stop", interactive=False)
+                save_btn = gr.Button("Save checkpoint now", size="sm", elem_id="monitor-save", interactive=False)
+                sample_btn = gr.Button("Sample now", size="sm", elem_id="monitor-sample", interactive=False)
     status = gr.HTML(elem_id="monitor-progress")
     message = gr.Markdown(elem_id="monitor-message")
     with gr.Row():
@@ -165,18 +175,25 @@ def build_monitor_tab(ctx: StudioContext) -> MonitorTab:
         console = gr.Textbox(label="Console (tail of console.log)", lines=14, max_lines=14, autoscroll=True,
                              interactive=False, elem_id="monitor-console", scale=3,
                              placeholder="Waiting for the job to start…")
-        events = gr.Markdown(elem_id="monitor-events", label="Events")
+        with gr.Column(scale=1):
+            everything = gr.Checkbox(label="Show library messages", value=False, elem_id="monitor-everything",
+                                     info="The console shows the studio's own lines and errors; this adds what "
+                                          "the libraries print (all of it is in console.log).")
+            events = gr.Markdown(elem_id="monitor-events", label="Events")
+    build_download_panel(ctx, job, "monitor")
     tb_status = _tensorboard_panel(ctx, job)
     timer = gr.Timer(1.5, active=False)
     feed = gr.State(RunFeed())
 
-    def tick(job_id, feed: RunFeed):
-        return monitor_tick(ctx, job_id, feed)
+    def tick(job_id, feed: RunFeed, show_all: bool):
+        return monitor_tick(ctx, job_id, feed, show_all)
 
-    outputs = [job, status, loss_plot, lr_plot, console, events, feed]
-    timer.tick(tick, [job, feed], outputs, show_progress="hidden").then(None, js=FOLLOW_CONSOLE)
-    job.change(tick, [job, feed], outputs, show_progress="hidden").then(
+    outputs = [job, status, loss_plot, lr_plot, console, events, feed, stop_btn, save_btn, sample_btn]
+    inputs = [job, feed, everything]
+    timer.tick(tick, inputs, outputs, show_progress="hidden").then(None, js=FOLLOW_CONSOLE)
+    everything.change(lambda f, e: console_text(f, e), [feed, everything], [console], show_progress="hidden")
+    job.change(tick, inputs, outputs, show_progress="hidden").then(
         lambda j: tensorboard_status(ctx, get_job(ctx.store, j)), [job], [tb_status])
     for button, what in ((stop_btn, "STOP"), (save_btn, "SAVE"), (sample_btn, "SAMPLE")):
         button.click(lambda j, w=what: control_request(ctx, j, w), [job], [message])
-    return MonitorTab(job, timer, feed, tick, outputs)
+    return MonitorTab(job, timer, feed, tick, outputs, inputs)

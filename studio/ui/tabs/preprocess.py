@@ -17,6 +17,7 @@ from studio.ui.context import StudioContext
 from studio.ui.dataset_view import SCAN_COLUMNS, cache_state, scan_dataset
 from studio.ui.form_spec import config_from_values, field_specs, from_ui, get_path, set_path
 from studio.ui.forms import CONTEXT_PATHS, build_form, error_updates, value_updates, visibility_updates
+from studio.ui.tabs.dataset_upload import build_upload_panel, connect_panel, preview
 from studio.ui.tabs.train import TrainTab
 
 SECTIONS = ("model", "data")
@@ -47,7 +48,10 @@ def build_preprocess_tab(ctx: StudioContext):
     gr.Markdown("Scan a dataset for unusable files before training, and build its cache (latents and text "
                 "embeddings) as a queued job, so training starts straight away. Settings not shown here "
                 "(precision, device…) are taken from the Train tab.", elem_classes=["studio-hint"])
-    copy_btn = gr.Button("Use the Train tab's dataset and model", size="sm", elem_id="pre-copy")
+    with gr.Row():
+        copy_btn = gr.Button("⇦ Copy the dataset and model from the Train tab", variant="secondary",
+                             elem_id="pre-copy", scale=0, min_width=320)
+    panel = build_upload_panel()
     initial = {s.path: s.default for s in field_specs()}
     form = build_form(initial, sections=SECTIONS, prefix="pre", open_sections=SECTIONS)
     with gr.Row():
@@ -70,13 +74,13 @@ def build_preprocess_tab(ctx: StudioContext):
         comp.input(visibility, context_comps, form.components + form.box_list)
 
     def connect(train: TrainTab) -> None:
-        _connect(ctx, train, form, copy_btn, scan_btn, queue_btn, state_btn, message, bad_files, state)
+        _connect(ctx, train, form, copy_btn, scan_btn, queue_btn, state_btn, message, bad_files, state, panel)
 
     return connect
 
 
 def _connect(ctx: StudioContext, train: TrainTab, form, copy_btn, scan_btn, queue_btn, state_btn, message,
-             bad_files, state) -> None:
+             bad_files, state, panel) -> None:
     train_comps = train.form.components
 
     def copy_from_train(*train_values):
@@ -100,11 +104,17 @@ def _connect(ctx: StudioContext, train: TrainTab, form, copy_btn, scan_btn, queu
 
     def scan(*values):
         cfg, problems = checked(values)
+        if cfg is not None and not cfg.data.path.strip() and not cfg.data.datasets:
+            cfg, problems = None, {"data.path": "empty: type the dataset folder, upload one above, or copy the "
+                                                "Train tab's"}
         if cfg is None:
-            return [act.problems_markdown(problems), gr.update(visible=False), *error_updates(form, problems)]
+            return [act.problems_markdown(problems), gr.update(visible=False), *error_updates(form, problems),
+                    gr.update(visible=False), []]
         result = scan_dataset(cfg)
+        found = {row[0]: row[1] for row in result.rows}
+        gallery, shown = preview(cfg.data.path, found, cfg.data.caption_extension)
         return [result.message, gr.update(value=result.frame(), visible=bool(result.rows)),
-                *error_updates(form, {})]
+                *error_updates(form, {}), gallery, shown]
 
     def queue(*values):
         cfg, problems = checked(values)
@@ -124,7 +134,9 @@ def _connect(ctx: StudioContext, train: TrainTab, form, copy_btn, scan_btn, queu
         return act.problems_markdown(problems) if cfg is None else cache_state(ctx.store, cfg)
 
     inputs = [*train_comps, *form.components]
-    scan_btn.click(scan, inputs, [message, bad_files, *form.components])
+    scan_outputs = [message, bad_files, *form.components, panel.gallery, panel.shown]
+    scan_btn.click(scan, inputs, scan_outputs)
+    connect_panel(ctx, panel, form.component("data.path"), scan, inputs, scan_outputs, [bad_files, message])
     queue_btn.click(queue, inputs, [message, *form.components])
     state_btn.click(show_state, inputs, [state])
 

@@ -9,6 +9,8 @@ import gradio as gr
 from studio.config import ConfigError
 from studio.queue import Job, QueueError, queue_script
 from studio.ui.context import StudioContext
+from studio.ui.download_panel import build_download_panel
+from studio.ui.tabs.compare_panel import build_compare_panel
 from studio.ui.jobs import LastProgress, default_job_id, get_job, job_choices, queue_frame, styled
 
 EMPTY = "The queue is empty: configure a job in **Train** and press **Add to queue** (or *Start now*)."
@@ -79,16 +81,22 @@ BUTTONS = (("stop", "Stop", "stop"), ("resume", "Resume", "secondary"), ("retry"
 def queue_refresh(ctx: StudioContext, progress: LastProgress, job_id, last_signature: str) -> list:
     """Table (only when it changed), selection, the selected job's details and buttons, the script."""
     frame = queue_frame(ctx.store, progress)
-    signature = frame.to_json()
-    selected = get_job(ctx.store, job_id) or get_job(ctx.store, default_job_id(ctx.store))
-    table = gr.skip() if signature == last_signature else gr.update(value=styled(frame), visible=not frame.empty)
+    choices = job_choices(ctx.store)
+    signature = frame.to_json() + repr(choices)
+    picked = get_job(ctx.store, job_id)
+    selected = picked or get_job(ctx.store, default_job_id(ctx.store))
+    unchanged = signature == last_signature
+    table = gr.skip() if unchanged else gr.update(value=styled(frame), visible=not frame.empty)
+    # Resending an unchanged picker would race with the user's own pick (a tick in flight carries the old one).
+    picker = gr.skip() if unchanged and picked is not None else \
+        gr.update(choices=choices, value=selected.id if selected else None)
     states = [gr.update(interactive=selected is not None and selected.status in ALLOWED[a]) for a, _, _ in BUTTONS]
     script_text = queue_script(ctx.store)
     script_path = ctx.home / "queue_script.sh"
     if not script_path.exists() or script_path.read_text(encoding="utf-8") != script_text:
         script_path.write_text(script_text, encoding="utf-8")
     return [table, gr.update(visible=frame.empty),
-            gr.update(choices=job_choices(ctx.store), value=selected.id if selected else None),
+            picker,
             selected.run_dir if selected else "", job_detail(selected),
             json.dumps(selected.config, indent=2) if selected else "", script_text, str(script_path),
             ctx.worker_state(), signature, *states]
@@ -130,11 +138,13 @@ def build_queue_tab(ctx: StudioContext) -> QueueTab:
                    for action, label, variant in BUTTONS}
     message = gr.Markdown(elem_id="queue-message")
     detail = gr.Markdown(elem_id="queue-detail")
+    build_download_panel(ctx, job, "queue")
     with gr.Accordion("Job config", open=False):
         config_view = gr.Code(language="json", interactive=False, max_lines=30)
     with gr.Accordion("Queue script: the pending jobs as shell commands", open=False):
         script = gr.Code(language="shell", interactive=False, max_lines=40, elem_id="queue-script")
         download = gr.DownloadButton("Download queue_script.sh", size="sm", elem_id="queue-script-download")
+    build_compare_panel(ctx)
     settings = _queue_options()
     timer = gr.Timer(2.0, active=False)
     signature = gr.State("")

@@ -101,7 +101,8 @@ def samples_refresh(ctx: StudioContext, job_id, step_value, prompt_value, last_s
     images = [image_value(ctx, m) for m in shown if m["kind"] == "image"]
     audio = [m for m in shown if m["kind"] == "audio"][:AUDIO_SLOTS]
     text = [m for m in shown if m["kind"] == "text"]
-    text_md = "\n\n".join(f"**{caption(m)}**\n\n> " + Path(m["path"]).read_text(encoding="utf-8", errors="replace")
+    text_md = "\n\n".join(f"**{caption(m)}**\n\n> " + (Path(m["path"]).read_text(encoding="utf-8", errors="replace")
+                                                      or "*(empty completion: the model stopped at once)*")
                           .replace("\n", "\n> ") for m in text)
     if not samples:
         words = "No samples yet: they appear here when the run renders its sample prompts."
@@ -112,7 +113,8 @@ def samples_refresh(ctx: StudioContext, job_id, step_value, prompt_value, last_s
             gr.update(choices=prompts, value=prompt_value), words,
             gr.update(value=images, visible=bool(images)), gr.update(visible=bool(audio)),
             *[audio_update(ctx, audio[i] if i < len(audio) else None) for i in range(AUDIO_SLOTS)],
-            gr.update(value=text_md, visible=bool(text)), meta_frame(shown), signature]
+            gr.update(value=text_md, visible=bool(text)), gr.update(value=meta_frame(shown), visible=bool(shown)),
+            signature]
 
 
 def build_samples_tab(ctx: StudioContext) -> SamplesTab:
@@ -129,7 +131,7 @@ def build_samples_tab(ctx: StudioContext) -> SamplesTab:
         players = [gr.Audio(visible=False, interactive=False, elem_id=f"samples-audio-{i}") for i in range(AUDIO_SLOTS)]
     texts = gr.Markdown(visible=False, elem_id="samples-text")
     with gr.Accordion("What produced each sample", open=True):
-        meta = gr.Dataframe(interactive=False, elem_id="samples-meta", wrap=True)
+        meta = gr.Dataframe(interactive=False, elem_id="samples-meta", wrap=True, visible=False)
     timer = gr.Timer(5.0, active=False)
     signature = gr.State("")
 

@@ -14,6 +14,7 @@ from studio.ui.estimates import ESTIMATE_PATHS, estimate, summary_markdown
 from studio.ui.form_spec import config_from_values, default_values, field_specs, get_path, same_ui_value
 from studio.ui.forms import (CONTEXT_PATHS, SchemaForm, build_form, error_updates, value_updates,
                              visibility_updates)
+from studio.ui.tabs.config_files import build_config_files, wire_config_files
 
 
 @dataclass
@@ -24,6 +25,7 @@ class TrainTab:
     family: gr.State  # the family the form's defaults follow
     summary: gr.Markdown
     message: gr.Markdown
+    started: object = None  # the "Start now" event: app.py chains the switch to Monitor onto it
 
     @property
     def load_outputs(self) -> list:
@@ -74,6 +76,7 @@ def build_train_tab(ctx: StudioContext) -> TrainTab:
                     save_btn = gr.Button("Save as", size="sm", elem_id="train-save")
                     delete_btn = gr.Button("Delete this custom preset", size="sm", variant="stop",
                                            interactive=act.preset_kind(preset_name) == "user", elem_id="train-delete")
+            config_files = build_config_files()
             temporary = gr.Checkbox(True, label="Temporary edits", elem_id="train-temporary",
                                     info="Edits go with the job only; the preset file is not changed. Untick "
                                          "to write them into the selected custom preset when queueing.")
@@ -85,15 +88,17 @@ def build_train_tab(ctx: StudioContext) -> TrainTab:
                 start_btn = gr.Button("Start now", variant="primary", size="sm", elem_id="train-start")
             message = gr.Markdown(elem_id="train-message")
     tab = TrainTab(form, preset, gr.State(base), gr.State(initial.get("model.family", "sd15")), summary, message)
-    _wire_presets(tab, preset_info, load_btn, revert_btn, confirm_row, confirm_yes, confirm_no,
-                  save_name, save_desc, save_btn, delete_btn)
+    vis = _wire_presets(tab, preset_info, load_btn, revert_btn, confirm_row, confirm_yes, confirm_no,
+                        save_name, save_desc, save_btn, delete_btn)
+    wire_config_files(ctx, tab, *config_files, vis)
     _wire_live(tab)
     _wire_queueing(ctx, tab, preview, preview_box, preview_btn, add_btn, start_btn, temporary)
     return tab
 
 
 def _wire_presets(tab: TrainTab, preset_info, load_btn, revert_btn, confirm_row, confirm_yes, confirm_no,
-                  save_name, save_desc, save_btn, delete_btn) -> None:
+                  save_name, save_desc, save_btn, delete_btn) -> dict:
+    """Wire the preset controls; returns the event spec that re-applies the form's visibility rules."""
     form = tab.form
 
     def load(name):
@@ -137,6 +142,7 @@ def _wire_presets(tab: TrainTab, preset_info, load_btn, revert_btn, confirm_row,
         return gr.update(choices=act.preset_choices(), value=act.default_preset()), message
 
     delete_btn.click(delete, [tab.preset], [tab.preset, tab.message])
+    return vis
 
 
 def _wire_live(tab: TrainTab) -> None:
@@ -215,4 +221,4 @@ def _wire_queueing(ctx: StudioContext, tab: TrainTab, preview, preview_box, prev
     inputs = [tab.preset, temporary, tab.base, *form.components]
     outputs = [tab.message, tab.base, *form.components]
     add_btn.click(lambda *a: queue(False, *a), inputs, outputs)
-    start_btn.click(lambda *a: queue(True, *a), inputs, outputs)
+    tab.started = start_btn.click(lambda *a: queue(True, *a), inputs, outputs)
