@@ -55,12 +55,13 @@ def test_image_two_ranks_of_one_equal_one_rank_of_two_and_write_the_run_folder_o
     progress = _train("tiny-sd15-lora", two, "checkpointing.save_steps=2", processes=2, batch=1)
     assert _relative_difference(one, two) <= 1e-5
     assert [r["loss"] for r in read_progress(one) if "loss" in r] == [r["loss"] for r in progress if "loss" in r]
-    # written once: one record per logged step, one checkpoint, one set of exports, one start and done
+    # written once: one record per logged step, one checkpoint per save (step 2, and the final step
+    # kept resumable), one set of exports, one start and done
     assert [r["step"] for r in progress if "loss" in r] == [1, 2, 3]
     events = [r["event"] for r in progress if "event" in r]
-    assert events.count("start") == 1 and events.count("done") == 1 and events.count("checkpoint") == 1
+    assert events.count("start") == 1 and events.count("done") == 1 and events.count("checkpoint") == 2
     assert next(r for r in progress if r.get("event") == "start")["processes"] == 2
-    assert sorted(p.name for p in two.glob("checkpoint-*")) == ["checkpoint-2"]
+    assert sorted(p.name for p in two.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-3"]
     assert len(list(two.glob("*_kohya.safetensors"))) == 1
     assert (two / "accelerate_config.json").is_file()
 

@@ -119,6 +119,8 @@ def test_training_uploads_every_committed_checkpoint_and_still_completes(tmp_pat
         "training.max_steps=6", "checkpointing.save_steps=2", "checkpointing.max_checkpoints=1",
         "evaluation.strategy=no", "sampling.prompts=[]", "sampling.at_end=false",
         "hub.push_to_hub=true", "hub.model_id=me/lora", "hub.push_checkpoints=true"])
-    assert [c["path_in_repo"] for c in upload.calls] == ["checkpoints/checkpoint-2", "checkpoints/checkpoint-4"]
+    # every committed checkpoint, the final step's too (kept resumable so a run can be continued)
+    assert [c["path_in_repo"] for c in upload.calls] == ["checkpoints/checkpoint-2", "checkpoints/checkpoint-4",
+                                                        "checkpoints/checkpoint-6"]
     assert any(r.get("event") == "warning" and "checkpoint-2" in r["message"] for r in records)
-    assert records[-1]["event"] == "done" and records[-1]["step"] == 6  # the last step is the run folder itself
+    assert records[-1]["event"] == "done" and records[-1]["step"] == 6

@@ -122,7 +122,7 @@ def test_tensorboard_runs_on_a_free_local_port_and_stops(tmp_path):
 
 def test_per_step_ticks_move_progress_and_keep_the_loss(tmp_path):
     """The trainer writes a tick (no loss) at every step between `logging_steps` records."""
-    from studio.train.progress import ProgressLog
+    from studio.runfolder.progress import ProgressLog
 
     progress = ProgressLog(tmp_path, total_steps=4)
     progress.step(1, 0, 0.5, 1e-3)

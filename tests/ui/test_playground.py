@@ -33,7 +33,7 @@ def run_config(tmp_path_factory):
 def test_bad_requests_name_their_field(run_config):
     with pytest.raises(ConfigError, match="playground.prompt"):
         playground_configs(run_config, ["final"], "  ")
-    with pytest.raises(ConfigError, match="checkpoint-99.*offers: checkpoint-2, final"):
+    with pytest.raises(ConfigError, match="checkpoint-99.*offers: checkpoint-2, checkpoint-4, final"):
         playground_configs(run_config, ["checkpoint-99"], "a red circle")
     with pytest.raises(ConfigError, match="seed"):
         playground_configs(run_config, ["final"], "a red circle", seed=-1)
@@ -43,7 +43,8 @@ def test_two_sources_one_seed_through_the_queue(run_config, tmp_path):
     from studio.queue import JobStore, Worker
 
     run_dir = run_config["job"]["output_dir"]
-    assert adapter_sources(run_dir) == ["checkpoint-2", "final"]
+    # checkpoint-4 is the final step's checkpoint (kept resumable); "final" is the exported adapter
+    assert adapter_sources(run_dir) == ["checkpoint-2", "checkpoint-4", "final"]
     store = JobStore(tmp_path / "queue.db")
     for cfg in playground_configs(run_config, ["checkpoint-2", "final"], "a red circle", seed=7, steps=3,
                                   guidance=2.0, batch="b1"):
