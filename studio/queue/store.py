@@ -27,7 +27,6 @@ import re
 import sqlite3
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -36,12 +35,10 @@ from studio.config.loader import default_job_name, hub_folder_name
 from studio.paths import studio_home
 from studio import runfolder
 from studio.queue import backup
+from studio.queue.job import FINISHED, KINDS, STATUSES, Job, QueueCorrupt, QueueError  # noqa: F401 (re-exported)
 
 log = logging.getLogger("studio.queue")
 
-STATUSES = ("pending", "running", "completed", "stopped", "failed", "interrupted")
-FINISHED = ("completed", "stopped", "failed", "interrupted")
-KINDS = ("train", "preprocess", "estimate", "generate")  # generate: Playground (studio/playground.py)
 SETTINGS_DEFAULTS: dict[str, Any] = {
     # Re-queue jobs found `interrupted` at worker start so that they continue from their checkpoint.
     "queue.auto_resume_interrupted": True,
@@ -81,63 +78,6 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_status_position ON jobs (status, position);
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
-
-
-class QueueError(Exception):
-    """An operation the queue refuses; the message says why and what to do instead."""
-
-
-class QueueCorrupt(QueueError):
-    """The database file is damaged; the message names it and how to restore the backup."""
-
-
-@dataclass
-class Job:
-    id: int
-    name: str
-    kind: str
-    status: str
-    position: int
-    config: dict = field(repr=False)
-    run_dir: str
-    cwd: str
-    launch: str  # how the next launch starts: fresh | resume | retry
-    pid: int | None
-    proc_start: float | None
-    nonce: str | None
-    progress_offset: int
-    stop_requested: bool
-    created_at: float
-    started_at: float | None
-    finished_at: float | None
-    exit_code: int | None
-    error: str | None
-    final_loss: float | None
-    attempts: int
-
-    @property
-    def duration_s(self) -> float | None:
-        if self.started_at is None:
-            return None
-        return (self.finished_at or time.time()) - self.started_at
-
-    @property
-    def num_processes(self) -> int:
-        return int(self.distributed.get("num_processes") or 1)
-
-    @property
-    def distributed(self) -> dict:
-        """The job's `distributed` section as stored."""
-        return self.config.get("distributed") or {}
-
-    @property
-    def label(self) -> str:
-        """The name as the queue list and the UI show it, with the user's `job.run_name`: `name (run_name)`."""
-        run_name = (self.config.get("job") or {}).get("run_name")
-        return f"{self.name} ({run_name})" if run_name else self.name
-
-    def to_dict(self) -> dict:
-        return asdict(self) | {"duration_s": self.duration_s}
 
 
 def _as_dict(config: Any) -> dict:
