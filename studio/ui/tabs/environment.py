@@ -35,6 +35,6 @@ def serving_markdown(ctx: StudioContext, serving: dict) -> str:
 def build_environment_tab(ctx: StudioContext, serving: dict) -> None:
     gr.Markdown(serving_markdown(ctx, serving), elem_id="env-serving")
     check_btn = gr.Button("Run the environment check", variant="primary", elem_id="env-check")
-    report = gr.Markdown("Press the button to list versions, devices and free disk "
-                         "(the same as `python -m studio env`).", elem_id="env-report")
+    report = gr.Markdown("Press the button to compare the installed versions with the lock and list "
+                         "devices and free disk (the same as `python -m studio env`).", elem_id="env-report")
     check_btn.click(environment_markdown, None, report)
