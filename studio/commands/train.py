@@ -46,13 +46,10 @@ def write_training_args(run_dir: Path, cfg, trainer) -> None:
 
 def train_from_cli(config_path: str, overrides: list[str], progress_bar: bool = True) -> int:
     from studio import distributed
-
     from studio.adapters.peft_file import with_peft_config_file
+    from studio.data.precheck import data_problems
     from studio.runfolder.device import check_device
     from studio.train.job_env import apply_job_environment
-
-    from studio.data.precheck import data_problems
-    from studio.train import disk
 
     launched_rank = distributed.inside_launcher()  # the launcher's parent already checked and archived
     cfg = with_peft_config_file(load_job(config_path, overrides))  # every check that needs no model
