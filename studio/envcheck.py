@@ -4,22 +4,18 @@ from __future__ import annotations
 import shutil
 from importlib.metadata import PackageNotFoundError, version
 
-PACKAGES = ("torch", "diffusers", "transformers", "peft", "lycoris-lora", "accelerate", "bitsandbytes",
-            "safetensors", "tensorboard", "huggingface_hub", "gradio", "pandas", "prodigyopt", "lion-pytorch")
-
-
 def environment() -> dict:
     import torch
 
     from studio.paths import studio_home
 
-    from studio.lockcheck import LOCK_FILE, check, summary
+    from studio.lockcheck import LOCK_FILE, check, direct_requirements, summary
 
     info: dict = {"packages": {}, "devices": [], "warnings": []}
     findings = check()
     info["lock"] = {"file": str(LOCK_FILE), "summary": summary(findings),
                     "findings": [{"level": f.level, "package": f.package, "message": f.message} for f in findings]}
-    for name in PACKAGES:
+    for name in direct_requirements():
         try:
             info["packages"][name] = version(name)
         except PackageNotFoundError:

@@ -46,6 +46,13 @@ def _requirement_lines(path: Path) -> list[str]:
     return lines
 
 
+def direct_requirements() -> list[str]:
+    """The names the studio asks for itself (`requirements.in`), in its order: what `studio env` lists."""
+    from packaging.requirements import Requirement
+
+    return [Requirement(line).name for line in _requirement_lines(RANGES_FILE)]
+
+
 def _applies(req) -> bool:
     return req.marker is None or req.marker.evaluate()
 

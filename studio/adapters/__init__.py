@@ -16,7 +16,6 @@ import torch
 from studio.adapters.lycoris_backend import LYCORIS_CHILD, lycoris_prefix  # noqa: F401 - public names
 from studio.adapters.targets import TargetSpec, resolve_targets
 from studio.registry.adapters import BACKENDS
-from studio.registry.families import FAMILIES
 
 
 def backend_module(backend: str):

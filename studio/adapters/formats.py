@@ -17,7 +17,6 @@ from pathlib import Path
 import torch
 
 from studio.registry.adapters import ADAPTERS
-from studio.runfolder.atomic import atomic_write_text  # noqa: F401 - re-exported for the families
 
 ADAPTER_FILE = "adapter_model.safetensors"
 CONFIG_FILE = "adapter_config.json"

@@ -18,6 +18,7 @@ import torch
 
 from studio.adapters import formats, peft_backend
 from studio.adapters.formats import ADAPTER_FILE, CONFIG_FILE, UnsupportedExport
+from studio.runfolder.atomic import atomic_write_text
 
 log = logging.getLogger("studio.adapters")
 
@@ -64,7 +65,7 @@ def write_native(handle, out_dir: Path, states: dict) -> list[Path]:
         description = describe(handle)
         formats.atomic_save_file(tensors, out_dir / ADAPTER_FILE,
                                  {"format": "pt", "studio_adapter": json.dumps(description)})
-        formats.atomic_write_text(out_dir / CONFIG_FILE, json.dumps(description, indent=2))
+        atomic_write_text(out_dir / CONFIG_FILE, json.dumps(description, indent=2))
         return [out_dir / ADAPTER_FILE, out_dir / CONFIG_FILE]
     # The family writes its ecosystem layout into a private folder; each file is then renamed into place.
     tmp = formats.temp_name(out_dir / "adapter")

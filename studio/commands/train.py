@@ -14,7 +14,7 @@ from studio.config.loader import load_job
 from studio.runfolder.atomic import atomic_write_text
 from studio.runfolder.console import capture_console, log_to_stdout
 from studio.runfolder.events import Event
-from studio.runfolder.layout import TRAINING_ARGS_FILE, archive_old_run, console_path
+from studio.runfolder.layout import TRAINING_ARGS_FILE, archive_old_run, checkpoint_path, console_path, is_complete
 from studio.train import disk, health
 
 log = logging.getLogger("studio.train")
@@ -181,7 +181,6 @@ def _train(cfg, run_dir: Path, progress, progress_bar: bool):
 def finish(loop, run_dir: Path, pusher=None) -> None:
     """Final samples and adapter (EMA weights when enabled), optional hub upload, then `done` (after the
     checkpoint uploads still queued, so that `done` is the run's last word)."""
-    from studio.train.checkpoint import MANIFEST
 
     t, cfg = loop.t, loop.cfg
     loop._check_finite()
@@ -189,7 +188,7 @@ def finish(loop, run_dir: Path, pusher=None) -> None:
 
     # Resumable at its last step: "train longer" continues from here, not from an older checkpoint.
     # The main process decides (its disk holds the run folder); every rank takes part in the save.
-    missing = not (run_dir / f"checkpoint-{loop.step}" / MANIFEST).is_file()
+    missing = not is_complete(checkpoint_path(run_dir, loop.step))
     if cfg.checkpointing.save_strategy != "no" and shared_flags(t.accelerator, [loop.main and missing])[0]:
         loop.save("final")
     if cfg.sampling.at_end:

@@ -57,7 +57,8 @@ class AceStepExportMixin:
     def save_adapter(self, out_dir: Path, state_dict: dict[str, torch.Tensor], adapter_config, **_) -> None:
         from diffusers import AceStepPipeline
 
-        from studio.adapters.formats import ADAPTER_FILE, atomic_save_file, atomic_write_text, kohya_file_name
+        from studio.adapters.formats import ADAPTER_FILE, atomic_save_file, kohya_file_name
+        from studio.runfolder.atomic import atomic_write_text
 
         metadata = adapter_config.to_dict() if adapter_config is not None else None
         AceStepPipeline.save_lora_weights(str(out_dir), transformer_lora_layers=state_dict, weight_name=ADAPTER_FILE,

@@ -76,12 +76,21 @@ def console_tail(run_dir: Path, lines: int = 5, max_bytes: int = 16384) -> str:
     return "\n".join(line for line in text.splitlines()[-lines:])
 
 
+def checkpoint_path(run_dir: Path, step: int) -> Path:
+    """`RUN_DIR/checkpoint-<step>`: complete only once its manifest is written (`is_complete`)."""
+    return Path(run_dir) / f"checkpoint-{step}"
+
+
+def is_complete(checkpoint: Path) -> bool:
+    return (Path(checkpoint) / MANIFEST).is_file()
+
+
 def list_checkpoints(run_dir: Path) -> list[Path]:
     """Complete checkpoints (manifest present), oldest first."""
     out = []
     for path in Path(run_dir).glob("checkpoint-*"):
         match = _CHECKPOINT.match(path.name)
-        if match and (path / MANIFEST).is_file():
+        if match and is_complete(path):
             out.append((int(match.group(1)), path))
     return [p for _, p in sorted(out)]
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from studio.runfolder.layout import MANIFEST, latest_checkpoint, list_checkpoints  # noqa: F401 (callers import them here)
+from studio.runfolder.layout import MANIFEST, checkpoint_path, latest_checkpoint, list_checkpoints  # noqa: F401 (callers import them here)
 from studio.train import disk, health
 
 
@@ -53,8 +53,8 @@ def commit_checkpoint(run_dir: Path, step: int, *, adapter, optimizer, scheduler
                       generator: torch.Generator, ema=None) -> Path:
     """Write checkpoint-<step>/ atomically and return its path."""
     run_dir = Path(run_dir)
-    final = run_dir / f"checkpoint-{step}"
-    tmp = run_dir / f".tmp-checkpoint-{step}"
+    final = checkpoint_path(run_dir, step)
+    tmp = run_dir / f".tmp-{final.name}"
     weights = {k: v.detach().cpu().contiguous() for k, v in adapter.named_trainable().items()}
     health.require_finite(run_dir, step, weights, optimizer)  # a diverged step is never committed
     disk.require_space(run_dir, disk.checkpoint_estimate(run_dir, weights, optimizer), f"checkpoint-{step}")

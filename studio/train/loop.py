@@ -16,6 +16,7 @@ import torch
 from studio.data.prefetch import prefetched
 from studio.train import checkpoint as ckpt
 from studio.runfolder.control import ControlFiles
+from studio.runfolder.layout import checkpoint_path
 from studio.train.ema import ema_update
 from studio.train.health import NonFiniteState, last_good_note
 from studio.train.optimizers import evaluation_weights, set_train_mode
@@ -86,7 +87,7 @@ class Loop:
         """Every rank calls this; the main process writes (DDP keeps the ranks' weights identical)."""
         self._check_finite()
         t = self.t
-        path = self.run_dir / f"checkpoint-{self.step}"
+        path = checkpoint_path(self.run_dir, self.step)
         if self.main:
             with evaluation_weights(t.optimizer):  # schedule-free: save the averaged weights
                 path = ckpt.commit_checkpoint(self.run_dir, self.step, adapter=t.adapter, optimizer=t.optimizer,
