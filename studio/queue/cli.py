@@ -1,7 +1,7 @@
 """`python -m studio queue ...`: the persistent job queue from the command line.
 
     add CONFIG.json [--set k=v ...] [--kind train|preprocess] [--name NAME]
-    list [--json]                  run [--until-empty]
+    list [--json]                  run [--until-empty] [--gpus auto|0,1,...]
     stop ID | resume ID | retry ID | remove ID | clone ID [--name NAME] | move ID INDEX
     script [--out FILE]            settings [KEY=VALUE ...]    restore
 
@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--until-empty", action="store_true",
                    help="exit when no job is pending, with a summary (exit 1 when a job did not complete)")
     p.add_argument("--poll", type=float, default=1.0, help="seconds between checks (default 1)")
+    p.add_argument("--gpus", default=None, metavar="auto|0,1,...",
+                   help="GPU pool: run jobs side by side on disjoint GPUs (`auto`: every CUDA device); "
+                        "default: the queue.gpus setting; empty: one job at a time")
     for op, text in (("stop", "stop a job (a running one saves a checkpoint first)"),
                      ("resume", "continue a stopped/interrupted/failed job from its checkpoint"),
                      ("retry", "run a finished job again from the start"),
@@ -71,9 +74,9 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 
 
 def _list_rows(jobs: list[Job]) -> str:
-    rows = [[str(j.id), j.label, j.kind, j.status, format_duration(j.duration_s), str(j.attempts),
-             (j.error or "").splitlines()[0][:60] if j.error else ""] for j in jobs]
-    return _table(rows, ["id", "name", "kind", "status", "duration", "runs", "note"])
+    rows = [[str(j.id), j.label, j.kind, j.status, ",".join(j.gpu_list) or "-", format_duration(j.duration_s),
+             str(j.attempts), (j.error or "").splitlines()[0][:60] if j.error else ""] for j in jobs]
+    return _table(rows, ["id", "name", "kind", "status", "gpus", "duration", "runs", "note"])
 
 
 def summary_table(jobs: list[Job]) -> str:
@@ -112,7 +115,8 @@ def _run(store: JobStore, args: argparse.Namespace) -> int:
     from studio.queue.worker import Worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s queue: %(message)s", datefmt="%H:%M:%S")
-    worker = Worker(store, poll_s=args.poll)
+    worker = Worker(store, poll_s=args.poll, gpus=args.gpus)
+    worker.pool()  # a bad --gpus is named before anything runs
     if args.until_empty:
         started = time.time()
         finished = worker.run_until_empty()

@@ -39,12 +39,18 @@ class Job:
     error: str | None
     final_loss: float | None
     attempts: int
+    gpus: str | None = None  # the GPUs this launch holds, comma-separated (the worker's GPU pool)
 
     @property
     def duration_s(self) -> float | None:
         if self.started_at is None:
             return None
         return (self.finished_at or time.time()) - self.started_at
+
+    @property
+    def gpu_list(self) -> list[str]:
+        """The GPUs held, while running (a finished row keeps its last assignment as a record)."""
+        return [g for g in (self.gpus or "").split(",") if g] if self.status == "running" else []
 
     @property
     def num_processes(self) -> int:

@@ -35,12 +35,17 @@ def status_when_gone(outcome: runfolder.Outcome) -> tuple[str, str | None]:
     return status, None
 
 
-def reconcile(store: JobStore) -> tuple[list[tuple[Job, psutil.Process]], list[Job]]:
-    """Settle every `running` row. Returns the (job, leader process) pairs still alive, to adopt,
-    and the jobs settled here with a final status (not those re-queued to resume)."""
+def reconcile(store: JobStore, watched: frozenset[str] = frozenset()) -> tuple[list[tuple[Job, psutil.Process]], list[Job]]:
+    """Settle every `running` row but those of the launches in `watched` (nonces: the calling worker
+    watches them itself). Returns the (job, leader process) pairs still alive, to adopt, and the jobs
+    settled here with a final status (not those re-queued to resume). A settled row no longer holds
+    its GPUs (only running rows do), so the worker's next schedule can give them out again."""
+    running = [job for job in store.list(("running",)) if job.nonce not in watched]
+    if not running:
+        return [], []
     alive, settled = [], []
     auto_resume = store.get_setting("queue.auto_resume_interrupted")
-    for job in store.list(("running",)):
+    for job in running:
         leader = procs.find_leader(job.pid, job.proc_start, job.nonce)
         if leader is not None:
             if job.pid is None:  # the worker died between spawning and recording the pid

@@ -48,6 +48,13 @@ SETTINGS_DEFAULTS: dict[str, Any] = {
     # FIELDS.md Q03: prefix the generated script's commands with `uv run`. Off by default: the
     # worker itself runs the studio's own interpreter, and the script must be what the worker runs.
     "queue.use_uv": False,
+    # The GPUs the worker schedules jobs on: "" = no pool, one job at a time (as before); "auto" = the
+    # CUDA devices of this machine; "0,1,2,3" = these. With a pool, jobs run side by side on disjoint
+    # GPUs (studio/queue/gpus.py); `queue run --gpus` overrides this for one worker.
+    "queue.gpus": "",
+    # With a pool: how many jobs that use no GPU (model.device=cpu, or any job when the pool is empty)
+    # run at the same time.
+    "queue.cpu_jobs": 1,
 }
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -73,7 +80,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     exit_code INTEGER,
     error TEXT,
     final_loss REAL,
-    attempts INTEGER NOT NULL DEFAULT 0
+    attempts INTEGER NOT NULL DEFAULT 0,
+    gpus TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_status_position ON jobs (status, position);
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -99,6 +107,9 @@ class JobStore:
             # WAL: readers (the UI's timer) never block the worker's writes, and vice versa.
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(_SCHEMA)
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
+            if "gpus" not in columns:  # a queue written before the GPU pool existed
+                conn.execute("ALTER TABLE jobs ADD COLUMN gpus TEXT")
         self._backup()
 
     def _backup(self) -> None:
@@ -177,6 +188,20 @@ class JobStore:
             raise ConfigError([(key, f"unknown queue setting; known: {', '.join(SETTINGS_DEFAULTS)}")])
         if isinstance(default, bool) and not isinstance(value, bool):
             raise ConfigError([(key, f"must be true or false, got {value!r}")])
+        if key == "queue.gpus":
+            from studio.queue.gpus import parse_pool
+
+            if isinstance(value, int) and not isinstance(value, bool):  # `gpus=3` read as JSON
+                value = str(value)
+            if not isinstance(value, str):
+                raise ConfigError([(key, f"expected `auto`, GPU numbers like `0,1` or empty, got {value!r}")])
+            try:
+                parse_pool(value if value.strip() != "auto" else "")
+            except QueueError as err:
+                raise ConfigError([(key, str(err).partition(": ")[2])]) from None
+        if isinstance(default, int) and not isinstance(default, bool) and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError([(key, f"must be a whole number >= 1, got {value!r}")])
         if isinstance(default, float) and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
             raise ConfigError([(key, f"must be a number of seconds >= 0, got {value!r}")])
         with self._tx() as conn:
@@ -328,23 +353,36 @@ class JobStore:
 
     # -- worker side ------------------------------------------------------------------------
     def claim_next(self, nonce: str) -> Job | None:
-        """Atomically turn the first pending job into `running` for this launch (nonce).
-
-        Nothing is claimed while another job is running: the queue runs one job at a time.
-        """
+        """Atomically turn the first pending job into `running` for this launch (nonce), holding no
+        GPU. Nothing is claimed while another job is running (the queue without a GPU pool)."""
         with self._tx() as conn:
             if conn.execute("SELECT 1 FROM jobs WHERE status = 'running' LIMIT 1").fetchone():
                 return None
             row = conn.execute("SELECT id FROM jobs WHERE status = 'pending' ORDER BY position, id LIMIT 1").fetchone()
-            if row is None:
-                return None
-            cur = conn.execute(
-                "UPDATE jobs SET status = 'running', nonce = ?, pid = NULL, proc_start = NULL,"
-                " started_at = ?, finished_at = NULL, exit_code = NULL, error = NULL, stop_requested = 0,"
-                " attempts = attempts + 1 WHERE id = ? AND status = 'pending'",
-                (nonce, time.time(), row["id"]),
-            )
-            return self._get(conn, row["id"]) if cur.rowcount == 1 else None
+            return None if row is None else self._claim(conn, row["id"], nonce, [])
+
+    def claim(self, job_id: int, nonce: str, gpus: list[str]) -> Job | None:
+        """Turn this pending job into `running` for this launch (nonce), holding these GPUs (the
+        worker decides which job fits, studio/queue/gpus.py). None when it is no longer pending
+        (stopped or removed since the worker looked)."""
+        with self._tx() as conn:
+            return self._claim(conn, job_id, nonce, gpus)
+
+    def _claim(self, conn: sqlite3.Connection, job_id: int, nonce: str, gpus: list[str]) -> Job | None:
+        cur = conn.execute(
+            "UPDATE jobs SET status = 'running', nonce = ?, gpus = ?, pid = NULL, proc_start = NULL,"
+            " started_at = ?, finished_at = NULL, exit_code = NULL, error = NULL, stop_requested = 0,"
+            " attempts = attempts + 1 WHERE id = ? AND status = 'pending'",
+            (nonce, ",".join(gpus) or None, time.time(), int(job_id)),
+        )
+        return self._get(conn, job_id) if cur.rowcount == 1 else None
+
+    def refuse(self, job_id: int, error: str) -> bool:
+        """A pending job that can never start here (e.g. more GPUs than the pool has) fails with `error`."""
+        with self._tx() as conn:
+            cur = conn.execute("UPDATE jobs SET status = 'failed', error = ?, finished_at = ?"
+                               " WHERE id = ? AND status = 'pending'", (error, time.time(), int(job_id)))
+            return cur.rowcount == 1
 
     def record_launch(self, job_id: int, nonce: str, *, pid: int | None = None,
                       proc_start: float | None = None, progress_offset: int | None = None) -> None:

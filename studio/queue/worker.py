@@ -1,4 +1,5 @@
-"""The queue worker: runs pending jobs one at a time, each as its own subprocess.
+"""The queue worker: runs pending jobs, each as its own subprocess: one at a time, or side by side
+on disjoint GPUs of a GPU pool (`queue.gpus`, `queue run --gpus`; the rule is in gpus.py).
 
     worker = Worker(JobStore(), poll_s=1.0)
     worker.run_until_empty()            # CLI `queue run --until-empty`; returns the finished jobs
@@ -8,15 +9,17 @@ Only one worker works on a queue at a time (an OS file lock beside the database,
 the kernel even when the worker is SIGKILLed). A job runs in its own process group and session
 with the launch's nonce in its environment, so killing the worker (or pressing Ctrl-C in its
 terminal) never kills the job: the next worker adopts it (see reconcile.py). Leaving
-`run_forever` also leaves the current job running, for the next worker to adopt.
+`run_forever` also leaves the running jobs running, for the next worker to adopt.
 """
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -27,7 +30,7 @@ from typing import Callable
 import psutil
 
 from studio import runfolder
-from studio.queue import commands, procs
+from studio.queue import commands, gpus, procs
 from studio.queue.reconcile import reconcile
 from studio.queue.store import Job, JobStore, QueueError
 
@@ -94,13 +97,19 @@ class _Launch:
 
 
 class Worker:
-    def __init__(self, store: JobStore, poll_s: float = 1.0, command: CommandBuilder = default_command):
+    """`gpus`: the GPU pool for this worker (`auto`, `0,1,2,3`); None reads the `queue.gpus` setting
+    each time it schedules, and an empty pool runs one job at a time (studio/queue/gpus.py)."""
+
+    def __init__(self, store: JobStore, poll_s: float = 1.0, command: CommandBuilder = default_command,
+                 gpus: str | None = None):
         self.store = store
         self.poll_s = poll_s
         self.command = command
+        self.gpus = gpus
         self.lock = WorkerLock(store.path)
-        self._draining = False  # after a Ctrl-C: finish (stop) the current job, claim no more
-        self.settled: list[Job] = []  # jobs that ended unwatched, settled by this worker's reconcile
+        self._draining = False  # after a Ctrl-C: finish (stop) the current jobs, claim no more
+        self._active: list[_Launch] = []  # the launches this worker watches
+        self._pools: dict[str, list[str] | None] = {}  # pool text -> ids (detection runs once)
 
     # -- loops ------------------------------------------------------------------------------
     def run_until_empty(self) -> list[Job]:
@@ -111,71 +120,127 @@ class Worker:
                              "it will run the pending jobs")
         finished = []
         try:
-            while not self._draining:
-                job = self.run_once()
-                finished += self.settled + ([job] if job else [])
-                self.settled = []
-                if job is None:
-                    break
+            while True:
+                try:
+                    finished += self.tick()
+                    if not self._active and (self._draining or not self.store.list(("pending",))):
+                        break
+                    time.sleep(self.poll_s)
+                except KeyboardInterrupt:
+                    self._drain()
         finally:
             self.lock.release()
         return finished
 
     def run_forever(self, stop_event: threading.Event) -> None:
         """Serve the queue until `stop_event` is set. When another process holds the worker
-        lock, wait for it: this worker takes over when that one exits."""
+        lock, wait for it: this worker takes over when that one exits. Leaving leaves the running
+        jobs running, for the next worker to adopt."""
         try:
             while not stop_event.is_set():
                 if self.lock.acquire():
                     break
                 stop_event.wait(max(self.poll_s, 1.0))
-            while not stop_event.is_set() and not self._draining:
+            while not stop_event.is_set() and not (self._draining and not self._active):
                 try:
-                    idle = self.run_once(stop_event) is None
+                    self.tick()
+                except KeyboardInterrupt:
+                    self._drain()
+                    continue
                 except Exception:  # noqa: BLE001 - e.g. a locked or full disk: keep serving the UI
                     log.exception("queue worker error; retrying in %.0f s", max(self.poll_s, 5.0))
                     stop_event.wait(max(self.poll_s, 5.0))
                     continue
-                if idle:
-                    stop_event.wait(self.poll_s)
+                stop_event.wait(self.poll_s)
+            if self._active and stop_event.is_set():
+                log.info("worker leaving; job(s) %s keep running and will be adopted",
+                         ", ".join(str(launch.job.id) for launch in self._active))
         finally:
             self.lock.release()
 
-    def run_once(self, stop_event: threading.Event | None = None) -> Job | None:
-        """Settle crashed rows, then watch a surviving job or launch the next pending one, to its
-        end. Returns the finished job, or None when there was nothing to do (or we detached)."""
-        alive, settled = reconcile(self.store)
-        self.settled += settled
-        if alive:
-            job, leader = alive[0]
-            return self._watch(_Launch(job, leader), stop_event)
-        nonce = secrets.token_hex(16)
-        job = self.store.claim_next(nonce)
-        if job is None:
-            return None
-        launch = self._launch(job)
-        return self._watch(launch, stop_event) if launch else self.store.get(job.id)
+    def _drain(self) -> None:
+        """Ctrl-C: stop the running jobs (each saves a checkpoint) and claim no more; a second
+        Ctrl-C leaves them running for the next worker to adopt."""
+        if self._draining:
+            raise KeyboardInterrupt
+        self._draining = True
+        for launch in self._active:
+            log.warning("Ctrl-C: stopping job %s '%s' (it saves a checkpoint); Ctrl-C again "
+                        "to leave it running", launch.job.id, launch.job.name)
+            self.store.stop(launch.job.id)
+
+    def tick(self) -> list[Job]:
+        """One round: settle or adopt `running` rows nobody watches, start every pending job that
+        fits (studio/queue/gpus.py), check the watched jobs. Returns the jobs that ended."""
+        ended = []
+        alive, settled = reconcile(self.store, frozenset(launch.job.nonce for launch in self._active))
+        ended += settled
+        self._active += [_Launch(job, leader) for job, leader in alive]
+        if not self._draining:
+            ended += self._start_fitting()
+        settings = {k: self.store.get_setting(f"queue.{k}") for k in ("stop_grace_s", "kill_grace_s")}
+        for launch in list(self._active):
+            exit_code, done = self._poll(launch)
+            if done:
+                self._active.remove(launch)
+                ended.append(self._settle(launch, exit_code))
+            else:
+                self._enforce_stop(launch, **settings)
+        return ended
+
+    def pool(self) -> list[str] | None:
+        text = self.gpus if self.gpus is not None else self.store.get_setting("queue.gpus")
+        if text not in self._pools:
+            self._pools[text] = gpus.parse_pool(text)
+            if self._pools[text] is not None:
+                log.info("GPU pool: %s", ",".join(self._pools[text]) or "empty (no CUDA device): CPU jobs only")
+        return self._pools[text]
+
+    def _start_fitting(self) -> list[Job]:
+        pending = self.store.list(("pending",))
+        if not pending:
+            return []
+        running = self.store.list(("running",))
+        plan = gpus.schedule(pending, running, self.pool(), self.store.get_setting("queue.cpu_jobs"))
+        ended = []
+        for job, message in plan.refuse:
+            if self.store.refuse(job.id, message):
+                log.error("job %s '%s' cannot run here: %s", job.id, job.name, message)
+                ended.append(self.store.get(job.id))
+        for job, held in plan.start:
+            job = self.store.claim(job.id, secrets.token_hex(16), held)
+            if job is None:  # stopped or removed since we looked
+                continue
+            launch = self._launch(job, held, running)
+            if launch:
+                self._active.append(launch)
+                running.append(launch.job)
+            else:
+                ended.append(self.store.get(job.id))
+        return ended
 
     # -- launching --------------------------------------------------------------------------
-    def _launch(self, job: Job) -> _Launch | None:
+    def _launch(self, job: Job, held: list[str] = (), running: list[Job] = ()) -> _Launch | None:
         run_dir = Path(job.run_dir)
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
             if job.launch == "retry":
                 runfolder.archive_attempt(run_dir, job.attempts - 1)
             runfolder.clear_stop(run_dir)
-            config_path = runfolder.write_config(run_dir, commands.launch_config(job.config, job.launch))
+            config = commands.launch_config(job.config, job.launch, held, _port(job, running))
+            config_path = runfolder.write_config(run_dir, config)
             offset = runfolder.progress_size(run_dir)
             self.store.record_launch(job.id, job.nonce, progress_offset=offset)
             argv = self.command(job, config_path)
             with open(run_dir / runfolder.CONSOLE_FILE, "ab") as console:
-                header = f"\n=== queue: job {job.id} '{job.name}' launch {job.attempts} ({job.launch}) " \
+                on_gpus = f" on GPU {','.join(held)}" if held else ""
+                header = f"\n=== queue: job {job.id} '{job.name}' launch {job.attempts} ({job.launch}){on_gpus} " \
                          f"at {time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(argv)}\n"
                 console.write(header.encode())
                 console.flush()
                 popen = subprocess.Popen(
                     argv, stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
-                    cwd=job.cwd if os.path.isdir(job.cwd) else None, env=commands.job_env(job.nonce),
+                    cwd=job.cwd if os.path.isdir(job.cwd) else None, env=commands.job_env(job.nonce, held),
                     start_new_session=True,  # own group and session: outlives the worker, killable as one
                 )
         except Exception as err:  # noqa: BLE001 - a job that cannot start fails; the queue goes on
@@ -188,31 +253,11 @@ class Worker:
             self.store.record_launch(job.id, job.nonce, pid=popen.pid, proc_start=leader.create_time())
         except psutil.Error:  # it already ended; the exit code tells the rest
             pass
-        log.info("job %s '%s' (%s) started: pid %s, run folder %s", job.id, job.name, job.kind, popen.pid, run_dir)
+        log.info("job %s '%s' (%s) started%s: pid %s, run folder %s", job.id, job.name, job.kind,
+                 f" on GPU {','.join(held)}" if held else "", popen.pid, run_dir)
         return _Launch(self.store.get(job.id), leader, popen)
 
     # -- watching ---------------------------------------------------------------------------
-    def _watch(self, launch: _Launch, stop_event: threading.Event | None) -> Job | None:
-        settings = {k: self.store.get_setting(f"queue.{k}") for k in ("stop_grace_s", "kill_grace_s")}
-        while True:
-            try:
-                exit_code, ended = self._poll(launch)
-                if ended:
-                    break
-                if stop_event is not None and stop_event.is_set():
-                    log.info("worker leaving; job %s keeps running and will be adopted", launch.job.id)
-                    return None
-                self._enforce_stop(launch, **settings)
-                time.sleep(self.poll_s)
-            except KeyboardInterrupt:
-                if self._draining:
-                    raise  # second Ctrl-C: leave the job running; the next worker adopts it
-                self._draining = True
-                log.warning("Ctrl-C: stopping job %s '%s' (it saves a checkpoint); Ctrl-C again "
-                            "to leave it running", launch.job.id, launch.job.name)
-                self.store.stop(launch.job.id)
-        return self._settle(launch, exit_code)
-
     def _poll(self, launch: _Launch) -> tuple[int | None, bool]:
         if launch.popen is not None:
             code = launch.popen.poll()
@@ -286,3 +331,32 @@ def decide_status(exit_code: int | None, outcome: runfolder.Outcome, signals_sen
             name = str(-exit_code)
         return "failed", f"exit code {exit_code} (killed by signal {name})"
     return "failed", f"exit code {exit_code}"
+
+
+def _port(job: Job, running: list[Job]) -> int | None:
+    """A main process port for a job of several processes on this machine that no running job uses
+    (two DDP jobs side by side must not meet on one port). None: keep the job's own."""
+    d = job.distributed
+    if job.kind != "train" or int(d.get("num_processes") or 1) < 2 or int(d.get("num_machines") or 1) > 1:
+        return None
+    taken = set()
+    for other in running:
+        if other.id != job.id and int(other.distributed.get("num_processes") or 1) > 1:
+            try:  # the port it was launched with
+                launched = json.loads((Path(other.run_dir) / runfolder.CONFIG_FILE).read_text())
+                taken.add(int(launched["distributed"]["main_process_port"]))
+            except (OSError, ValueError, KeyError, TypeError):
+                taken.add(int(other.distributed.get("main_process_port") or 29500))
+    port = int(d.get("main_process_port") or 29500)
+    while port in taken or not _bindable(port):
+        port += 1
+    return port
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("", port))
+        except OSError:
+            return False
+    return True

@@ -18,7 +18,7 @@ STATUS_COLOURS = {"pending": "#dbeafe", "running": "#bbf7d0", "completed": "#dcf
                   "failed": "#fecaca", "interrupted": "#fde68a"}
 STATUS_TEXT = {"pending": "#1e3a8a", "running": "#14532d", "completed": "#166534", "stopped": "#9a3412",
                "failed": "#991b1b", "interrupted": "#92400e"}
-TABLE_COLUMNS = ["ID", "Name", "Kind", "Status", "Progress", "Loss", "Added", "Duration"]
+TABLE_COLUMNS = ["ID", "Name", "Kind", "Status", "GPUs", "Progress", "Loss", "Added", "Duration"]
 
 
 def job_label(job: Job) -> str:
@@ -86,7 +86,7 @@ def queue_frame(store: JobStore, progress: LastProgress) -> pd.DataFrame:
         else:
             done = "done" if job.status == "completed" else ""
         loss = job.final_loss if job.final_loss is not None else (last or {}).get("loss")
-        rows.append([job.id, job.label, job.kind, job.status, done, "" if loss is None else f"{loss:.4f}",
+        rows.append([job.id, job.label, job.kind, job.status, ",".join(job.gpu_list), done, "" if loss is None else f"{loss:.4f}",
                      time.strftime("%m-%d %H:%M", time.localtime(job.created_at)), format_duration(job.duration_s, missing="")])
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 

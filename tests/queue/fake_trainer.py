@@ -8,7 +8,8 @@ Its behaviour comes from the job's free label `job.run_name`, e.g. "steps=20,sle
   hold=1 (before the final event, wait until RUN_DIR/RELEASE exists),
   mode: normal | no_done (exit 0 without the final event) | crash (error event, exit 3) |
         stubborn (ignores STOP and SIGTERM: only SIGKILL ends it).
-Each launch appends one line to RUN_DIR/launches.txt ("<pid> <resumed-from-step>").
+Each launch appends one line to RUN_DIR/launches.txt ("<pid> <resumed-from-step>") and prints the
+CUDA_VISIBLE_DEVICES it was given; every progress record carries its wall-clock `time`.
 """
 from __future__ import annotations
 
@@ -59,6 +60,7 @@ def train(config_path: str) -> int:
     start = _latest_checkpoint(run_dir) if config["checkpointing"]["auto_resume"] else 0
     with open(run_dir / "launches.txt", "a") as f:
         f.write(f"{os.getpid()} {start}\n")
+    print(f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')}", flush=True)
     if opts["mode"] == "stubborn":
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _spawn_children(int(opts["children"]))
@@ -66,7 +68,7 @@ def train(config_path: str) -> int:
     log = open(run_dir / "progress.jsonl", "a")
 
     def emit(record: dict) -> None:
-        log.write(json.dumps(record) + "\n")
+        log.write(json.dumps({**record, "time": time.time()}) + "\n")
         log.flush()
 
     for step in range(start + 1, total + 1):

@@ -87,10 +87,11 @@ def test_queue_table_shows_progress_and_status(home):
     run.mkdir(parents=True)
     append(run / "progress.jsonl", step(10, 0.5))
     with store._tx() as conn:  # as the worker would mark it
-        conn.execute("UPDATE jobs SET status='running', started_at=? WHERE id=?", (time.time(), job.id))
+        conn.execute("UPDATE jobs SET status='running', started_at=?, gpus='2,3' WHERE id=?", (time.time(), job.id))
     frame = queue_frame(store, LastProgress())
     row = frame.iloc[0]
     assert row["Status"] == "running" and row["Progress"] == "10/20 (50 %)" and row["Loss"] == "0.5000"
+    assert row["GPUs"] == "2,3"  # the GPUs of the worker's pool this job holds
 
 
 def test_tensorboard_runs_on_a_free_local_port_and_stops(tmp_path):

@@ -47,3 +47,13 @@ def test_status_colours(home):
     store.add(preset_config("tiny-sd15-lora"))
     html = styled(queue_frame(store, LastProgress())).to_html()
     assert "background-color: #dbeafe" in html  # pending is blue
+
+
+def test_queue_options_set_the_gpu_pool(home):
+    from studio.ui.tabs.queue import save_setting
+
+    ctx = StudioContext(store=JobStore())
+    assert "Saved" in save_setting(ctx, "queue.gpus", "0,1")
+    assert ctx.store.get_setting("queue.gpus") == "0,1"
+    assert "Error" in save_setting(ctx, "queue.gpus", "0,x") and ctx.store.get_setting("queue.gpus") == "0,1"
+    assert "Saved" in save_setting(ctx, "queue.cpu_jobs", 2.0) and ctx.store.get_setting("queue.cpu_jobs") == 2

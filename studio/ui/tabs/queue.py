@@ -104,7 +104,13 @@ def queue_refresh(ctx: StudioContext, progress: LastProgress, job_id, last_signa
 
 def save_setting(ctx: StudioContext, key: str, value) -> str:
     try:
-        ctx.store.set_setting(key, float(value) if key.endswith("_s") else bool(value))
+        if key.endswith("_s"):
+            value = float(value)
+        elif key == "queue.cpu_jobs":
+            value = int(value)
+        elif key != "queue.gpus":
+            value = bool(value)
+        ctx.store.set_setting(key, value)
     except (ConfigError, TypeError, ValueError) as err:
         return f"**Error:** {key}: {err}"
     return f"Saved `{key}` = {value}."
@@ -120,7 +126,14 @@ def _queue_options() -> tuple[tuple[str, gr.components.Component], ...]:
                                        "when the worker starts.")
         grace = gr.Number(label="Stop grace (seconds)", precision=0,
                           info="After Stop, how long a job may take to save and exit before it is ended.")
-    return ("queue.use_uv", use_uv), ("queue.auto_resume_interrupted", auto_resume), ("queue.stop_grace_s", grace)
+        pool = gr.Textbox(label="GPU pool", elem_id="queue-gpus", placeholder="empty: one job at a time",
+                          info="GPUs the queue hands out: `auto` (every CUDA device) or numbers like `0,1,2,3`. "
+                               "Jobs then run side by side, each on its own GPUs (as many as its processes); "
+                               "a job never waits behind one queued after it. Empty: one job at a time.")
+        cpu_jobs = gr.Number(label="CPU jobs at once", precision=0, minimum=1, elem_id="queue-cpu-jobs",
+                             info="With a GPU pool: how many jobs that use no GPU run at the same time.")
+    return (("queue.use_uv", use_uv), ("queue.auto_resume_interrupted", auto_resume), ("queue.stop_grace_s", grace),
+            ("queue.gpus", pool), ("queue.cpu_jobs", cpu_jobs))
 
 
 def build_queue_tab(ctx: StudioContext) -> QueueTab:
