@@ -64,17 +64,33 @@ class Loop:
     def state(self) -> dict:
         return {"step": self.step, "epoch": self.epoch, "batches_done": self.batches_done,
                 "total_steps": self.t.total_steps, "world_size": self.t.accelerator.num_processes,
-                **self.stopper.state()}
+                "global_batch": self._global_batch(), **self.stopper.state()}
+
+    def _global_batch(self) -> int:
+        """Items per loader batch over all processes: what `batches_done` counts in."""
+        return self.cfg.training.batch_size * self.t.accelerator.num_processes
 
     def resume(self, path: Path) -> None:
         t = self.t
         state = ckpt.load_checkpoint(path, adapter=t.adapter, optimizer=t.optimizer, scheduler=t.scheduler,
                                      generator=t.generator, ema=t.ema)
         world, saved_world = t.accelerator.num_processes, state.get("world_size", 1)
-        if saved_world != world:  # its data position counts batches of another global batch size
-            raise ValueError(f"{path.name} was written by {saved_world} process(es) and this run has {world}: "
-                             f"resume with distributed.num_processes x num_machines = {saved_world}, or start a "
-                             f"new run from its adapter (adapter.init_from={path})")
+        # Checkpoints from before `global_batch` was recorded: the batch size is assumed unchanged.
+        saved_global = state.get("global_batch", saved_world * self.cfg.training.batch_size)
+        if saved_global != self._global_batch():  # its data position counts batches of another size
+            raise ValueError(
+                f"{path.name} was written with a global batch of {saved_global} items ({saved_world} process(es) "
+                f"x batch {saved_global // saved_world}) and this run has {self._global_batch()} ({world} x "
+                f"{self.cfg.training.batch_size}): resume with training.batch_size x distributed.num_processes "
+                f"x num_machines = {saved_global} (e.g. {world} process(es) x batch {saved_global // world})"
+                if saved_global % world == 0 else
+                f"{path.name} was written with a global batch of {saved_global} items ({saved_world} process(es)) "
+                f"and this run has {self._global_batch()}, which {world} process(es) cannot split evenly: resume "
+                f"with training.batch_size x distributed.num_processes x num_machines = {saved_global}, or start "
+                f"a new run from its adapter (adapter.init_from={path})")
+        if saved_world != world:  # the same global batch, in the same order, split another way
+            log.info("%s was written by %d process(es); continuing it on %d with the same global batch of %d",
+                     path.name, saved_world, world, saved_global)
         self.step, self.epoch, self.batches_done = state["step"], state["epoch"], state["batches_done"]
         self.stopper.load(state)
         if self.batches_done >= t.batches_per_epoch:  # saved at an epoch boundary

@@ -4,6 +4,7 @@ like 1 rank x batch 2; the run folder is written once; a killed rank ends the jo
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -131,3 +132,27 @@ def test_a_killed_rank_fails_the_job_quickly_and_the_run_resumes_from_its_checkp
     resumed = [r for r in progress if r.get("event") == "resumed"]
     assert resumed and resumed[-1]["step"] >= saved
     assert progress[-1]["event"] == "done" and progress[-1]["step"] == saved + 2
+
+
+def test_a_checkpoint_continues_on_another_process_count_with_the_same_global_batch_else_is_refused(tmp_path):
+    """2 processes x batch 1 write checkpoint-3 of 6; 1 process x batch 2 (the same global batch of 2, in
+    the same order) continues it exactly like an uninterrupted 1 x 2 run; 1 process x batch 1 is refused."""
+    sets = ("checkpointing.save_steps=3",)
+    straight, moved = tmp_path / "straight", tmp_path / "moved"
+    _train("tiny-sd15-lora", straight, *sets, steps=6)
+    _train("tiny-sd15-lora", moved, *sets, processes=2, batch=1, steps=6)
+    shutil.rmtree(moved / "checkpoint-6")  # as if the 2-process run had stopped after step 3
+    progress = _train("tiny-sd15-lora", moved, *sets, "checkpointing.auto_resume=true", steps=6)
+    resumed = [r for r in progress if r.get("event") == "resumed"]
+    assert resumed and resumed[-1]["step"] == 3 and progress[-1]["event"] == "done"
+    assert _relative_difference(straight, moved) <= 1e-5
+    losses = [[r["loss"] for r in read_progress(d) if "loss" in r] for d in (straight, moved)]
+    assert losses[1][-3:] == pytest.approx(losses[0][-3:], rel=1e-5)  # steps 4-6, after the move
+
+    shutil.rmtree(moved / "checkpoint-6")
+    out = run_studio("train", "presets/tiny-sd15-lora.json", *COMMON, "--set", "training.max_steps=6",
+                     "--set", "training.batch_size=1", "--set", "checkpointing.auto_resume=true",
+                     "--set", f"job.output_dir={moved}", "--set", f"job.name={moved.name}", timeout=600)
+    said = out.stdout + out.stderr + "".join(r.get("message", "") for r in read_progress(moved))
+    assert out.returncode != 0
+    assert "global batch of 2" in said and "this run has 1" in said and "1 process(es) x batch 2" in said
