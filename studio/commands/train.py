@@ -164,7 +164,7 @@ def _train(cfg, run_dir: Path, progress, progress_bar: bool):
                 bar.update(loop.step)
         progress.event(Event.START, step=loop.step, total=trainer.total_steps, epochs=trainer.epochs,
                        items=len(trainer.train_loader.dataset), processes=accelerator.num_processes,
-                       strategy=accelerator.distributed_type.value)
+                       strategy=accelerator.distributed_type.value, **_ddp_options(trainer.loss_module))
         outcome = loop.run()
         if outcome == "done":
             finish(loop, run_dir, pusher)
@@ -223,17 +223,29 @@ def _accelerator(cfg):
     from datetime import timedelta
 
     from accelerate import Accelerator
-    from accelerate.utils import InitProcessGroupKwargs
+    from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
 
     from studio.runfolder.device import accelerator_options, mixed_precision
 
-    timeout = InitProcessGroupKwargs(timeout=timedelta(minutes=cfg.distributed.timeout_minutes))
-    acc = Accelerator(mixed_precision=mixed_precision(cfg), kwargs_handlers=[timeout], **accelerator_options(cfg))
+    d = cfg.distributed
+    timeout = InitProcessGroupKwargs(timeout=timedelta(minutes=d.timeout_minutes))
+    ddp = DistributedDataParallelKwargs(gradient_as_bucket_view=d.ddp_gradient_as_bucket_view,
+                                        static_graph=d.ddp_static_graph)
+    acc = Accelerator(mixed_precision=mixed_precision(cfg), kwargs_handlers=[timeout, ddp], **accelerator_options(cfg))
     wanted = {"ddp": ("MULTI_GPU", "MULTI_CPU", "NO"), "fsdp2": ("FSDP",), "deepspeed": ("DEEPSPEED",)}
     if acc.num_processes > 1 and acc.distributed_type.value not in wanted[cfg.distributed.strategy]:
         raise ValueError(f"distributed.strategy={cfg.distributed.strategy} was asked for but accelerate runs "
                          f"{acc.distributed_type.value}: never train with another strategy than the one chosen")
     return acc
+
+
+def _ddp_options(module) -> dict:
+    """What the DDP wrapper really runs with (distributed.ddp_*), for the start event; empty without DDP."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    if not isinstance(module, DistributedDataParallel):
+        return {}
+    return {"ddp": {"gradient_as_bucket_view": module.gradient_as_bucket_view, "static_graph": module.static_graph}}
 
 
 def _tensorboard(cfg, run_dir: Path):

@@ -61,7 +61,8 @@ def test_image_two_ranks_of_one_equal_one_rank_of_two_and_write_the_run_folder_o
     assert [r["step"] for r in progress if "loss" in r] == [1, 2, 3]
     events = [r["event"] for r in progress if "event" in r]
     assert events.count("start") == 1 and events.count("done") == 1 and events.count("checkpoint") == 2
-    assert next(r for r in progress if r.get("event") == "start")["processes"] == 2
+    start = next(r for r in progress if r.get("event") == "start")
+    assert start["processes"] == 2 and start["ddp"] == {"gradient_as_bucket_view": True, "static_graph": False}
     assert sorted(p.name for p in two.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-3"]
     assert len(list(two.glob("*_kohya.safetensors"))) == 1
     assert (two / "accelerate_config.json").is_file()
@@ -75,8 +76,10 @@ def test_causal_lm_two_ranks_equal_one_rank_and_eval_is_reduced(tmp_path):
             "evaluation.strategy=steps", "evaluation.steps=2", "checkpointing.save_steps=100"]
     one, two = tmp_path / "lm1", tmp_path / "lm2"
     _train("tiny-llm-sft", one, *sets)
-    progress = _train("tiny-llm-sft", two, *sets, processes=2, batch=1)
+    progress = _train("tiny-llm-sft", two, *sets, "distributed.ddp_static_graph=true", processes=2, batch=1)
     assert _relative_difference(one, two) <= 1e-5
+    start = next(r for r in progress if r.get("event") == "start")  # what DDP really ran with
+    assert start["ddp"] == {"gradient_as_bucket_view": True, "static_graph": True}
     evals = [[r["eval_loss"] for r in read_progress(d) if r.get("event") == "eval"] for d in (one, two)]
     assert len(evals[0]) == len(evals[1]) == 1 and progress[-1]["event"] == "done"
     # Reduced over both ranks' halves of the eval set. Not bit-equal: the LM loss is a mean over the

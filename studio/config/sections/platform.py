@@ -7,6 +7,21 @@ from typing import Literal
 from studio.config.fields import Section, setting
 
 
+# Why a sharding strategy is refused for several processes (the accelerate config for both is written
+# and tested; what is missing is in the trainer).
+_NOT_YET = {
+    "fsdp2": "fsdp2 is not supported by the trainer yet: checkpoints, samples and exports read whole weights on "
+             "the main process, and FSDP2 leaves only a slice of them on each GPU (gathering them for a save is not "
+             "built); accelerate runs FSDP on GPUs only, so it cannot be tested on a CPU machine "
+             "(`python -m bench.fsdp2_gpus` is the check on 2 GPUs). Use ddp: each GPU holds the frozen base model and the "
+             "adapter's gradients are averaged",
+    "deepspeed": "deepspeed is not supported by the trainer yet: checkpoints, samples and exports read whole weights "
+                 "on the main process, which ZeRO shards (gathering them is not built), and its config lacks the "
+                 "per-GPU batch (train_micro_batch_size_per_gpu) that accelerate asks for. Use ddp: each GPU holds "
+                 "the frozen base model and the adapter's gradients are averaged",
+}
+
+
 class DistributedSection(Section):
     """Several GPUs or machines through `accelerate launch` (see studio/distributed.py)."""
 
@@ -37,6 +52,13 @@ class DistributedSection(Section):
     main_process_port: int = setting(29500, "Port on the main machine where the processes meet; pick "
                                      "another one when two jobs run side by side.", ge=1024, le=65535,
                                      group="advanced")
+    ddp_gradient_as_bucket_view: bool = setting(
+        True, "ddp: let each gradient live inside DDP's communication buffer instead of beside it, which saves "
+        "one copy of the trainable weights' gradients per GPU; the numbers are the same.", group="advanced")
+    ddp_static_graph: bool = setting(
+        False, "ddp: promise that every step uses the same trainable weights in the same way (no layer "
+        "skipped at random), so DDP can overlap more communication with the backward pass. Leave it off "
+        "when a step can skip weights (e.g. text-encoder training switched per step).", group="advanced")
     timeout_minutes: int = setting(30, "How long a process waits for the others at a synchronisation "
                                    "point before the job fails (a crashed or stuck rank ends the job "
                                    "instead of hanging it).", ge=1, le=1440, group="advanced")
@@ -69,17 +91,15 @@ class DistributedSection(Section):
             out.append(("distributed.main_process_ip", "required with several machines: the address of the "
                         "machine with rank 0, reachable from the others"))
         if self.strategy != "ddp" and self.num_processes * self.num_machines > 1:
-            # The accelerate config for both is written and tested, but checkpoints, samples and exports
-            # read whole (unsharded) weights and optimizer state, which only DDP has on every rank.
-            out.append(("distributed.strategy", f"{self.strategy} is not supported by the trainer yet: its "
-                        "checkpoints and exports need whole weights on the main process, which only ddp keeps; "
-                        "use ddp (each GPU holds the frozen base model, the adapter's gradients are averaged)"))
+            out.append(("distributed.strategy", _NOT_YET[self.strategy]))
         if self.strategy == "deepspeed":
-            if importlib.util.find_spec("deepspeed") is None:
-                out.append(("distributed.strategy", "DeepSpeed is not installed (`pip install deepspeed` on a "
-                            "machine with CUDA); or choose ddp or fsdp2"))
             if cfg.model.device == "cpu":
-                out.append(("distributed.strategy", "DeepSpeed trains on CUDA GPUs only; choose ddp for CPU runs"))
+                out.append(("distributed.strategy", "with model.device=cpu accelerate runs the processes as plain "
+                            "CPU data parallelism, not DeepSpeed; choose ddp for CPU runs"))
+            if importlib.util.find_spec("deepspeed") is None:
+                out.append(("distributed.strategy", "DeepSpeed is not installed and not part of the studio's lock "
+                            "(`pip install deepspeed` builds it from source, and its optimizers compile on first use, "
+                            "which needs a CUDA toolkit); or choose ddp"))
         if self.offload == "optimizer_and_params" and self.strategy == "deepspeed" and self.deepspeed_zero_stage != 3:
             out.append(("distributed.offload", "offloading the weights needs ZeRO stage 3 "
                         "(distributed.deepspeed_zero_stage=3); stage 1-2 can offload the optimizer only"))
