@@ -72,6 +72,10 @@ def train_from_cli(config_path: str, overrides: list[str], progress_bar: bool = 
         # continue this run folder (its old run was archived above, if asked).
         from studio.runfolder.layout import write_config
 
+        if cfg.model.path.startswith("tiny:"):  # written once here, not by every rank at the same time
+            from studio.families.paths import resolve_model_path
+
+            resolve_model_path(cfg.model.path)
         ranks_cfg = cfg.model_copy(deep=True)
         ranks_cfg.job.overwrite = False
         resolved = write_config(run_dir, ranks_cfg.model_dump(mode="json"))
@@ -232,6 +236,12 @@ def _accelerator(cfg):
     ddp = DistributedDataParallelKwargs(gradient_as_bucket_view=d.ddp_gradient_as_bucket_view,
                                         static_graph=d.ddp_static_graph)
     acc = Accelerator(mixed_precision=mixed_precision(cfg), kwargs_handlers=[timeout, ddp], **accelerator_options(cfg))
+    from studio import distributed
+
+    if distributed.inside_launcher() and acc.num_processes != distributed.world_size(d):
+        raise ValueError(f"{distributed.world_size(d)} processes were launched but accelerate joined "
+                         f"{acc.num_processes} ({acc.distributed_type.value}); they would each train alone and "
+                         "write the same run folder")
     wanted = {"ddp": ("MULTI_GPU", "MULTI_CPU", "NO"), "fsdp2": ("FSDP",), "deepspeed": ("DEEPSPEED",)}
     if acc.num_processes > 1 and acc.distributed_type.value not in wanted[cfg.distributed.strategy]:
         raise ValueError(f"distributed.strategy={cfg.distributed.strategy} was asked for but accelerate runs "

@@ -53,9 +53,10 @@ def check_device(cfg) -> None:
 
 
 def accelerator_options(cfg) -> dict:
-    """Keyword arguments for `accelerate.Accelerator` that put the job on the chosen device."""
-    check_device(cfg)
-    return {"cpu": cfg.model.device == "cpu"}
+    """Keyword arguments for `accelerate.Accelerator` that put the job on the chosen device. `auto` on a
+    machine with neither CUDA nor MPS says `cpu` too: without it, the ranks of a launched job on such a
+    machine each start as a lone process instead of joining one gloo group."""
+    return {"cpu": job_device(cfg).type == "cpu"}
 
 
 def job_device(cfg) -> torch.device:

@@ -159,3 +159,12 @@ def test_a_checkpoint_continues_on_another_process_count_with_the_same_global_ba
     said = out.stdout + out.stderr + "".join(r.get("message", "") for r in read_progress(moved))
     assert out.returncode != 0
     assert "global batch of 2" in said and "this run has 1" in said and "1 process(es) x batch 2" in said
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks a machine without CUDA")
+def test_default_device_on_a_machine_without_cuda_joins_the_ranks_into_one_group(tmp_path):
+    """model.device=auto (the default) with 2 processes and no GPU: the ranks train together on the CPU
+    (gloo), instead of each starting alone and writing the same run folder."""
+    progress = _train("tiny-sd15-lora", tmp_path / "auto", "model.device=auto", processes=2, batch=1, steps=2)
+    start = next(r for r in progress if r.get("event") == "start")
+    assert (start["processes"], start["strategy"]) == (2, "MULTI_CPU") and progress[-1]["event"] == "done"
