@@ -143,6 +143,8 @@ class Loop:
                 self.progress.event("warning", message="early stopping: eval loss stopped improving",
                                     step=self.step)
                 break
+            if self.batches_done < t.batches_per_epoch:  # max_steps reached inside the epoch: the final
+                break  # checkpoint keeps that position, so a longer run continues at the next batch
             self.epoch, self.batches_done = self.epoch + 1, 0
         return "done"
 

@@ -64,6 +64,10 @@ def test_refusals_exit_1_with_a_clear_message(home, config_file, capsys):
     assert "running and cannot be removed" in err and "queue stop 1" in err
     assert main(["resume", "1"]) == 1 and "cannot resume" in capsys.readouterr().err
     assert main(["stop", "99"]) == 1 and "no job with id 99" in capsys.readouterr().err
+    assert main(["run", "--until-empty", "--gpus", "0,0"]) == 1  # a bad pool is named before anything runs
+    assert "queue.gpus" in capsys.readouterr().err and JobStore().get(1).status == "running"
+    assert main(["settings", "gpus=0,1"]) == 0 and 'queue.gpus = "0,1"' in capsys.readouterr().out
+    assert main(["settings", "cpu_jobs=0"]) == 2 and "queue.cpu_jobs" in capsys.readouterr().err
 
 
 def test_move_and_settings(home, config_file, capsys):

@@ -137,6 +137,27 @@ def test_sigkill_then_auto_resume_ends_with_the_uninterrupted_weights(tmp_path):
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6)
 
 
+def test_training_longer_from_the_final_checkpoint_ends_with_the_uninterrupted_weights(tmp_path):
+    """max_steps ends inside an epoch (3 of its 4 batches); raising it with auto_resume continues that
+    epoch at its 4th batch, exactly as a run that had the higher max_steps from the start."""
+    common = ["--set", "checkpointing.save_steps=100", "--set", "logging.logging_steps=1", *QUIET]
+    ref_dir, run_dir = tmp_path / "ref", tmp_path / "longer"
+    assert run_studio("train", PRESET, *common, "--set", "training.max_steps=6",
+                      "--set", f"job.output_dir={ref_dir}").returncode == 0
+    assert run_studio("train", PRESET, *common, "--set", "training.max_steps=3",
+                      "--set", f"job.output_dir={run_dir}").returncode == 0
+    again = run_studio("train", PRESET, *common, "--set", "training.max_steps=6", "--set",
+                       "checkpointing.auto_resume=true", "--set", f"job.output_dir={run_dir}")
+    assert again.returncode == 0, again.stderr[-2000:]
+    resumed = [r for r in read_progress(run_dir) if r.get("event") == "resumed"]
+    assert resumed[-1]["step"] == 3
+    losses = [[(r["step"], r["loss"]) for r in read_progress(d) if "loss" in r][-3:] for d in (ref_dir, run_dir)]
+    assert losses[0] == losses[1]  # steps 4-6: the same batches and noise
+    a, b = load_file(str(ref_dir / "adapter_model.safetensors")), load_file(str(run_dir / "adapter_model.safetensors"))
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6)
+
+
 def test_stop_file_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     run_dir = tmp_path / "run"
     proc = subprocess.Popen(studio_cmd("train", PRESET, "--set", "training.max_steps=5000", "--set",
