@@ -108,6 +108,9 @@ def describe(handle) -> dict:
 
 
 def kohya_tensors(handle, states: dict) -> dict[str, torch.Tensor]:
+    own = handle.family.single_file_tensors(handle, states)  # a family whose single file is not kohya-keyed
+    if own is not None:
+        return own
     if handle.impl.KOHYA_KEYS:
         return {k: v for sd in states.values() for k, v in sd.items()}
     if handle.cfg.adapter.bias != "none":

@@ -122,6 +122,11 @@ class ModelFamily(ABC):
         e.g. layers the ecosystem's reader of that layout does not map. The export then says so."""
         return ""
 
+    def single_file_tensors(self, handle, states: dict) -> dict | None:
+        """The single file's tensors where the family's ComfyUI layout is not kohya keys (Anima); None = the
+        kohya keys `formats.peft_to_kohya` writes. Raise `formats.UnsupportedExport` for what it cannot hold."""
+        return None
+
     # ---- caching images (data kind "images": studio/data/image_cache.py) ------------------------------
     @property
     def vae_dtype(self) -> torch.dtype:

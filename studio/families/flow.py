@@ -34,13 +34,7 @@ class FlowFamily(FlowExportMixin, ImageFamilyMixin, ModelFamily):
         import transformers
         from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler
 
-        from studio.config.sections.flow import model_folder_problems
-
-        path = resolve_model_path(self.cfg.model.path)
-        problems = model_folder_problems(self.cfg.model.family, path, self.cfg.model.variant)
-        if problems:
-            raise ValueError("; ".join(f"{field}: {msg}" for field, msg in problems))
-        self.model_path = path
+        path = self.checked_model_path()
         kw = {"revision": self.cfg.model.revision or None}
         weights = {"variant": self.cfg.model.weight_variant or None, **kw}
         self.noise_scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(path, subfolder="scheduler", **kw)
@@ -62,6 +56,21 @@ class FlowFamily(FlowExportMixin, ImageFamilyMixin, ModelFamily):
         self.cache = attach_image_cache(self)
         self.place_encoders(vae=not (self.cache and self.cache.serves_latents),
                             text=not (self.cache and self.cache.serves_text))
+
+    def checked_model_path(self) -> str:
+        """`model.path` resolved, after the folder checks of the config (a ValueError naming the field)."""
+        from studio.config.sections.flow import model_folder_problems
+
+        path = resolve_model_path(self.cfg.model.path)
+        problems = model_folder_problems(self.cfg.model.family, path, self.cfg.model.variant)
+        if problems:
+            raise ValueError("; ".join(f"{field}: {msg}" for field, msg in problems))
+        self.model_path = path
+        return path
+
+    @property
+    def latent_channels(self) -> int:
+        return self.vae.config.latent_channels
 
     @property
     def vae_dtype(self) -> torch.dtype:

@@ -89,7 +89,7 @@ class FlowExportMixin:
     def verification_inputs(self) -> dict:
         gen = torch.Generator().manual_seed(20240601)
         # (1, C, 8, 8) latents: 16 tokens of 2x2 patches, small enough for any tiny model, fast on a CPU.
-        latents = torch.randn(1, self.vae.config.latent_channels, 8, 8, generator=gen)
+        latents = torch.randn(1, self.latent_channels, 8, 8, generator=gen)
         return {"latents": latents, "sigma": torch.tensor([0.6]), "caption": ["a photo of a red fox, studio light"]}
 
     @torch.no_grad()

@@ -48,7 +48,7 @@ def write_tiny_model(family: str, out_dir: str | Path) -> Path:
 
 def is_model_folder(path: Path) -> bool:
     """A folder counts as a model only once its index/config exists (written last by save)."""
-    return (path / "model_index.json").is_file() or (path / "config.json").is_file()
+    return any((path / name).is_file() for name in ("model_index.json", "modular_model_index.json", "config.json"))
 
 
 def ensure_tiny_model(family: str, home: str | Path) -> Path:

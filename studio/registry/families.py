@@ -11,6 +11,7 @@ Traits:
   attention_split   self- and cross-attention can be targeted apart (`adapter.attention_type`)
   min_snr           the loss supports min-SNR-gamma weighting (`loss.snr_gamma`)
   kohya_keys        its ComfyUI single file uses kohya keys (LyCORIS writes them for every adapter type)
+  llm_adapter       a trainable LLM adapter sits between text encoder and denoiser (`adapter.freeze_llm_adapter`)
 """
 from __future__ import annotations
 
@@ -72,6 +73,10 @@ FAMILIES: dict[str, FamilyRow] = {row.id: row for row in (
     FamilyRow("zimage", "images", "studio.families.tiny_zimage:write_zimage", "studio.families.zimage:ZImageFamily",
               defaults={"data": {"resolution": 1024}, **_IMAGE_DEFAULTS,
                         "sampling": {"default_steps": 9, "default_guidance": 0.0}}),
+    FamilyRow("anima", "images", "studio.families.tiny_anima:write_anima", "studio.families.anima:AnimaFamily",
+              traits=frozenset({"llm_adapter"}),
+              defaults={"data": {"resolution": 1024}, **_IMAGE_DEFAULTS,
+                        "sampling": {"default_steps": 30, "default_guidance": 4.0}}),
     FamilyRow("acestep", "songs", "studio.families.tiny_audio:write_acestep",
               "studio.families.acestep:AceStepFamily", variants=("turbo", "base", "sft"),
               demo={"model": {"variant": "turbo"}},

@@ -15,6 +15,7 @@ from studio.registry.families import FAMILIES, family_ids
 
 TEXT_ENCODER_FAMILIES = family_ids(trait="text_encoder_lora")
 ATTENTION_SPLIT_FAMILIES = family_ids(trait="attention_split")
+LLM_ADAPTER_FAMILIES = family_ids(trait="llm_adapter")
 
 AdapterType = Literal[ADAPTER_TYPES]  # the adapter registry's types (studio/registry/adapters.py)
 
@@ -116,6 +117,13 @@ class AdapterSection(Section):
     text_encoder_lr: float = setting(1e-4, "Learning rate of the text-encoder adapter; usually 5-10x below "
                                      "the main learning rate because the text encoder is fragile.", gt=0.0,
                                      le=10.0, group="advanced", families=TEXT_ENCODER_FAMILIES)
+    freeze_llm_adapter: bool = setting(
+        True, "Keep the LLM adapter as it is: the small pretrained network between the Qwen3 text encoder and "
+        "the image model that turns the encoder's output into what the image model reads. Off: the adapter "
+        "method (or, with type full, the whole-weight training) also goes into its layers and it trains with "
+        "the image model. On is the usual choice: it is already trained, and retraining it on a small dataset "
+        "can make the model follow prompts worse (and on several GPUs its unused paths break DDP).",
+        group="advanced", families=LLM_ADAPTER_FAMILIES)
     merge_after_training: bool = setting(False, "After training, also write `merged/`: the full model with "
                                          "the adapter folded into its weights (no adapter needed to use it, "
                                          "but the size of the whole model).", group="advanced")
@@ -183,6 +191,9 @@ class AdapterSection(Section):
         if self.train_text_encoder and family not in TEXT_ENCODER_FAMILIES:
             out.append(("adapter.train_text_encoder", f"only for {' / '.join(TEXT_ENCODER_FAMILIES)} "
                         f"(model.family is '{family}')"))
+        if not self.freeze_llm_adapter and family not in LLM_ADAPTER_FAMILIES:
+            out.append(("adapter.freeze_llm_adapter", f"only {' / '.join(LLM_ADAPTER_FAMILIES)} has an LLM adapter "
+                        f"to train (model.family is '{family}'); leave it on"))
         if self.train_text_encoder and kind == "full":
             out.append(("adapter.train_text_encoder", "not with type 'full'; use a low-rank method"))
         if self.attention_type != "both" and family not in ATTENTION_SPLIT_FAMILIES:
