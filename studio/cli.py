@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="export a finished run's adapter")
     p.add_argument("run_dir")
-    p.add_argument("--format", choices=["peft", "kohya", "merged"], default="peft")
+    p.add_argument("--format", choices=["peft", "kohya", "dora_lora", "merged"], default="peft")
     p.add_argument("--out", default=None, help="output path (default: inside the run folder)")
 
     sub.add_parser("env", help="environment check: versions against the lock, devices, free disk")

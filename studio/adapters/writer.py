@@ -142,6 +142,21 @@ def write_kohya(handle, path: Path, states: dict | None = None, step: int | None
     return path
 
 
+def write_dora_lora(handle, path: Path, step: int | None = None) -> dict:
+    """A DoRA run's change as a plain LoRA in the kohya layout (dora_lora.py); returns its measured error."""
+    from studio.adapters import dora_lora
+
+    rank = handle.cfg.adapter.dora_as_lora_rank
+    if rank <= 0:
+        raise UnsupportedExport("adapter.dora_as_lora_rank is 0: set the rank of the LoRA re-expression")
+    tensors, stats = dora_lora.tensors_and_error(handle, rank)
+    meta = formats.kohya_metadata(handle.cfg, handle.family, "lora", handle.backend, step, converted=True)
+    meta.update(ss_network_dim=str(rank), ss_network_alpha=str(stats["alpha"]),  # one alpha in every layer
+                studio_dora_as_lora=json.dumps({k: v for k, v in stats.items() if k != "per_layer"}))
+    formats.atomic_save_file(tensors, path, {"format": "pt", **meta})
+    return stats
+
+
 # ---- reading -------------------------------------------------------------------------------------
 def adapter_file(path: str | Path, field: str) -> Path:
     file = Path(path).expanduser()

@@ -1,4 +1,4 @@
-"""`python -m studio export RUN_DIR --format peft|kohya|merged [--out PATH]`: rebuild a finished run's
+"""`python -m studio export RUN_DIR --format peft|kohya|dora_lora|merged [--out PATH]`: rebuild a finished run's
 model and adapter from its folder, then write and check one export (studio/adapters/export.py)."""
 from __future__ import annotations
 
