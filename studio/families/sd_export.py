@@ -132,4 +132,37 @@ class SdExportMixin:
 
     def save_merged(self, out_dir: Path, components: dict[str, torch.nn.Module]) -> None:
         self.pipeline(components).save_pretrained(str(out_dir), safe_serialization=True)
+        for folder in ("text_encoder", "text_encoder_2"):
+            if (Path(out_dir) / folder).is_dir():
+                with_text_model_level(Path(out_dir) / folder)
+
+
+CLIP_LEVEL = "text_model."
+
+
+def with_text_model_level(folder: Path) -> None:
+    """transformers 5 saves CLIPTextModel without its `text_model.` key level; ComfyUI's diffusers-folder
+    loader (comfy/diffusers_load.py -> comfy.sd.load_clip) recognises a CLIP text encoder only by keys such
+    as `text_model.encoder.layers.1.mlp.fc1.weight`. Put the level back in every weight file (and the shard
+    index); transformers' `from_pretrained` reads both layouts to the same weights. `text_projection`
+    (CLIPTextModelWithProjection) stays at the top, where both expect it."""
+    import json
+
+    from safetensors import safe_open
+
+    from studio.adapters.formats import atomic_save_file
+
+    def renamed(key: str) -> str:
+        return key if key.startswith((CLIP_LEVEL, "text_projection")) else CLIP_LEVEL + key
+
+    for file in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(file), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {renamed(k): f.get_tensor(k) for k in f.keys()}
+        atomic_save_file(tensors, file, metadata)
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        info = json.loads(index.read_text(encoding="utf-8"))
+        info["weight_map"] = {renamed(k): v for k, v in info.get("weight_map", {}).items()}
+        index.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
