@@ -63,7 +63,9 @@ def torch_resize_fallback() -> None:
 class AnimaFamily(FlowFamily):
     pipeline_class = "AnimaModularPipeline"
     transformer_class = "CosmosTransformer3DModel"
-    kohya_prefixes = {"transformer": "diffusion_model", "text_conditioner": "diffusion_model.llm_adapter"}
+    # Single file: `single_file_tensors` (the ComfyUI layout). These names prefix LyCORIS' own keys, which
+    # turn dots into underscores: the two must not share a start.
+    kohya_prefixes = {"transformer": "diffusion_model", "text_conditioner": "llm_adapter"}
     architecture = "anima"
     base_version = "anima"
 

@@ -164,20 +164,27 @@ def test_both_files_are_checked_and_change_the_pipeline_alike(lora_run):
 
 
 @pytest.mark.slow
-def test_lycoris_type_trains_and_is_checked_without_a_comfyui_file(tmp_path):
-    """LoKr (LyCORIS) on Anima: its own file is checked through LyCORIS; no ComfyUI file is written (the
-    Anima layout diffusers reads holds plain LoRA only) and the run says why."""
+@pytest.mark.parametrize("kind", ["lokr", "full"])
+def test_lycoris_types_train_the_llm_adapter_too_and_are_checked(kind, tmp_path):
+    """LoKr and full fine-tuning (LyCORIS) with `freeze_llm_adapter` off: the DiT's and the LLM adapter's
+    layers are in the file under their own prefixes and it is checked through LyCORIS; no ComfyUI file is
+    written (the Anima layout diffusers reads holds plain LoRA only) and the run says why."""
+    from safetensors import safe_open
+
     from studio.commands.train import run_training
     from studio.runfolder import read_progress
 
-    cfg = _cfg(job={"output_dir": str(tmp_path)}, training={"max_steps": 2},
-               adapter={"type": "lokr", "backend": "lycoris", "rank": 4, "alpha": 4})
+    cfg = _cfg(job={"output_dir": str(tmp_path)}, training={"max_steps": 2, "learning_rate": 1e-3},
+               adapter={"type": kind, "backend": "lycoris", "rank": 4, "alpha": 4, "freeze_llm_adapter": False})
     assert run_training(cfg, tmp_path) == 0
     records = read_progress(tmp_path)[0]
     saved = [r for r in records if r.get("event") == "saved"]
     assert [r["format"] for r in saved] == ["peft"] and saved[0]["verified"] is True, saved
     warnings = [r["message"] for r in records if r.get("event") == "warning"]
     assert any("kohya file not written" in w and "plain LoRA" in w for w in warnings), warnings
+    with safe_open(str(tmp_path / "adapter_model.safetensors"), framework="pt") as f:
+        starts = {k.split("_")[0] for k in f.keys()}
+    assert starts == {"diffusion", "llm"}  # diffusion_model_* (DiT) and llm_adapter_* (LLM adapter)
 
 
 # ---- bad input, named before any model loads ---------------------------------------------------------
