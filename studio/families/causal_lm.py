@@ -110,8 +110,14 @@ class CausalLmFamily(CausalLmExportMixin, ModelFamily):
         return dataset
 
     def collate(self, items: list[dict]) -> dict:
-        from studio.data.chat import collate_causal
+        from studio.data.chat import IGNORE_INDEX, collate_causal
 
+        if self.cfg.data.packing:
+            # transformers' padding-free collator: one row, position ids restarting per example (its masks
+            # keep examples apart), the first label of each example ignored (no loss across a boundary).
+            from transformers import DataCollatorWithFlattening
+
+            return DataCollatorWithFlattening(separator_id=IGNORE_INDEX)(items)
         pad = self.tokenizer.pad_token_id
         return collate_causal(items, pad if pad is not None else self.tokenizer.eos_token_id)
 
