@@ -17,10 +17,11 @@ def evaluate(t) -> dict:
     module = t.family.trainable_module()
     module.eval()
     gen = torch.Generator().manual_seed(t.cfg.training.seed + 1)
+    loss_of = t.accelerator.unwrap_model(t.loss_module)  # the family's loss, with the training attention kernel
     total, count = 0.0, 0
     for batch in t.eval_loader:  # this rank's slice of each eval batch
         with t.accelerator.autocast():
-            loss = t.family.loss(batch, gen)
+            loss = loss_of(batch, gen)
         n = len(next(iter(batch.values())))
         total, count = total + float(loss) * n, count + n
     module.train()
