@@ -142,3 +142,18 @@ def test_a_run_with_every_cpu_engine_trains(tmp_path):
     assert run_training(cfg, run_dir) == 0
     losses = [r["loss"] for r in read_progress(run_dir) if "event" not in r and "loss" in r]
     assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
+
+
+def test_a_cuda_machine_without_the_packages_is_told_how_to_install_them():
+    """engine_problems as on a CUDA machine (cuda=True): flash-attn and liger-kernel are not in the lock."""
+    import importlib.util
+
+    from studio.config.sections.runtime import engine_problems
+
+    cfg = load_config(LLM_PRESET, ["memory.attention_backend=flash_attn", "memory.liger_kernels=true"])
+    found = dict(engine_problems(cfg, cuda=True))
+    if importlib.util.find_spec("flash_attn") is None:
+        assert "pip install flash-attn" in found["memory.attention_backend"]
+    if importlib.util.find_spec("liger_kernel") is None:
+        assert "pip install liger-kernel" in found["memory.liger_kernels"]
+    assert engine_problems(load_config(LLM_PRESET, ["memory.attention_backend=cudnn"]), cuda=True) == []
