@@ -60,20 +60,15 @@ class LossModule(torch.nn.Module):
     whole loss computation, which is what gradient averaging needs.
     """
 
-    def __init__(self, family, networks: list[torch.nn.Module], attention=None):
+    def __init__(self, family, networks: list[torch.nn.Module]):
         super().__init__()
         self.networks = torch.nn.ModuleList(networks)
         object.__setattr__(self, "_family", family)  # not a submodule: the family is no nn.Module
-        # memory.attention_backend: a factory of the context forcing one SDPA kernel (None: PyTorch picks)
-        self._attention = attention
         # FSDP2's transformer-based wrap policy reads this to find the blocks to shard.
         self._no_split_modules = sorted({name for net in networks for name in getattr(net, "_no_split_modules", None) or []})
 
     def forward(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
-        if self._attention is None:
-            return self._family.loss(batch, generator)
-        with self._attention():
-            return self._family.loss(batch, generator)
+        return self._family.loss(batch, generator)
 
 
 def shared_flags(accelerator, flags: list[bool]) -> list[bool]:

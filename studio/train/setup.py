@@ -15,7 +15,7 @@ from studio.runfolder.device import weight_dtype
 from studio.train.ema import build_ema
 from studio.train.optim import build_optimizer, build_scheduler
 from studio.train.ranks import LossModule, RankSlices
-from studio.train.speed import apply_engines, attention_kernel, compile_network
+from studio.train.speed import apply_engines, compile_network
 
 
 @dataclass
@@ -117,8 +117,7 @@ def build_trainer(cfg, accelerator) -> Trainer:
     sampler.set_total_batches(total * accum)  # progressive resolution splits the run's batches
     optimizer = build_optimizer(adapter.param_groups(cfg.training.learning_rate), cfg, total)  # text encoders: own LR
     scheduler = build_scheduler(optimizer, cfg, total)
-    loss_module = LossModule(family, list(adapter.components.values()), attention_kernel(cfg))
-    loss_module, optimizer = accelerator.prepare(loss_module, optimizer)
+    loss_module, optimizer = accelerator.prepare(LossModule(family, list(adapter.components.values())), optimizer)
     if cfg.memory.torch_compile:
         compile_network(family, cfg)
     ema = None

@@ -6,6 +6,7 @@ The defaults stay the plain path until a GPU measurement (`bench --gpu`, bench/R
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from functools import partial
 
 import torch
@@ -16,12 +17,12 @@ SDPA_KERNELS = {"math": "MATH", "flash": "FLASH_ATTENTION", "efficient": "EFFICI
 
 
 def attention_kernel(cfg):
-    """A factory of the context that forces memory.attention_backend's PyTorch SDPA kernel, or None when
-    PyTorch (or a package) picks. The backward pass runs the kernel's own backward, so entering the context
-    around the forward is enough."""
+    """A factory of the context that forces memory.attention_backend's PyTorch SDPA kernel (a no-op context
+    when PyTorch, or a package, picks). Enter it around forward and backward: gradient checkpointing
+    recomputes attention during the backward, and a different kernel there fails the checkpoint check."""
     name = cfg.memory.attention_backend
     if name not in SDPA_KERNELS:
-        return None
+        return nullcontext
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     return partial(sdpa_kernel, getattr(SDPBackend, SDPA_KERNELS[name]))
