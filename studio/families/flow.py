@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from studio.families.rng import draw
+from studio.families.rng import draw, on_device
 from studio.families.base import ModelFamily
 from studio.families.flow_export import FlowExportMixin
 from studio.families.image_family import ImageFamilyMixin
@@ -125,11 +125,12 @@ class FlowFamily(FlowExportMixin, ImageFamilyMixin, ModelFamily):
             text = self.encode_text(batch["caption"])
         bsz, loss_cfg = latents.shape[0], self.cfg.loss
         # Drawn for the global batch, this rank's rows kept (studio/families/rng.py): N processes train as one.
-        noise = draw(torch.randn, size=latents.shape, generator=generator, rank=self.rank, world=self.world).to(latents)
+        noise = on_device(draw(torch.randn, size=latents.shape, generator=generator, rank=self.rank, world=self.world),
+                          latents.device, latents.dtype)
         u = compute_density_for_timestep_sampling(loss_cfg.weighting_scheme, bsz * self.world, loss_cfg.logit_mean,
                                                   loss_cfg.logit_std, loss_cfg.mode_scale, generator=generator)
         u = u[self.rank * bsz:(self.rank + 1) * bsz]
-        sigmas = self.shift_sigmas(u, *latents.shape[-2:]).to(self.device)
+        sigmas = on_device(self.shift_sigmas(u, *latents.shape[-2:]), self.device)
         s = sigmas.view(-1, 1, 1, 1)
         noisy = (1.0 - s) * latents + s * noise  # rectified flow path (arXiv 2403.03206 eq. 11)
         pred = self.predict(self.transformer, noisy, sigmas, text, self.dtype).float()

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from studio.families.base import ModelFamily
 from studio.families.image_family import ImageFamilyMixin
-from studio.families.rng import draw
+from studio.families.rng import draw, on_device
 from studio.families.paths import resolve_model_path
 from studio.families.sd_export import SdExportMixin
 
@@ -137,14 +137,15 @@ class SdFamily(SdExportMixin, ImageFamilyMixin, ModelFamily):  # data hooks: ima
         bsz = latents.shape[0]
         # Noise and timesteps are drawn on the CPU generator: identical on every device and on resume.
         ranks = {"generator": generator, "rank": self.rank, "world": self.world}  # global-batch draws
-        noise = draw(torch.randn, size=latents.shape, **ranks).to(latents)
+        noise = on_device(draw(torch.randn, size=latents.shape, **ranks), latents.device, latents.dtype)
         if self.cfg.loss.noise_offset > 0:  # https://www.crosslabs.org/blog/diffusion-with-offset-noise
-            offset = draw(torch.randn, size=(bsz, latents.shape[1], 1, 1), **ranks).to(latents)
+            offset = on_device(draw(torch.randn, size=(bsz, latents.shape[1], 1, 1), **ranks), latents.device,
+                               latents.dtype)
             noise = noise + self.cfg.loss.noise_offset * offset
-        timesteps = draw(torch.randint, 0, self.noise_scheduler.config.num_train_timesteps, size=(bsz,),
-                         **ranks).to(self.device)
+        timesteps = on_device(draw(torch.randint, 0, self.noise_scheduler.config.num_train_timesteps, size=(bsz,),
+                                   **ranks), self.device)
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
-        pred = self.unet(noisy, timesteps, text["prompt_embeds"].to(self.device, self.dtype),
+        pred = self.unet(noisy, timesteps, on_device(text["prompt_embeds"], self.device, self.dtype),
                          added_cond_kwargs=self._added_cond(batch, text, bsz)).sample
         if self.noise_scheduler.config.prediction_type == "v_prediction":
             target = self.noise_scheduler.get_velocity(latents, noise, timesteps)
@@ -161,8 +162,8 @@ class SdFamily(SdExportMixin, ImageFamilyMixin, ModelFamily):  # data hooks: ima
         crop = batch.get("crop_top_left", torch.zeros(bsz, 2, dtype=torch.long))
         target = batch.get("target_size", torch.tensor([[res, res]] * bsz))  # (B, 2) bucket (h, w)
         # (B, 6): original size, crop top-left, target size, as SDXL's micro-conditioning expects.
-        time_ids = torch.cat([original, crop, target], dim=1).to(self.device, dtype)
-        return {"text_embeds": text["pooled_prompt_embeds"].to(self.device, dtype), "time_ids": time_ids}
+        time_ids = on_device(torch.cat([original, crop, target], dim=1), self.device, dtype)
+        return {"text_embeds": on_device(text["pooled_prompt_embeds"], self.device, dtype), "time_ids": time_ids}
 
     def _weighted_mse(self, pred, target, timesteps, mask=None) -> torch.Tensor:
         gamma = self.cfg.loss.snr_gamma

@@ -35,7 +35,8 @@ def mps_available() -> bool:
 
 
 def check_device(cfg) -> None:
-    """Raise a ConfigError naming `model.device` when the chosen device is not usable here."""
+    """Raise a ConfigError naming `model.device` when the chosen device is not usable here, or naming the
+    `memory` engine that cannot run on it."""
     from studio.config.errors import ConfigError
 
     choice = cfg.model.device
@@ -50,6 +51,11 @@ def check_device(cfg) -> None:
     if choice == "mps" and torch.cuda.is_available():
         raise ConfigError([("model.device", "'mps' cannot be chosen on a machine with a CUDA GPU; choose "
                             "'cuda', 'auto' or 'cpu'")])
+    from studio.config.sections.runtime import engine_problems
+
+    problems = engine_problems(cfg, cuda=choice in ("auto", "cuda") and torch.cuda.is_available())
+    if problems:  # a speed engine this machine cannot run (memory.*): refused before anything loads
+        raise ConfigError(problems)
 
 
 def accelerator_options(cfg) -> dict:

@@ -13,13 +13,15 @@ import torch
 def evaluate(t) -> dict:
     """Mean eval loss; the generator is re-seeded each time so every evaluation sees the same noise."""
     from studio.train.ranks import sum_over_ranks
+    from studio.train.speed import attention_kernel
 
     module = t.family.trainable_module()
     module.eval()
     gen = torch.Generator().manual_seed(t.cfg.training.seed + 1)
+    attention = attention_kernel(t.cfg)  # the SDPA kernel the training steps use
     total, count = 0.0, 0
     for batch in t.eval_loader:  # this rank's slice of each eval batch
-        with t.accelerator.autocast():
+        with t.accelerator.autocast(), attention():
             loss = t.family.loss(batch, gen)
         n = len(next(iter(batch.values())))
         total, count = total + float(loss) * n, count + n

@@ -25,6 +25,7 @@ from studio.train.evaluate import EarlyStopper, evaluate
 from studio.runfolder.progress import ProgressLog
 from studio.train.ranks import mean_over_ranks, shared_flags
 from studio.train.setup import Trainer
+from studio.train.speed import attention_kernel
 
 log = logging.getLogger("studio.train")
 
@@ -58,6 +59,9 @@ class Loop:
         self.backward = torch.Tensor.backward if self.direct else acc.backward
         self.clip = torch.nn.utils.clip_grad_norm_ if self.direct else acc.clip_grad_norm_
         self.main = acc.is_main_process  # the only process that writes the run folder
+        # memory.attention_backend: the forced SDPA kernel covers the backward too, where gradient
+        # checkpointing recomputes attention and must pick the kernel the forward used.
+        self.attention = attention_kernel(self.cfg)
         self.profiler = make_profiler(self.cfg, run_dir, acc.device) if self.main else NoProfile()
 
     # ---- state -------------------------------------------------------------------------------
@@ -143,7 +147,7 @@ class Loop:
             prof.lap("data")
             self.batches_done += 1
             sync = self.batches_done % accum == 0 or self.batches_done == t.batches_per_epoch
-            with (nullcontext() if sync else t.accelerator.no_sync(module)), t.accelerator.autocast():
+            with (nullcontext() if sync else t.accelerator.no_sync(module)), t.accelerator.autocast(), self.attention():
                 loss = module(batch, t.generator)
                 prof.lap("forward")
                 self.backward(loss / accum)

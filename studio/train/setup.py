@@ -15,6 +15,7 @@ from studio.runfolder.device import weight_dtype
 from studio.train.ema import build_ema
 from studio.train.optim import build_optimizer, build_scheduler
 from studio.train.ranks import LossModule, RankSlices
+from studio.train.speed import apply_engines, compile_network
 
 
 @dataclass
@@ -77,6 +78,7 @@ def build_trainer(cfg, accelerator) -> Trainer:
     family = build_family(cfg, device, dtype)
     family.load()
     adapter = inject_adapter(family, cfg)
+    apply_engines(family, cfg)
     if cfg.memory.gradient_checkpointing:
         family.gradient_checkpointing()
     train_ds = family.train_dataset("train")
@@ -117,7 +119,7 @@ def build_trainer(cfg, accelerator) -> Trainer:
     scheduler = build_scheduler(optimizer, cfg, total)
     loss_module, optimizer = accelerator.prepare(LossModule(family, list(adapter.components.values())), optimizer)
     if cfg.memory.torch_compile:
-        family.compile()
+        compile_network(family, cfg)
     ema = None
     if cfg.training.use_ema:
         ema = build_ema(adapter.trainable_params(), cfg)

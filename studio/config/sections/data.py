@@ -41,6 +41,11 @@ class DataSection(Section):
                                   "(the run reports how many); pretraining text is packed into blocks of "
                                   "this length. Memory grows with it: 512-1024 suits dialogue, 2048+ long "
                                   "documents.", ge=128, le=32768, step=8, families=("causal_lm",))
+    packing: bool = setting(False, "Padding-free batches: the examples of a batch are laid end to end in "
+                            "one row, and the token positions restart at each example so no example "
+                            "attends to another. No compute is spent on padding, the loss is the same. "
+                            "Helps most with chat examples of very different lengths.",
+                            group="advanced", families=("causal_lm",))
     chat_template_fallback: Literal["chatml", "zephyr", "alpaca"] = setting(
         "chatml", "Conversation format used only when the tokenizer has no chat template of its own (base "
         "models): `chatml` (<|im_start|>role ... <|im_end|>), `zephyr` (<|user|> ... </s>) or `alpaca` "

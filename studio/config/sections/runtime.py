@@ -17,10 +17,68 @@ class MemorySection(Section):
                          "slightly less exact.", group="advanced")
     torch_compile: bool = setting(False, "Compile the model with torch.compile: the first steps are slow, "
                                   "later ones faster. Mostly worth it on long GPU runs.", group="advanced")
+    compile_scope: Literal["model", "blocks"] = setting(
+        "model", "What torch.compile compiles (with torch compile on). `model`: the whole network in one "
+        "graph. `blocks`: each repeated block (transformer layers, UNet attention blocks) on its own, as "
+        "diffusers' regional compilation does: the same speed-up in most models, compiled many times faster.",
+        group="advanced")
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = setting(
+        "default", "torch.compile's mode. `max-autotune` tries more GPU kernels while compiling (much longer "
+        "start, sometimes faster steps); `reduce-overhead` replays CUDA graphs (needs fixed shapes).",
+        group="advanced")
+    compile_backend: Literal["inductor", "aot_eager", "eager", "cudagraphs"] = setting(
+        "inductor", "torch.compile's backend. `inductor` generates fused kernels (the fast one); `eager` and "
+        "`aot_eager` only trace, to find out whether a problem comes from compiling; `cudagraphs` needs CUDA.",
+        group="advanced")
+    channels_last: bool = setting(False, "Store the UNet's convolution weights channels-last (NHWC), the "
+                                  "layout NVIDIA's tensor-core convolutions prefer. Same result; the speed "
+                                  "gain depends on the GPU.", group="advanced", families=("sd15", "sdxl"))
+    attention_backend: Literal["auto", "math", "flash", "efficient", "cudnn", "flash_attn"] = setting(
+        "auto", "Attention kernel for training and evaluation steps. `auto`: PyTorch picks the fastest "
+        "that fits. `math`, `flash`, `efficient`, `cudnn`: force one of PyTorch's own kernels (`efficient` "
+        "and `cudnn` need CUDA; a kernel that cannot take the inputs stops the step with PyTorch's "
+        "reason). `flash_attn`: the separately installed flash-attn package (CUDA only; causal LMs and the "
+        "flow-matching transformers).", group="advanced")
+    liger_kernels: bool = setting(False, "Patch the language model with Liger's fused Triton kernels (RMSNorm, "
+                                  "RoPE, SwiGLU and a cross-entropy that never builds the full logits): less "
+                                  "memory and faster steps on NVIDIA GPUs. Needs CUDA and `pip install "
+                                  "liger-kernel` (not in the lock: it brings Triton).", group="advanced",
+                                  families=("causal_lm",))
     offload_encoder: bool = setting(False, "Keep the VAE and text/condition encoders in system RAM while "
                                     "training (training reads preprocessed tensors); they visit the GPU "
                                     "only for samples. Frees a few GB of VRAM at no cost in quality.",
                                     families=("acestep",))
+
+
+CUDA_ONLY_ATTENTION = ("efficient", "cudnn", "flash_attn")
+
+
+def engine_problems(cfg, cuda: bool) -> list[tuple[str, str]]:
+    """(field, message) for every chosen engine that cannot run here; `cuda`: the job will run on CUDA."""
+    import importlib.util
+
+    import torch
+
+    mem, problems = cfg.memory, []
+    where = "this machine has no CUDA GPU" if not torch.cuda.is_available() else "model.device keeps the job off CUDA"
+    if mem.attention_backend in CUDA_ONLY_ATTENTION and not cuda:
+        problems.append(("memory.attention_backend", f"'{mem.attention_backend}' runs only on CUDA and {where}; "
+                         "choose 'auto', 'math' or 'flash'"))
+    elif mem.attention_backend == "flash_attn" and importlib.util.find_spec("flash_attn") is None:
+        problems.append(("memory.attention_backend", "'flash_attn' needs the flash-attn package (`pip install "
+                         "flash-attn --no-build-isolation`, built for this torch and CUDA); or choose 'flash', "
+                         "PyTorch's own FlashAttention kernel"))
+    if mem.torch_compile and (mem.compile_backend == "cudagraphs" or mem.compile_mode == "reduce-overhead") and not cuda:
+        problems.append(("memory.compile_backend" if mem.compile_backend == "cudagraphs" else "memory.compile_mode",
+                         f"CUDA graphs need CUDA and {where}; use the inductor backend in the default mode"))
+    if mem.liger_kernels:
+        if not cuda:
+            problems.append(("memory.liger_kernels", f"Liger's kernels are written in Triton for GPUs and {where}; "
+                             "turn it off on this machine"))
+        elif importlib.util.find_spec("liger_kernel") is None:
+            problems.append(("memory.liger_kernels", "the liger-kernel package is not installed: `pip install "
+                             "liger-kernel` (it brings Triton; not part of the lock)"))
+    return problems
 
 
 class DataloaderSection(Section):

@@ -73,6 +73,11 @@ class OptimizerSection(Section):
                                   ge=0.0, lt=1.0, group="advanced")
     eps: float | None = setting(None, "Override the optimizer's epsilon (empty = default).", gt=0.0,
                                 le=1.0, group="advanced")
+    implementation: Literal["auto", "foreach", "fused"] = setting(
+        "auto", "How PyTorch's own optimizers (adamw, adam, sgd_nesterov, ...) run their update. `auto`: "
+        "PyTorch's choice (`foreach` on GPUs). `foreach`: a few batched kernels over all weights. `fused`: "
+        "one kernel per group of weights, usually the fastest on a GPU. Same result within rounding; "
+        "optimizers from other packages refuse a choice other than `auto`.", group="advanced")
     args: str = setting("", "Extra optimizer arguments as `key=value` pairs separated by spaces or "
                         "commas, e.g. `d_coef=0.5 safeguard_warmup=true` for Prodigy. Numbers, booleans "
                         "and plain words only.", group="advanced")
