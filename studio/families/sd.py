@@ -63,8 +63,9 @@ class SdFamily(SdExportMixin, ImageFamilyMixin, ModelFamily):  # data hooks: ima
 
     @property
     def vae_dtype(self) -> torch.dtype:
-        # The SDXL VAE overflows in fp16 (diffusers keeps it in fp32 too), so only the rest is cast.
-        return torch.float32 if self.is_xl else self.dtype
+        # The SDXL VAE overflows in fp16 (diffusers keeps it in fp32 too), so only the rest is cast;
+        # memory.no_half_vae does the same for SD 1.5.
+        return torch.float32 if self.is_xl or self.cfg.memory.no_half_vae else self.dtype
 
     def cache_identity(self, part: str) -> str:
         from studio.data.image_cache import LATENTS, model_identity
@@ -121,7 +122,7 @@ class SdFamily(SdExportMixin, ImageFamilyMixin, ModelFamily):  # data hooks: ima
         embeds, pooled = [], None
         for tokenizer, encoder in zip(self.tokenizers, encoders or self.text_encoders):
             ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length,
-                            truncation=True, return_tensors="pt").input_ids.to(self.device)
+                            truncation=True, return_tensors="pt").input_ids.to(encoder.device)
             out = encoder(ids, output_hidden_states=self.is_xl)
             if self.is_xl:
                 embeds.append(out.hidden_states[-2])

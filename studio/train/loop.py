@@ -9,6 +9,7 @@ import logging
 import math
 import time
 from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -19,6 +20,7 @@ from studio.runfolder.control import ControlFiles
 from studio.runfolder.layout import checkpoint_path
 from studio.train.ema import ema_update
 from studio.train.health import NonFiniteState, last_good_note
+from studio.train.memory import saved_activations
 from studio.train.optimizers import evaluation_weights, set_train_mode
 from studio.train.profiling import NoProfile, log_layer_grad_norms, make_profiler
 from studio.train.evaluate import EarlyStopper, evaluate
@@ -59,6 +61,7 @@ class Loop:
         self.clip = torch.nn.utils.clip_grad_norm_ if self.direct else acc.clip_grad_norm_
         self.main = acc.is_main_process  # the only process that writes the run folder
         self.profiler = make_profiler(self.cfg, run_dir, acc.device) if self.main else NoProfile()
+        self.saved_activations = partial(saved_activations, self.cfg, acc.device)  # memory.activation_offload
 
     # ---- state -------------------------------------------------------------------------------
     def state(self) -> dict:
@@ -144,7 +147,8 @@ class Loop:
             self.batches_done += 1
             sync = self.batches_done % accum == 0 or self.batches_done == t.batches_per_epoch
             with (nullcontext() if sync else t.accelerator.no_sync(module)), t.accelerator.autocast():
-                loss = module(batch, t.generator)
+                with self.saved_activations():
+                    loss = module(batch, t.generator)
                 prof.lap("forward")
                 self.backward(loss / accum)
                 prof.lap("backward")

@@ -9,25 +9,11 @@ import os
 import pytest
 import torch
 
-from studio.config import ConfigError, deep_merge, finalize_job, load_config
-from studio.registry.families import demo_config
+from studio.config import ConfigError
+from tests.train.fast_image import image_cfg
 
-FAST = {"training": {"max_steps": 3, "batch_size": 2, "gradient_accumulation_steps": 1, "learning_rate": 0.02,
-                     "seed": 5},
-        "adapter": {"type": "lora", "rank": 4, "alpha": 8, "dropout": 0.0},
-        "scheduler": {"name": "constant", "warmup_steps": 0, "warmup_ratio": 0.0},
-        "memory": {"mixed_precision": "no", "gradient_checkpointing": False},
-        "dataloader": {"num_workers": 0}, "checkpointing": {"save_strategy": "no"},
-        "evaluation": {"strategy": "no"}, "logging": {"logging_steps": 1, "tensorboard": False},
-        "sampling": {"prompts": [], "every_steps": 0, "at_end": False}, "model": {"device": "cpu"}}
 INT8 = {"model": {"quantization": "8bit", "quantization_backend": "torchao"}}
-
-
-def _cfg(family: str, *extras: dict):
-    merged = deep_merge(demo_config(family), FAST)
-    for extra in extras:
-        merged = deep_merge(merged, extra)
-    return finalize_job(load_config(merged))
+_cfg = image_cfg
 
 
 def _loaded(cfg):

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from studio.config.fields import Section, setting
+from studio.config.fields import IMAGE_FAMILIES, Section, setting
+from studio.registry.families import family_ids
 
 
 class MemorySection(Section):
@@ -21,6 +22,30 @@ class MemorySection(Section):
                                     "training (training reads preprocessed tensors); they visit the GPU "
                                     "only for samples. Frees a few GB of VRAM at no cost in quality.",
                                     families=("acestep",))
+    no_half_vae: bool = setting(False, "Keep the VAE in full precision (fp32) while the rest runs in fp16 / bf16: "
+                                "cures black or speckled images and NaN latents from VAEs that overflow in half "
+                                "precision, for a little more memory. The SDXL, SD3, Flux and Z-Image VAEs always "
+                                "run in fp32 here.", group="advanced", families=family_ids(trait="unet"))
+    gradient_checkpointing_interval: int = setting(
+        1, "With gradient checkpointing: recompute only every Nth block of each stack (1 = every block, 2 = every "
+        "other one). Higher is faster and needs more memory, a middle ground between checkpointing everything "
+        "and nothing. Same result.", ge=1, le=64, group="advanced", families=IMAGE_FAMILIES)
+    activation_offload: bool = setting(
+        False, "Move the activations kept for the backward pass to system RAM during the forward pass and "
+        "bring them back when needed (torch's save_on_cpu): less VRAM, slower steps, same result. Needs "
+        "gradient checkpointing (then only block inputs are kept, so the transfers stay small).",
+        group="advanced")
+    offload_during_startup: bool = setting(
+        False, "While the latent / text cache is built, run the text encoders from system RAM on the CPU "
+        "instead of moving them to the GPU beside the model: the start takes longer (much longer with big "
+        "encoders such as T5-XXL and many captions), training is unchanged. For cards that cannot hold the "
+        "text encoders and the model at once.", group="advanced", families=IMAGE_FAMILIES)
+
+    def problems(self, cfg) -> list[tuple[str, str]]:
+        if self.activation_offload and not self.gradient_checkpointing:
+            return [("memory.activation_offload", "needs memory.gradient_checkpointing: without it every "
+                     "intermediate tensor would travel to system RAM and back each step; turn both on")]
+        return []
 
 
 class DataloaderSection(Section):
