@@ -173,7 +173,8 @@ class Loop:
         t = self.t
         grad_norm = None
         heavy = self.cfg.logging.log_heavy_every
-        if heavy and (self.step + 1) % heavy == 0 and self.main:  # before clipping: the gradients as given
+        fused = self.cfg.optimizer.fused_backward_pass  # its gradients were freed inside backward
+        if heavy and (self.step + 1) % heavy == 0 and self.main and not fused:  # before clipping: as given
             log_layer_grad_norms(self.run_dir, self.step + 1, t.adapter.named_trainable(), self.writer)
         if self.cfg.training.max_grad_norm > 0:
             grad_norm = self.clip(self.trainable, self.cfg.training.max_grad_norm)

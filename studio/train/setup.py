@@ -13,6 +13,7 @@ from studio.data.sampler import EpochSampler
 from studio.families.base import ModelFamily, build_family
 from studio.runfolder.device import weight_dtype
 from studio.train.ema import build_ema
+from studio.train.memory import FusedBackwardOptimizer
 from studio.train.optim import build_optimizer, build_scheduler
 from studio.train.ranks import LossModule, RankSlices
 
@@ -113,7 +114,11 @@ def build_trainer(cfg, accelerator) -> Trainer:
         epochs = cfg.training.epochs
         total = epochs * steps_per_epoch
     sampler.set_total_batches(total * accum)  # progressive resolution splits the run's batches
-    optimizer = build_optimizer(adapter.param_groups(cfg.training.learning_rate), cfg, total)  # text encoders: own LR
+    groups = adapter.param_groups(cfg.training.learning_rate)  # text encoders: own LR
+    if cfg.optimizer.fused_backward_pass:  # one optimizer per tensor, stepped inside backward
+        optimizer = FusedBackwardOptimizer(groups, lambda one: build_optimizer(one, cfg, total))
+    else:
+        optimizer = build_optimizer(groups, cfg, total)
     scheduler = build_scheduler(optimizer, cfg, total)
     loss_module, optimizer = accelerator.prepare(LossModule(family, list(adapter.components.values())), optimizer)
     if cfg.memory.torch_compile:
