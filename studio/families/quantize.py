@@ -28,9 +28,10 @@ def bnb_options(choice: str, dtype: torch.dtype) -> dict:
 
 
 def diffusers_load_options(cfg, device: torch.device, dtype: torch.dtype) -> dict:
-    """Extra `from_pretrained` keyword arguments of the trained diffusers network ({} = full weights)."""
-    if not quantized(cfg):
-        return {}
+    """Extra `from_pretrained` keyword arguments of the trained diffusers network ({} = full weights
+    through system RAM)."""
+    if not quantized(cfg):  # memory.lowram: straight to the device, not through system RAM
+        return {"device_map": {"": str(device)}} if cfg.memory.lowram else {}
     from studio.runfolder.device import device_problems
 
     problems = device_problems(cfg, device.type)

@@ -68,3 +68,22 @@ class FusedBackwardOptimizer(torch.optim.Optimizer):
         for opt, sd in zip(self.inner, saved):
             opt.load_state_dict(sd)
         self.param_groups[:] = [g for opt in self.inner for g in opt.param_groups]  # loading made new groups
+
+
+def swap_blocks(model: torch.nn.Module, count: int, device: torch.device) -> list[torch.nn.Module]:
+    """`memory.blocks_to_swap`: the last `count` blocks of the model's block stacks (its ModuleLists, in
+    order) keep their frozen weights in system RAM; diffusers' group offloading (leaf level) brings each
+    layer's weights to the device just before it runs and sends them back after. Called before the adapter
+    is injected, so the adapter's own weights (new layers beside the hooked ones) stay on the device.
+    With gradient checkpointing a block's weights come back once more for its recomputation in backward."""
+    from diffusers.hooks import apply_group_offloading
+
+    blocks = [block for child in model.children() if isinstance(child, torch.nn.ModuleList) for block in child]
+    if count > len(blocks):
+        raise ValueError(f"memory.blocks_to_swap: {count} is more than the {len(blocks)} blocks of "
+                         f"{type(model).__name__}; choose at most {len(blocks)}")
+    swapped = blocks[len(blocks) - count:]
+    for block in swapped:
+        apply_group_offloading(block, onload_device=device, offload_device=torch.device("cpu"),
+                               offload_type="leaf_level")
+    return swapped

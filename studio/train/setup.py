@@ -13,7 +13,7 @@ from studio.data.sampler import EpochSampler
 from studio.families.base import ModelFamily, build_family
 from studio.runfolder.device import weight_dtype
 from studio.train.ema import build_ema
-from studio.train.memory import FusedBackwardOptimizer
+from studio.train.memory import FusedBackwardOptimizer, swap_blocks
 from studio.train.optim import build_optimizer, build_scheduler
 from studio.train.ranks import LossModule, RankSlices
 
@@ -77,7 +77,12 @@ def build_trainer(cfg, accelerator) -> Trainer:
         torch.backends.cuda.matmul.allow_tf32 = True
     family = build_family(cfg, device, dtype)
     family.load()
+    if cfg.memory.blocks_to_swap:  # before the adapter: only the frozen weights travel
+        swap_blocks(family.trainable_module(), cfg.memory.blocks_to_swap, device)
     adapter = inject_adapter(family, cfg)
+    if cfg.memory.blocks_to_swap:  # PEFT puts new weights beside their base layer's, here in system RAM
+        for param in adapter.trainable_params():
+            param.data = param.data.to(device)
     if cfg.memory.gradient_checkpointing:
         family.gradient_checkpointing()
     train_ds = family.train_dataset("train")

@@ -113,3 +113,64 @@ def test_offload_during_startup_builds_the_text_cache_with_encoders_in_system_ra
     fam = _family(cfg)
     assert seen and set(seen) == {not offload}
     assert fam.cache is not None and fam.cache.serves_text  # training reads the cache either way
+
+
+def _loss_and_grads(family: str, memory: dict, swap: bool = False):
+    from studio.adapters import inject_adapter
+    from studio.train.memory import swap_blocks
+
+    cfg = _cfg(family, {"memory": memory, "data": {"cache_mode": "off"}})
+    fam = _family(cfg)
+    swapped = swap_blocks(fam.trainable_module(), cfg.memory.blocks_to_swap, torch.device("cpu")) if swap else []
+    handle = inject_adapter(fam, cfg)
+    fam.gradient_checkpointing()
+    fam.trainable_module().train()
+    data = fam.train_dataset("train")
+    loss = fam.loss(fam.collate([data[0], data[1]]), torch.Generator().manual_seed(3))
+    loss.backward()
+    return fam, swapped, loss.item(), [p.grad.clone() for p in handle.trainable_params()]
+
+
+@pytest.mark.slow
+def test_swapped_blocks_get_offload_hooks_and_train_alike():
+    from diffusers.hooks import HookRegistry
+
+    _, _, loss, grads = _loss_and_grads("flux", {})
+    fam, swapped, loss_swapped, grads_swapped = _loss_and_grads("flux", {"blocks_to_swap": 1}, swap=True)
+    assert swapped == [fam.transformer.single_transformer_blocks[-1]]  # the last block of the last stack
+    hooked = [m for block in swapped for m in block.modules() if isinstance(getattr(m, "_diffusers_hook", None), HookRegistry)]
+    assert hooked  # each layer of the swapped blocks is brought in (and sent back) by diffusers' hooks
+    assert not any(isinstance(getattr(m, "_diffusers_hook", None), HookRegistry)
+                   for m in fam.transformer.transformer_blocks[0].modules())
+    assert loss_swapped == pytest.approx(loss, rel=1e-6)
+    for a, b in zip(grads, grads_swapped):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_blocks_to_swap_is_bounded_and_needs_checkpointing():
+    from studio.train.memory import swap_blocks
+
+    fam = _family(_cfg("flux", {"data": {"cache_mode": "off"}}))
+    with pytest.raises(ValueError, match=r"memory\.blocks_to_swap: 99 is more than the \d+ blocks"):
+        swap_blocks(fam.transformer, 99, torch.device("cpu"))
+    with pytest.raises(ConfigError) as err:
+        _cfg("flux", {"memory": {"blocks_to_swap": 1, "gradient_checkpointing": False}})
+    assert "gradient_checkpointing" in err.value.by_field["memory.blocks_to_swap"]
+
+
+@pytest.mark.parametrize("on", [False, True])
+def test_lowram_loads_the_network_through_a_device_map(on):
+    fam = _family(_cfg("flux", {"memory": {"lowram": on}, "data": {"cache_mode": "off"}}))
+    assert getattr(fam.transformer, "hf_device_map", None) == ({"": "cpu"} if on else None)
+    assert fam.transformer.device.type == "cpu"
+
+
+@pytest.mark.slow
+def test_a_run_with_swapped_blocks_and_lowram_ends_with_verified_exports(tmp_path):
+    from studio.commands.train import run_training
+    from studio.runfolder import read_progress
+
+    cfg = _cfg("flux", {"memory": {"blocks_to_swap": 1, "lowram": True}, "job": {"output_dir": str(tmp_path)}})
+    assert run_training(cfg, tmp_path) == 0, read_progress(tmp_path)[0][-3:]
+    saved = [r for r in read_progress(tmp_path)[0] if r.get("event") == "saved"]
+    assert saved and all(r["verified"] is True for r in saved), saved

@@ -6,6 +6,9 @@ from typing import Literal
 from studio.config.fields import IMAGE_FAMILIES, Section, setting
 from studio.registry.families import family_ids
 
+# The DiT families (no UNet): blocks in stacks that group offloading can park in system RAM.
+FLOW_FAMILIES = tuple(f for f in IMAGE_FAMILIES if f not in family_ids(trait="unet"))
+
 
 class MemorySection(Section):
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = setting(
@@ -40,12 +43,27 @@ class MemorySection(Section):
         "instead of moving them to the GPU beside the model: the start takes longer (much longer with big "
         "encoders such as T5-XXL and many captions), training is unchanged. For cards that cannot hold the "
         "text encoders and the model at once.", group="advanced", families=IMAGE_FAMILIES)
+    blocks_to_swap: int = setting(
+        0, "Keep the frozen weights of this many transformer blocks (the last ones) in system RAM and bring "
+        "each layer to the GPU only while it runs (diffusers' group offloading). Saves about the blocks' "
+        "share of the model's VRAM, costs a host-to-GPU copy of those weights twice a step. Needs gradient "
+        "checkpointing. 0 = off.", ge=0, le=256, group="advanced", families=FLOW_FAMILIES)
+    lowram: bool = setting(
+        False, "Load the trained network's weights straight onto the GPU instead of through system RAM "
+        "(from_pretrained with a device map), for machines with more VRAM than RAM. Same weights.",
+        group="advanced", families=IMAGE_FAMILIES)
 
     def problems(self, cfg) -> list[tuple[str, str]]:
-        if self.activation_offload and not self.gradient_checkpointing:
-            return [("memory.activation_offload", "needs memory.gradient_checkpointing: without it every "
-                     "intermediate tensor would travel to system RAM and back each step; turn both on")]
-        return []
+        out = []
+        for field, on in (("memory.activation_offload", self.activation_offload),
+                          ("memory.blocks_to_swap", self.blocks_to_swap > 0)):
+            if on and not self.gradient_checkpointing:
+                out.append((field, "needs memory.gradient_checkpointing (then only block inputs are kept for "
+                            "backward and each block is recomputed with its weights brought back); turn it on"))
+        if self.blocks_to_swap and cfg.model.quantization != "none" and cfg.model.quantization_backend == "bitsandbytes":
+            out.append(("memory.blocks_to_swap", "bitsandbytes' quantized weights carry state that group "
+                        "offloading does not move; use model.quantization_backend 'torchao' or no swapping"))
+        return out
 
 
 class DataloaderSection(Section):
