@@ -84,7 +84,7 @@ def full_precision(nets):
     compute in fp32 by `verification_forward`'s dtype); everything is put back afterwards (fp32 -> the
     original half type is exact for upcast values)."""
     tensors = {id(t): t for net in nets for t in itertools.chain(net.parameters(), net.buffers())
-               if t.dtype in HALF}
+               if t.dtype in HALF and type(t.data) is torch.Tensor}  # quantized weights (torchao) stay as they are
     dtypes = {key: t.dtype for key, t in tensors.items()}
     for t in tensors.values():
         t.data = t.data.float()

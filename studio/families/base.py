@@ -82,9 +82,12 @@ class ModelFamily(ABC):
         return {}
 
     def gradient_checkpointing(self) -> None:
+        from studio.families.checkpointing import every_nth_block
+
         module = self.trainable_module()
-        if hasattr(module, "enable_gradient_checkpointing"):
-            module.enable_gradient_checkpointing()
+        if hasattr(module, "enable_gradient_checkpointing"):  # diffusers: every block, or every Nth
+            module.enable_gradient_checkpointing(
+                every_nth_block(module, self.cfg.memory.gradient_checkpointing_interval))
         elif hasattr(module, "gradient_checkpointing_enable"):
             module.gradient_checkpointing_enable()
 

@@ -19,6 +19,7 @@ from studio.families.base import ModelFamily
 from studio.families.flow_export import FlowExportMixin
 from studio.families.image_family import ImageFamilyMixin
 from studio.families.paths import resolve_model_path
+from studio.families.quantize import diffusers_load_options, place_network
 
 
 class FlowFamily(FlowExportMixin, ImageFamilyMixin, ModelFamily):
@@ -45,11 +46,12 @@ class FlowFamily(FlowExportMixin, ImageFamilyMixin, ModelFamily):
                 path, subfolder=enc_dir, dtype=self.dtype, **weights))
         self.vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=self.vae_dtype, **weights)
         self.transformer = getattr(diffusers, self.transformer_class).from_pretrained(
-            path, subfolder="transformer", torch_dtype=self.dtype, **weights)
+            path, subfolder="transformer", torch_dtype=self.dtype, **weights,
+            **diffusers_load_options(self.cfg, self.device, self.dtype))
         for module in (self.vae, self.transformer, *self.text_encoders):
             module.requires_grad_(False)
             module.eval()
-        self.transformer.to(self.device)
+        place_network(self.transformer, self.device, self.dtype)
         from studio.data.image_cache import attach_image_cache
 
         # With a fresh cache the VAE and text encoders never run per step: they stay in CPU memory.

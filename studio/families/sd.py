@@ -14,6 +14,7 @@ from studio.families.base import ModelFamily
 from studio.families.image_family import ImageFamilyMixin
 from studio.families.rng import draw, on_device
 from studio.families.paths import resolve_model_path
+from studio.families.quantize import diffusers_load_options, place_network, quantized
 from studio.families.sd_export import SdExportMixin
 
 
@@ -44,13 +45,15 @@ class SdFamily(SdExportMixin, ImageFamilyMixin, ModelFamily):  # data hooks: ima
                 self.text_encoders.append(CLIPTextModelWithProjection.from_pretrained(
                     path, subfolder="text_encoder_2", variant=variant, **kw))
             self.vae = AutoencoderKL.from_pretrained(path, subfolder="vae", variant=variant, **kw)
-            self.unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", variant=variant, **kw)
+            self.unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", variant=variant, **kw,
+                                                             torch_dtype=self.dtype,
+                                                             **diffusers_load_options(self.cfg, self.device, self.dtype))
         if self.cfg.model.prediction_type != "auto":
             self.noise_scheduler.register_to_config(prediction_type=self.cfg.model.prediction_type)
         for module in (self.vae, self.unet, *self.text_encoders):
             module.requires_grad_(False)
             module.eval()
-        self.unet.to(self.device, dtype=self.dtype)
+        place_network(self.unet, self.device, self.dtype)
         from studio.data.image_cache import attach_image_cache
 
         # With a fresh cache the VAE and text encoders never run per step: they stay in CPU memory.
@@ -60,8 +63,9 @@ class SdFamily(SdExportMixin, ImageFamilyMixin, ModelFamily):  # data hooks: ima
 
     @property
     def vae_dtype(self) -> torch.dtype:
-        # The SDXL VAE overflows in fp16 (diffusers keeps it in fp32 too), so only the rest is cast.
-        return torch.float32 if self.is_xl else self.dtype
+        # The SDXL VAE overflows in fp16 (diffusers keeps it in fp32 too), so only the rest is cast;
+        # memory.no_half_vae does the same for SD 1.5.
+        return torch.float32 if self.is_xl or self.cfg.memory.no_half_vae else self.dtype
 
     def cache_identity(self, part: str) -> str:
         from studio.data.image_cache import LATENTS, model_identity
@@ -80,6 +84,10 @@ class SdFamily(SdExportMixin, ImageFamilyMixin, ModelFamily):  # data hooks: ima
     def _load_single_file(self, path: str) -> None:
         from diffusers import DDPMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
 
+        if quantized(self.cfg):
+            raise ValueError("model.quantization: a single .safetensors checkpoint loads as a whole pipeline, "
+                             "which is not quantized here; convert it to a diffusers folder first "
+                             "(pipe.save_pretrained) or load full weights")
         cls = StableDiffusionXLPipeline if self.is_xl else StableDiffusionPipeline
         pipe = cls.from_single_file(path, torch_dtype=torch.float32)
         self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
@@ -114,7 +122,7 @@ class SdFamily(SdExportMixin, ImageFamilyMixin, ModelFamily):  # data hooks: ima
         embeds, pooled = [], None
         for tokenizer, encoder in zip(self.tokenizers, encoders or self.text_encoders):
             ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length,
-                            truncation=True, return_tensors="pt").input_ids.to(self.device)
+                            truncation=True, return_tensors="pt").input_ids.to(encoder.device)
             out = encoder(ids, output_hidden_states=self.is_xl)
             if self.is_xl:
                 embeds.append(out.hidden_states[-2])

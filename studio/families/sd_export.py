@@ -64,6 +64,7 @@ class SdExportMixin:
         from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
         from studio.families.paths import resolve_model_path
+        from studio.families.quantize import diffusers_load_options, place_network
 
         src = str(path or resolve_model_path(self.cfg.model.path))
         with_te = self.cfg.adapter.train_text_encoder or path is not None
@@ -76,7 +77,9 @@ class SdExportMixin:
             kw = {"torch_dtype": self.dtype}
             if not path:
                 kw.update(revision=self.cfg.model.revision or None, variant=self.cfg.model.weight_variant or None)
-            out = {"unet": UNet2DConditionModel.from_pretrained(src, subfolder="unet", **kw)}
+            # The trained base quantized as in training (model.quantization): the check compares like with like.
+            quant = diffusers_load_options(self.cfg, self.device, self.dtype) if not path else {}
+            out = {"unet": UNet2DConditionModel.from_pretrained(src, subfolder="unet", **kw, **quant)}
             if with_te:
                 out["text_encoder"] = CLIPTextModel.from_pretrained(src, subfolder="text_encoder", **kw)
                 if self.is_xl:
@@ -87,7 +90,7 @@ class SdExportMixin:
         for module in out.values():
             module.requires_grad_(False)
             module.eval()
-            module.to(self.device)
+            place_network(module, self.device, module.dtype)
         return out
 
     def _single_file_pipeline(self, path: str):

@@ -9,6 +9,7 @@ import logging
 import math
 import time
 from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -19,6 +20,7 @@ from studio.runfolder.control import ControlFiles
 from studio.runfolder.layout import checkpoint_path
 from studio.train.ema import ema_update
 from studio.train.health import NonFiniteState, last_good_note
+from studio.train.memory import saved_activations
 from studio.train.optimizers import evaluation_weights, set_train_mode
 from studio.train.profiling import NoProfile, log_layer_grad_norms, make_profiler
 from studio.train.evaluate import EarlyStopper, evaluate
@@ -63,6 +65,7 @@ class Loop:
         # checkpointing recomputes attention and must pick the kernel the forward used.
         self.attention = attention_kernel(self.cfg)
         self.profiler = make_profiler(self.cfg, run_dir, acc.device) if self.main else NoProfile()
+        self.saved_activations = partial(saved_activations, self.cfg, acc.device)  # memory.activation_offload
 
     # ---- state -------------------------------------------------------------------------------
     def state(self) -> dict:
@@ -148,7 +151,8 @@ class Loop:
             self.batches_done += 1
             sync = self.batches_done % accum == 0 or self.batches_done == t.batches_per_epoch
             with (nullcontext() if sync else t.accelerator.no_sync(module)), t.accelerator.autocast(), self.attention():
-                loss = module(batch, t.generator)
+                with self.saved_activations():
+                    loss = module(batch, t.generator)
                 prof.lap("forward")
                 self.backward(loss / accum)
                 prof.lap("backward")
@@ -173,7 +177,8 @@ class Loop:
         t = self.t
         grad_norm = None
         heavy = self.cfg.logging.log_heavy_every
-        if heavy and (self.step + 1) % heavy == 0 and self.main:  # before clipping: the gradients as given
+        fused = self.cfg.optimizer.fused_backward_pass  # its gradients were freed inside backward
+        if heavy and (self.step + 1) % heavy == 0 and self.main and not fused:  # before clipping: as given
             log_layer_grad_norms(self.run_dir, self.step + 1, t.adapter.named_trainable(), self.writer)
         if self.cfg.training.max_grad_norm > 0:
             grad_norm = self.clip(self.trainable, self.cfg.training.max_grad_norm)

@@ -3,7 +3,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from studio.config.fields import Section, setting
+from studio.config.fields import IMAGE_FAMILIES, Section, setting
+from studio.registry.families import family_ids
+
+# The DiT families (no UNet): blocks in stacks that group offloading can park in system RAM.
+FLOW_FAMILIES = tuple(f for f in IMAGE_FAMILIES if f not in family_ids(trait="unet"))
 
 
 class MemorySection(Section):
@@ -48,6 +52,45 @@ class MemorySection(Section):
                                     "training (training reads preprocessed tensors); they visit the GPU "
                                     "only for samples. Frees a few GB of VRAM at no cost in quality.",
                                     families=("acestep",))
+    no_half_vae: bool = setting(False, "Keep the VAE in full precision (fp32) while the rest runs in fp16 / bf16: "
+                                "cures black or speckled images and NaN latents from VAEs that overflow in half "
+                                "precision, for a little more memory. The SDXL, SD3, Flux and Z-Image VAEs always "
+                                "run in fp32 here.", group="advanced", families=family_ids(trait="unet"))
+    gradient_checkpointing_interval: int = setting(
+        1, "With gradient checkpointing: recompute only every Nth block of each stack (1 = every block, 2 = every "
+        "other one). Higher is faster and needs more memory, a middle ground between checkpointing everything "
+        "and nothing. Same result.", ge=1, le=64, group="advanced", families=IMAGE_FAMILIES)
+    activation_offload: bool = setting(
+        False, "Move the activations kept for the backward pass to system RAM during the forward pass and "
+        "bring them back when needed (torch's save_on_cpu): less VRAM, slower steps, same result. Needs "
+        "gradient checkpointing (then only block inputs are kept, so the transfers stay small).",
+        group="advanced")
+    offload_during_startup: bool = setting(
+        False, "While the latent / text cache is built, run the text encoders from system RAM on the CPU "
+        "instead of moving them to the GPU beside the model: the start takes longer (much longer with big "
+        "encoders such as T5-XXL and many captions), training is unchanged. For cards that cannot hold the "
+        "text encoders and the model at once.", group="advanced", families=IMAGE_FAMILIES)
+    blocks_to_swap: int = setting(
+        0, "Keep the frozen weights of this many transformer blocks (the last ones) in system RAM and bring "
+        "each layer to the GPU only while it runs (diffusers' group offloading). Saves about the blocks' "
+        "share of the model's VRAM, costs a host-to-GPU copy of those weights twice a step. Needs gradient "
+        "checkpointing. 0 = off.", ge=0, le=256, group="advanced", families=FLOW_FAMILIES)
+    lowram: bool = setting(
+        False, "Load the trained network's weights straight onto the GPU instead of through system RAM "
+        "(from_pretrained with a device map), for machines with more VRAM than RAM. Same weights.",
+        group="advanced", families=IMAGE_FAMILIES)
+
+    def problems(self, cfg) -> list[tuple[str, str]]:
+        out = []
+        for field, on in (("memory.activation_offload", self.activation_offload),
+                          ("memory.blocks_to_swap", self.blocks_to_swap > 0)):
+            if on and not self.gradient_checkpointing:
+                out.append((field, "needs memory.gradient_checkpointing (then only block inputs are kept for "
+                            "backward and each block is recomputed with its weights brought back); turn it on"))
+        if self.blocks_to_swap and cfg.model.quantization != "none" and cfg.model.quantization_backend == "bitsandbytes":
+            out.append(("memory.blocks_to_swap", "bitsandbytes' quantized weights carry state that group "
+                        "offloading does not move; use model.quantization_backend 'torchao' or no swapping"))
+        return out
 
 
 CUDA_ONLY_ATTENTION = ("efficient", "cudnn", "flash_attn")
