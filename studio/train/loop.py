@@ -34,8 +34,8 @@ class NonFiniteLoss(NonFiniteState):
 
 
 class Loop:
-    def __init__(self, t: Trainer, run_dir: Path, progress: ProgressLog, writer=None, bar=None, on_checkpoint=None):
-        self.t, self.run_dir, self.progress, self.writer, self.bar = t, Path(run_dir), progress, writer, bar
+    def __init__(self, t: Trainer, run_dir: Path, progress: ProgressLog, bar=None, on_checkpoint=None):
+        self.t, self.run_dir, self.progress, self.bar = t, Path(run_dir), progress, bar
         self.on_checkpoint = on_checkpoint  # called with (checkpoint folder, step) after each commit
         self.cfg = t.cfg
         self.control = ControlFiles(run_dir)
@@ -170,7 +170,7 @@ class Loop:
         grad_norm = None
         heavy = self.cfg.logging.log_heavy_every
         if heavy and (self.step + 1) % heavy == 0 and self.main:  # before clipping: the gradients as given
-            log_layer_grad_norms(self.run_dir, self.step + 1, t.adapter.named_trainable(), self.writer)
+            log_layer_grad_norms(self.run_dir, self.step + 1, t.adapter.named_trainable(), self.track)
         if self.cfg.training.max_grad_norm > 0:
             grad_norm = self.clip(self.trainable, self.cfg.training.max_grad_norm)
         self.optimizer.step()
@@ -236,11 +236,7 @@ class Loop:
         lr = self.t.scheduler.get_last_lr()[0]
         extra = {"grad_norm": round(float(grad_norm), 6)} if grad_norm is not None else {}
         self.progress.step(self.step, self.epoch, loss, lr, **extra)
-        if self.writer is not None:
-            self.writer.add_scalar("train/loss", loss, self.step)
-            self.writer.add_scalar("train/lr", lr, self.step)
-            if extra:
-                self.writer.add_scalar("train/grad_norm", extra["grad_norm"], self.step)
+        self.track({"train/loss": loss, "train/lr": lr, **{f"train/{k}": v for k, v in extra.items()}}, self.step)
         if self.bar is not None:
             self.bar.update(self.step - self.bar.n)
             self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", refresh=False)
@@ -248,6 +244,11 @@ class Loop:
             eta = self.progress.eta(self.step)
             log.info("step %d/%d  loss %.4f  lr %.3e  eta %s", self.step, self.t.total_steps, loss, lr,
                      f"{eta:.0f}s" if eta is not None else "?")
+
+    def track(self, values: dict, step: int) -> None:
+        """To the trackers of logging.report_to (started on the main process only; none elsewhere)."""
+        if self.t.accelerator.trackers:
+            self.t.accelerator.log(values, step=step)
 
     def render_samples(self) -> None:
         from studio.sampling import render_during_training
@@ -264,8 +265,6 @@ class Loop:
             metrics = evaluate(self.t)
         improved = self.stopper.update(metrics["eval_loss"], self.step)  # the same on every rank (reduced)
         self.progress.event("eval", step=self.step, epoch=self.epoch, best=improved, **metrics)
-        if self.writer is not None:
-            for key, value in metrics.items():
-                self.writer.add_scalar(f"eval/{key}", value, self.step)
+        self.track({f"eval/{key}": value for key, value in metrics.items()}, self.step)
         if improved and self.stopper.patience > 0:
             self.stopper.mark_best(self.save("best eval loss"))

@@ -3,7 +3,13 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import model_validator
+
 from studio.config.fields import Section, setting
+from studio.config.trackers import TRACKERS, missing_trackers
+
+TrackerName = Literal[tuple(TRACKERS)]  # type: ignore[valid-type]
+DEFAULT_PROJECT = "training-studio"
 
 
 class CheckpointingSection(Section):
@@ -48,8 +54,29 @@ class LoggingSection(Section):
                                  ge=1, le=100_000)
     log_dir: str = setting("", "TensorBoard folder. Empty = `runs/` inside the run folder.",
                            group="advanced", widget="path")
-    tensorboard: bool = setting(True, "Write TensorBoard event files (loss, learning rate, gradient norm).",
+    report_to: list[TrackerName] = setting(
+        None, "Where loss, learning rate, gradient norms and evaluation metrics are sent (through "
+        "accelerate's trackers), besides the progress file the Monitor reads. TensorBoard writes event files "
+        "into the run folder. Weights & Biases (`pip install wandb`), MLflow (`pip install mlflow-skinny`) "
+        "and Comet (`pip install comet-ml`) are optional installs, used only when chosen; they read their "
+        "keys from their usual environment variables (WANDB_API_KEY, COMET_API_KEY, MLFLOW_TRACKING_TOKEN), "
+        "which job.env_file can set. Empty: no tracker. (Replaces the former `logging.tensorboard` switch, "
+        "still accepted: false drops TensorBoard from this list.)",
+        default_factory=lambda: ["tensorboard"], group="advanced")
+    tracker_project: str = setting(
+        "", f"Project the run is filed under in W&B and Comet, and the experiment name in MLflow. Empty = "
+        f"`{DEFAULT_PROJECT}`. The run itself is named after job.run_name, else the job name.", group="advanced")
+    trackers_offline: bool = setting(
+        False, "W&B and Comet keep the run on this machine instead of uploading it: W&B in `wandb/` of the "
+        "run folder (upload later with `wandb sync`), Comet as a zip in `comet/` (`comet upload`). For "
+        "machines without internet or an API key.", group="advanced")
+    wandb_entity: str = setting("", "W&B user or team the run goes to. Empty = your default entity.",
                                 group="advanced")
+    mlflow_tracking_uri: str = setting(
+        "", "Where MLflow records the run: a tracking server (`http://host:5000`) or a folder (`file:/path`). "
+        "Empty = the `mlruns/` folder inside the run folder (view with `mlflow ui --backend-store-uri "
+        "RUN_DIR/mlruns`); MLflow keeps such folders working but adds new features to servers and `sqlite:` "
+        "databases only.", group="advanced")
     log_level: Literal["debug", "info", "warning", "error"] = setting(
         "info", "How much the trainer prints to the console log.", group="advanced")
     log_heavy_every: int = setting(50, "Every this many steps, record the gradient norm of each adapted layer "
@@ -66,10 +93,31 @@ class LoggingSection(Section):
                                        "shape among the buckets.", group="advanced")
 
 
+    @model_validator(mode="before")
+    @classmethod
+    def _tensorboard_switch(cls, data):
+        """Configs written before `report_to` had `tensorboard: true|false`; it adds or drops TensorBoard."""
+        if not isinstance(data, dict) or "tensorboard" not in data:
+            return data
+        data = dict(data)
+        legacy = data.pop("tensorboard")
+        if not isinstance(legacy, bool):
+            raise ValueError(f"logging.tensorboard (replaced by logging.report_to) takes true or false, not "
+                             f"{legacy!r}")
+        chosen = data.get("report_to", ["tensorboard"])
+        if isinstance(chosen, list):
+            chosen = [t for t in chosen if t != "tensorboard"]
+            data["report_to"] = ["tensorboard", *chosen] if legacy else chosen
+        return data
+
     def problems(self, cfg) -> list[tuple[str, str]]:
+        out = []
         if self.track_microbatches and not self.step_profiling:
-            return [("logging.track_microbatches", "needs logging.step_profiling")]
-        return []
+            out.append(("logging.track_microbatches", "needs logging.step_profiling"))
+        if len(set(self.report_to)) < len(self.report_to):
+            out.append(("logging.report_to", "names a tracker twice"))
+        out += [("logging.report_to", message) for message in missing_trackers(self.report_to)]
+        return out
 
 class SamplePrompt(Section):
     prompt: str = setting(..., "What to generate.")
