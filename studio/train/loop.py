@@ -21,7 +21,7 @@ from studio.train.ema import ema_update
 from studio.train.health import NonFiniteState, last_good_note
 from studio.train.optimizers import evaluation_weights, set_train_mode
 from studio.train.profiling import NoProfile, log_layer_grad_norms, make_profiler
-from studio.train.evaluate import EarlyStopper, evaluate
+from studio.train.evaluate import EarlyStopper, clip_score, evaluate
 from studio.runfolder.progress import ProgressLog
 from studio.train.ranks import mean_over_ranks, shared_flags
 from studio.train.setup import Trainer
@@ -59,6 +59,11 @@ class Loop:
         self.clip = torch.nn.utils.clip_grad_norm_ if self.direct else acc.clip_grad_norm_
         self.main = acc.is_main_process  # the only process that writes the run folder
         self.profiler = make_profiler(self.cfg, run_dir, acc.device) if self.main else NoProfile()
+        self.clip_scorer = None  # evaluation_type clip: loaded before the first step, so a bad model fails early
+        if self.main and self.cfg.evaluation.evaluation_type == "clip":
+            from studio.train.clip_score import ClipScorer
+
+            self.clip_scorer = ClipScorer(self.cfg.evaluation.clip_model, acc.device)
 
     # ---- state -------------------------------------------------------------------------------
     def state(self) -> dict:
@@ -259,11 +264,19 @@ class Loop:
         self.t.accelerator.wait_for_everyone()
 
     def run_eval(self) -> None:
-        if self.t.eval_loader is None:
+        clip = self.cfg.evaluation.evaluation_type == "clip"
+        if self.t.eval_loader is None and not clip:
             return
+        metrics: dict = {}
         with evaluation_weights(self.t.optimizer):
-            metrics = evaluate(self.t)
-        improved = self.stopper.update(metrics["eval_loss"], self.step)  # the same on every rank (reduced)
+            if self.t.eval_loader is not None:
+                metrics = evaluate(self.t)
+            if self.clip_scorer is not None:  # the main process renders and scores, as it renders samples
+                metrics["clip_score"] = clip_score(self.t, self.clip_scorer, self.step)
+        if clip:
+            self.t.accelerator.wait_for_everyone()
+        # Early stopping follows the eval loss, the same on every rank (reduced).
+        improved = "eval_loss" in metrics and self.stopper.update(metrics["eval_loss"], self.step)
         self.progress.event("eval", step=self.step, epoch=self.epoch, best=improved, **metrics)
         self.track({f"eval/{key}": value for key, value in metrics.items()}, self.step)
         if improved and self.stopper.patience > 0:

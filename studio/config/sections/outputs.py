@@ -1,15 +1,18 @@
 """`checkpointing`, `evaluation`, `logging` and `sampling` sections (FIELDS §10-§13)."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import model_validator
 
-from studio.config.fields import Section, setting
+from studio.config.fields import IMAGE_FAMILIES, Section, setting
+from studio.config.preflight import looks_like_hub_id
 from studio.config.trackers import TRACKERS, missing_trackers
 
 TrackerName = Literal[tuple(TRACKERS)]  # type: ignore[valid-type]
 DEFAULT_PROJECT = "training-studio"
+CLIP_HINT = "a local folder or a hub id `user/name` with a CLIPModel and its processor"
 
 
 class CheckpointingSection(Section):
@@ -46,6 +49,36 @@ class EvaluationSection(Section):
                                            le=1000, group="advanced")
     early_stopping_threshold: float = setting(0.005, "Smallest drop of eval loss that counts as an "
                                               "improvement.", ge=0.0, le=1.0, group="advanced")
+    evaluation_type: Literal["none", "clip"] = setting(
+        "none", "An extra measure at each evaluation. `clip`: render the sample prompts (sampling.prompts, "
+        "with their seeds) and score each image against its prompt with a CLIP model: 100 x the cosine "
+        "similarity of their embeddings, logged as `clip_score` (the mean over prompts) next to the eval "
+        "loss. It tracks prompt adherence; it says little with only a few prompts. Works without "
+        "held-out data too.", families=IMAGE_FAMILIES)
+    clip_model: str = setting(
+        "openai/clip-vit-large-patch14", "The CLIP model of the `clip` evaluation: a local folder or a hub id "
+        "holding a transformers CLIPModel and its processor. The default is the usual CLIP-score model "
+        "(about 1.7 GB, downloaded once).", families=IMAGE_FAMILIES, widget="path", group="advanced")
+
+    def problems(self, cfg) -> list[tuple[str, str]]:
+        if self.evaluation_type != "clip":
+            return []
+        out = []
+        if cfg.model.family not in IMAGE_FAMILIES:
+            out.append(("evaluation.evaluation_type", f"'clip' scores images; {cfg.model.family} does not make "
+                        f"images (image families: {', '.join(IMAGE_FAMILIES)})"))
+        if not cfg.sampling.prompts:
+            out.append(("evaluation.evaluation_type", "'clip' scores the images of the sample prompts: add "
+                        "sampling.prompts"))
+        if self.strategy == "no":
+            out.append(("evaluation.evaluation_type", "'clip' runs at evaluations: set evaluation.strategy to "
+                        "'steps' or 'epoch'"))
+        path = self.clip_model.strip()
+        if not path:
+            out.append(("evaluation.clip_model", f"required with evaluation_type 'clip': {CLIP_HINT}"))
+        elif not looks_like_hub_id(path) and not Path(path).expanduser().exists():
+            out.append(("evaluation.clip_model", f"not found: {path} ({CLIP_HINT})"))
+        return out
 
 
 class LoggingSection(Section):
