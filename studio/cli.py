@@ -55,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["peft", "kohya", "merged"], default="peft")
     p.add_argument("--out", default=None, help="output path (default: inside the run folder)")
 
+    p = sub.add_parser("import-sidestep", help="convert a Side-Step preprocessed dataset folder (*.pt) into a "
+                       "song cache, or a Side-Step checkpoint-epoch-N folder into an adapter folder")
+    p.add_argument("src", help="Side-Step dataset folder or checkpoint-epoch-N folder")
+    p.add_argument("out", help="folder to write: data.path or adapter.init_from of a new run")
+
     sub.add_parser("env", help="environment check: versions against the lock, devices, free disk")
 
     p = sub.add_parser("queue", help="the persistent job queue (add, list, run, stop, ...)")
@@ -100,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
             from studio.commands.export import export_from_cli
 
             return export_from_cli(args.run_dir, args.format, args.out)
+        if args.command == "import-sidestep":
+            from studio.commands.import_sidestep import import_from_cli
+
+            return import_from_cli(args.src, args.out)
         if args.command == "env":
             from studio.envcheck import print_env
 
