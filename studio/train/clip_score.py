@@ -30,7 +30,9 @@ class ClipScorer:
         if len(images) != len(prompts):
             raise ValueError(f"{len(images)} images for {len(prompts)} prompts")
         inputs = self.processor(text=prompts, images=images, return_tensors="pt", padding=True, truncation=True)
-        out = self.model(**{k: v.to(self.device) for k, v in inputs.items()})
+        dtype = self.model.dtype  # pixels in the model's dtype (fp16 on a GPU); token ids stay integers
+        out = self.model(**{k: v.to(self.device, dtype) if v.is_floating_point() else v.to(self.device)
+                            for k, v in inputs.items()})
         image, text = out.image_embeds.float(), out.text_embeds.float()  # projected and L2-normalised
         cosine = torch.nn.functional.cosine_similarity(image, text, dim=-1)
         return [round(float(v), 4) for v in 100 * cosine]
