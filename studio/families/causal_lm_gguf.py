@@ -5,10 +5,10 @@ llama.cpp's converter keeps them.
 
 llama.cpp's full converter (convert_hf_to_gguf.py) is not a package; what it does for the Llama
 architecture is small and done here the same way: the metadata keys, the tensor names from gguf's map,
-the query/key rows permuted to llama.cpp's rotary layout (`permute` below), and a byte-level BPE
-vocabulary (tokens, types, merges, special ids, chat template). transformers reads such a file back
+the query/key rows of Llama permuted to llama.cpp's rotary layout (`permute` below), and a byte-level
+BPE vocabulary (tokens, types, merges, special ids, chat template, the name of its pre-split). transformers reads such a file back
 (`from_pretrained(..., gguf_file=...)`, undoing the permutation), which is the export's check.
-Architectures: Llama (and what transformers saves as `LlamaForCausalLM`); others are refused by name.
+Architectures: Llama and Qwen2 (`LlamaForCausalLM`, `Qwen2ForCausalLM`); others are refused by name.
 """
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 DTYPES = ("f16", "bf16", "f32")
-ARCHITECTURES = {"LlamaForCausalLM": "llama"}
+# transformers class -> (llama.cpp architecture, q/k rows permuted to llama.cpp's rotary layout)
+ARCHITECTURES = {"LlamaForCausalLM": ("llama", True), "Qwen2ForCausalLM": ("qwen2", False)}
 
 
 class GgufUnsupported(ValueError):
@@ -46,6 +47,23 @@ def _state_dict(model_dir: Path) -> dict[str, torch.Tensor]:
     return out
 
 
+def _pre_tokenizer(model_dir: Path, backend) -> str:
+    """llama.cpp's name for how the text is split before BPE (`tokenizer.ggml.pre`), found by comparing
+    the tokenizer's split pattern with the table transformers reads GGUF files with."""
+    from transformers.integrations.gguf.gguf_tokenizer_mapping import GGUF_PRE_TOKENIZER_SPLITS
+
+    pre = json.loads(backend.to_str()).get("pre_tokenizer") or {}
+    parts = pre.get("pretokenizers", [pre])
+    patterns = [p.get("pattern", {}).get("Regex") for p in parts if p.get("type") == "Split"]
+    if not patterns and any(p.get("type") == "ByteLevel" and p.get("use_regex") for p in parts):
+        return "default"  # GPT-2's own split
+    for name, regex in GGUF_PRE_TOKENIZER_SPLITS.items():
+        if patterns == [regex]:
+            return name
+    raise GgufUnsupported(f"{model_dir}: the tokenizer splits text with {patterns or pre.get('type')}, which no GGUF "
+                          "pre-tokenizer name known here describes")
+
+
 def _vocab(model_dir: Path, writer, n_vocab: int) -> None:
     """The byte-level BPE vocabulary as llama.cpp's `gpt2` tokenizer model: every id's token, its type
     (control for special tokens), then merges, special ids and chat template through gguf's SpecialVocab."""
@@ -68,7 +86,7 @@ def _vocab(model_dir: Path, writer, n_vocab: int) -> None:
             tokens.append(token)
             types.append(gguf.TokenType.CONTROL if token in special else gguf.TokenType.NORMAL)
     writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("default")
+    writer.add_tokenizer_pre(_pre_tokenizer(model_dir, tok.backend_tokenizer))
     writer.add_token_list(tokens)
     writer.add_token_types(types)
     gguf.SpecialVocab(model_dir, load_merges=True, n_vocab=n_vocab).add_to_gguf(writer, quiet=True)
@@ -83,12 +101,16 @@ def write_gguf(model_dir: str | Path, out_file: str | Path, dtype: str = "f16") 
     model_dir, out_file = Path(model_dir), Path(out_file)
     config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
     names = config.get("architectures") or []
-    arch = next((ARCHITECTURES[n] for n in names if n in ARCHITECTURES), None)
-    if arch is None:
+    found = next((ARCHITECTURES[n] for n in names if n in ARCHITECTURES), None)
+    if found is None:
         raise GgufUnsupported(f"{model_dir}: architecture {names or config.get('model_type')} has no GGUF writer here "
                               f"(written: {', '.join(ARCHITECTURES)})")
-    if config.get("rope_scaling") or config.get("attention_bias") or config.get("mlp_bias"):
-        raise GgufUnsupported(f"{model_dir}: rope scaling or biases in attention/MLP are not written to GGUF here")
+    arch, permuted = found
+    rope_type = (config.get("rope_parameters") or {}).get("rope_type", "default")
+    if config.get("rope_scaling") or rope_type != "default" or (permuted and config.get("attention_bias")) \
+            or config.get("mlp_bias"):
+        raise GgufUnsupported(f"{model_dir}: rope scaling ({rope_type}) or biases in attention/MLP are not written "
+                              "to GGUF here")
     n_head, n_kv = config["num_attention_heads"], config.get("num_key_value_heads") or config["num_attention_heads"]
     n_layers, hidden = config["num_hidden_layers"], config["hidden_size"]
     head_dim = config.get("head_dim") or hidden // n_head
@@ -118,7 +140,8 @@ def write_gguf(model_dir: str | Path, out_file: str | Path, dtype: str = "f16") 
                           "bf16": gguf.LlamaFileType.MOSTLY_BF16}[dtype])
     _vocab(model_dir, writer, n_vocab)
 
-    names_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, n_layers)
+    names_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA if arch == "llama" else gguf.MODEL_ARCH.QWEN2,
+                                         n_layers)
     for name, tensor in weights.items():
         if name.endswith("rotary_emb.inv_freq"):
             continue
@@ -126,9 +149,9 @@ def write_gguf(model_dir: str | Path, out_file: str | Path, dtype: str = "f16") 
         if target is None:
             raise GgufUnsupported(f"{model_dir}: tensor {name} has no GGUF name for {arch}")
         data = tensor.to(torch.float32)
-        if name.endswith("self_attn.q_proj.weight"):
+        if permuted and name.endswith("self_attn.q_proj.weight"):
             data = permute(data, n_head, n_head)
-        elif name.endswith("self_attn.k_proj.weight"):
+        elif permuted and name.endswith("self_attn.k_proj.weight"):
             data = permute(data, n_head, n_kv)
         array = data.numpy()
         if data.dim() == 1 or dtype == "f32":

@@ -11,7 +11,7 @@ import torch
 from tests.conftest import run_studio
 from tests.llm.conftest import train_in_process
 
-CHAT = "<|im_start|>user\nWhat colour is the sky?<|im_end|>\n<|im_start|>assistant\nBlue, mostly."
+CHAT = "<|im_start|>user\nWhat colour is the sky in 2024?<|im_end|>\n<|im_start|>assistant\nBlue, 12345 times."
 
 
 def _variant(tiny_llm, folder, change) -> object:
@@ -48,6 +48,36 @@ def test_the_tiny_llama_round_trips_through_gguf(sharp_llm, tmp_path, gguf_type)
     assert check["same_tokens"], "the vocabulary (tokens, merges, special tokens) did not come back"
     assert check["max_abs_diff"] < 1e-4, check  # the same (rounded) weights, in llama.cpp's layout and back
     assert check["ok"], check
+
+
+@pytest.fixture(scope="module")
+def tiny_qwen2(tmp_path_factory):
+    """A tiny Qwen2 (attention biases, Qwen's own pre-split, no rotary permutation in llama.cpp)."""
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+    from studio.families.tiny_tokenizers import write_qwen_tokenizer
+
+    out = tmp_path_factory.mktemp("tiny-qwen2")
+    vocab = write_qwen_tokenizer(out)
+    tok = AutoTokenizer.from_pretrained(str(out))
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                                         tie_word_embeddings=False, eos_token_id=tok.eos_token_id))
+    with torch.no_grad():
+        _sharp_attention(model)
+        for layer in model.model.layers:
+            layer.self_attn.q_proj.bias.normal_()
+            layer.self_attn.k_proj.bias.normal_()
+    model.save_pretrained(str(out))
+    return out
+
+
+def test_a_tiny_qwen2_round_trips_through_gguf(tiny_qwen2, tmp_path):
+    from studio.families.causal_lm_gguf import check_gguf, write_gguf
+
+    check = check_gguf(tiny_qwen2, write_gguf(tiny_qwen2, tmp_path / "qwen2.gguf", "f16"), "f16", CHAT)
+    assert check["same_tokens"] and check["max_abs_diff"] < 1e-4 and check["ok"], check
 
 
 def test_the_check_fails_when_the_weights_differ(sharp_llm, tmp_path):
