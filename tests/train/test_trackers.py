@@ -153,3 +153,24 @@ def test_no_tracker_writes_nothing_but_the_progress_file(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert sorted(_losses(run_dir)) == [1, 2, 3, 4]
     assert not any((run_dir / name).exists() for name in ("runs", "wandb", "comet", "mlruns"))
+
+
+@pytest.mark.slow
+def test_two_processes_report_once(tmp_path):
+    """Only the main process gets trackers: one TensorBoard event file and one W&B run, each step once."""
+    import socket
+
+    with socket.socket() as sock:  # a free port for the ranks' rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    run_dir = tmp_path / "run"
+    result = run_studio("train", PRESET, "--set", f"job.output_dir={run_dir}", *SHORT, "--set", "model.device=cpu",
+                        "--set", "training.max_steps=2", "--set", "training.batch_size=1",
+                        "--set", "distributed.num_processes=2", "--set", f"distributed.main_process_port={port}",
+                        "--set", 'logging.report_to=["tensorboard","wandb"]', "--set", "logging.trackers_offline=true",
+                        env=_offline_env(tmp_path), timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert len(list((run_dir / "runs").glob("events.out.tfevents.*"))) == 1
+    assert sorted(_tensorboard_scalars(run_dir / "runs")["train/loss"]) == [1, 2]
+    (run_file,) = (run_dir / "wandb").glob("offline-run-*/run-*.wandb")
+    assert [row["_step"] for row in _wandb_history(run_file) if "train/loss" in row] == [1, 2]
