@@ -56,7 +56,8 @@ def start_trackers(accelerator, cfg, run_dir: Path) -> None:
 
         import mlflow
 
-        uri = cfg.logging.mlflow_tracking_uri or (Path(run_dir) / MLFLOW_DIR).resolve().as_uri()
+        uri = (cfg.logging.mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+               or (Path(run_dir) / MLFLOW_DIR).resolve().as_uri())
         if uri.startswith("file:"):  # MLflow 3 keeps its folder store but asks to opt in to it
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         mlflow.set_tracking_uri(uri)

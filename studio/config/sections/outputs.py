@@ -107,7 +107,8 @@ class LoggingSection(Section):
                                 group="advanced")
     mlflow_tracking_uri: str = setting(
         "", "Where MLflow records the run: a tracking server (`http://host:5000`) or a folder (`file:/path`). "
-        "Empty = the `mlruns/` folder inside the run folder (view with `mlflow ui --backend-store-uri "
+        "Empty = MLFLOW_TRACKING_URI when set, else the `mlruns/` folder inside the run folder (view with "
+        "`mlflow ui --backend-store-uri "
         "RUN_DIR/mlruns`); MLflow keeps such folders working but adds new features to servers and `sqlite:` "
         "databases only.", group="advanced")
     log_level: Literal["debug", "info", "warning", "error"] = setting(
