@@ -52,8 +52,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="export a finished run's adapter")
     p.add_argument("run_dir")
-    p.add_argument("--format", choices=["peft", "kohya", "dora_lora", "merged"], default="peft")
+    p.add_argument("--format", choices=["peft", "kohya", "dora_lora", "merged", "gguf"], default="peft",
+                   help="gguf: a language model merged with its adapter, as one file for llama.cpp / Ollama")
     p.add_argument("--out", default=None, help="output path (default: inside the run folder)")
+    p.add_argument("--gguf-type", default="f16", help="weight type of the GGUF file: f16 (default), bf16 or f32 "
+                   "(no quantisation)")
+
+    p = sub.add_parser("import-sidestep", help="convert a Side-Step preprocessed dataset folder (*.pt) into a "
+                       "song cache, or a Side-Step checkpoint-epoch-N folder into an adapter folder")
+    p.add_argument("src", help="Side-Step dataset folder or checkpoint-epoch-N folder")
+    p.add_argument("out", help="folder to write: data.path or adapter.init_from of a new run")
 
     sub.add_parser("env", help="environment check: versions against the lock, devices, free disk")
 
@@ -99,7 +107,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "export":
             from studio.commands.export import export_from_cli
 
-            return export_from_cli(args.run_dir, args.format, args.out)
+            return export_from_cli(args.run_dir, args.format, args.out, args.gguf_type)
+        if args.command == "import-sidestep":
+            from studio.commands.import_sidestep import import_from_cli
+
+            return import_from_cli(args.src, args.out)
         if args.command == "env":
             from studio.envcheck import print_env
 

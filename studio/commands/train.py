@@ -134,11 +134,12 @@ def _train(cfg, run_dir: Path, progress, progress_bar: bool):
     from studio.hub import CheckpointPusher
     from studio.train.loop import Loop
     from studio.train.setup import build_trainer
+    from studio.train.trackers import finish_trackers, start_trackers
 
     if is_image_job(cfg):  # name every unusable file (and refuse with on_bad_file=error) before loading
         scan_image_job(cfg, progress)
     set_seed(cfg.training.seed)  # the same on every rank: identical adapter init and noise streams
-    accelerator = _accelerator(cfg)
+    accelerator = _accelerator(cfg, run_dir)
     main = accelerator.is_main_process
     progress.event(Event.LOADING, message=f"loading {cfg.model.family} model from {cfg.model.path}")
     trainer = build_trainer(cfg, accelerator)
@@ -148,15 +149,15 @@ def _train(cfg, run_dir: Path, progress, progress_bar: bool):
         disk.require_space(run_dir, 2 * disk.tensor_bytes(trainer.adapter.trainable_params()), "the first checkpoint")
         write_training_args(run_dir, cfg, trainer)
     accelerator.wait_for_everyone()
-    writer = _tensorboard(cfg, run_dir) if main else None
     bar = None
     if progress_bar and main:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=trainer.total_steps, desc=cfg.job.name, unit="step", dynamic_ncols=True)
     pusher = CheckpointPusher(cfg, progress) if main and CheckpointPusher.wanted(cfg) else None
-    loop = Loop(trainer, run_dir, progress, writer=writer, bar=bar, on_checkpoint=pusher and pusher.push)
+    loop = Loop(trainer, run_dir, progress, bar=bar, on_checkpoint=pusher and pusher.push)
     try:
+        start_trackers(accelerator, cfg, run_dir)  # logging.report_to, main process only
         resume = health.resume_point(run_dir, cfg.checkpointing.resume_from, cfg.checkpointing.auto_resume)
         if resume:
             loop.resume(resume)
@@ -171,10 +172,9 @@ def _train(cfg, run_dir: Path, progress, progress_bar: bool):
     finally:
         if pusher is not None:
             pusher.close()  # idempotent: after `finish`, nothing is left to wait for
+        finish_trackers(accelerator)
     if bar is not None:
         bar.close()
-    if writer is not None:
-        writer.close()
     return outcome, loop.last_loss, loop.step
 
 
@@ -217,30 +217,26 @@ def finish(loop, run_dir: Path, pusher=None) -> None:
     t.accelerator.wait_for_everyone()
 
 
-def _accelerator(cfg):
+def _accelerator(cfg, run_dir: Path):
     """One Accelerator per process. With several processes, a rank that waits longer than
-    distributed.timeout_minutes for the others fails (the launcher then ends the job) instead of hanging."""
+    distributed.timeout_minutes for the others fails (the launcher then ends the job) instead of hanging.
+    The main process gets the trackers of logging.report_to."""
     from datetime import timedelta
 
     from accelerate import Accelerator
     from accelerate.utils import InitProcessGroupKwargs
 
     from studio.runfolder.device import accelerator_options, mixed_precision
+    from studio.train.ranks import is_main_process
+    from studio.train.trackers import build_trackers
 
     timeout = InitProcessGroupKwargs(timeout=timedelta(minutes=cfg.distributed.timeout_minutes))
-    acc = Accelerator(mixed_precision=mixed_precision(cfg), kwargs_handlers=[timeout], **accelerator_options(cfg))
+    acc = Accelerator(mixed_precision=mixed_precision(cfg), kwargs_handlers=[timeout],
+                      log_with=build_trackers(cfg, run_dir) if is_main_process() else None,
+                      **accelerator_options(cfg))
     wanted = {"ddp": ("MULTI_GPU", "MULTI_CPU", "NO"), "fsdp2": ("FSDP",), "deepspeed": ("DEEPSPEED",)}
     if acc.num_processes > 1 and acc.distributed_type.value not in wanted[cfg.distributed.strategy]:
         raise ValueError(f"distributed.strategy={cfg.distributed.strategy} was asked for but accelerate runs "
                          f"{acc.distributed_type.value}: never train with another strategy than the one chosen")
     return acc
 
-
-def _tensorboard(cfg, run_dir: Path):
-    if not cfg.logging.tensorboard:
-        return None
-    from torch.utils.tensorboard import SummaryWriter
-
-    # TensorBoard lists runs by folder: `job.run_name` names this run there (else the job name).
-    base = Path(cfg.logging.log_dir) if cfg.logging.log_dir else run_dir / "runs"
-    return SummaryWriter(log_dir=str(base / cfg.job.run_name if cfg.job.run_name else base))

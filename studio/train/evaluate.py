@@ -33,6 +33,17 @@ def evaluate(t) -> dict:
     return metrics
 
 
+def clip_score(t, scorer, step: int) -> float:
+    """Mean CLIP score of the sample prompts' images, rendered as samples are (seeds, steps, guidance,
+    EMA weights) with the weights of this step."""
+    from studio.sampling import sampling_weights
+
+    prompts = t.cfg.sampling.prompts
+    with sampling_weights(t):
+        samples = t.family.sample(prompts, step)
+    return scorer.mean_score([s.data for s in samples], [p.prompt for p in prompts])
+
+
 class EarlyStopper:
     """Counts evaluations without an improvement larger than the threshold."""
 

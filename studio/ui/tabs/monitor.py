@@ -9,6 +9,7 @@ import gradio as gr
 
 from studio.queue import Job, QueueError
 from studio.runfolder.control import request
+from studio.runfolder.layout import TENSORBOARD_DIR
 from studio.ui.context import StudioContext
 from studio.ui.download_panel import build_download_panel
 from studio.ui.jobs import default_job_id, get_job, job_choices
@@ -44,7 +45,7 @@ class MonitorTab:
 
 def log_dir_of(job: Job) -> Path:
     configured = ((job.config.get("logging") or {}).get("log_dir") or "").strip()
-    return Path(configured).expanduser() if configured else Path(job.run_dir) / "runs"
+    return Path(configured).expanduser() if configured else Path(job.run_dir) / TENSORBOARD_DIR
 
 
 def tensorboard_status(ctx: StudioContext, job: Job | None) -> str:
