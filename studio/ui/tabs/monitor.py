@@ -11,7 +11,7 @@ from studio.queue import Job, QueueError
 from studio.runfolder.control import request
 from studio.ui.context import StudioContext
 from studio.ui.download_panel import build_download_panel
-from studio.ui.jobs import default_job_id, get_job, job_choices
+from studio.ui.jobs import default_job_id, get_job, job_choices, picker_update
 from studio.ui.live import (RunFeed, console_text, loss_frame, lr_frame, progress_html, read_new_console,
                             read_new_progress)
 from studio.ui.tensorboard import delete_event_files, event_files
@@ -79,10 +79,10 @@ def monitor_tick(ctx: StudioContext, job_id, feed: RunFeed, everything: bool = F
     """One timer tick: the job list when it changed, then whatever the run appended since the last tick."""
     choices = job_choices(ctx.store)
     signature = repr(choices)
+    picked = job_id
     if job_id not in [c[1] for c in choices]:
         job_id = default_job_id(ctx.store)
-    choice_update = gr.skip() if signature == feed.choices_signature and job_id == feed.job_id else \
-        gr.update(choices=choices, value=job_id)
+    choice_update = picker_update(choices, picked, job_id, signature != feed.choices_signature)
     job = get_job(ctx.store, job_id)
     if job is None:
         return [choice_update, "<div class='studio-status'>No job yet: add one in the Train tab.</div>",
