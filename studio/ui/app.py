@@ -21,6 +21,7 @@ CSS = """
 #train-side { position: sticky; top: 8px; align-self: flex-start; }
 .field-error { box-shadow: 0 0 0 2px #dc2626 !important; border-radius: 8px; }
 .field-error .info, .field-error [data-testid="block-info"] + div { color: #b91c1c !important; }
+.studio-hidden { display: none !important; }
 .studio-hint { opacity: .8; font-size: .92em; }
 .studio-status { font-size: 1.02em; margin: 4px 0; }
 .studio-badge { display: inline-block; padding: 1px 8px; border-radius: 10px; font-weight: 600;
@@ -95,6 +96,7 @@ def build_app(ctx, serving: dict):
     """The Blocks app. `ctx`: a StudioContext (store, worker, TensorBoards, served folders)."""
     import gradio as gr
 
+    from studio.ui.field_checks import WATCH_FIELDS
     from studio.ui.tabs.environment import build_environment_tab
     from studio.ui.tabs.monitor import build_monitor_tab
     from studio.ui.tabs.playground import build_playground_tab
@@ -146,6 +148,7 @@ def build_app(ctx, serving: dict):
                                                  show_progress="hidden")
         demo.load(queue.refresh, [queue.job, gr.State("")], queue.refresh_outputs, show_progress="hidden")
         demo.load(queue.load_settings, None, queue.settings_outputs, show_progress="hidden")
+        demo.load(None, js=WATCH_FIELDS)  # the Train form's checks while editing (studio/ui/field_checks.py)
     return demo
 
 

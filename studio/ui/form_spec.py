@@ -30,7 +30,10 @@ from studio.config.schema import SECTIONS, JobConfig
 # numbers as text), table (list of sub-settings, e.g. sample prompts), json (anything else).
 TRISTATE = {None: "auto", True: "on", False: "off"}
 TRISTATE_BACK = {v: k for k, v in TRISTATE.items()}
-_SLIDER_MAX_POSITIONS = {"int": 1024, "float": 10_000}
+# A slider only for short ranges one drags across (dropouts, ratios, a resolution in steps of 64): a
+# slider clamps a typed value to its range without a word, so a number that is typed (rank, batch
+# size, step counts) gets a number box whose out-of-range value reaches the schema and its message.
+_SLIDER_MAX_POSITIONS = {"int": 100, "float": 300}
 
 
 @dataclass(frozen=True)

@@ -154,17 +154,27 @@ def nearest_path(form: SchemaForm, problem_path: str) -> str | None:
     return best
 
 
-def error_updates(form: SchemaForm, problems: dict[str, str]) -> list[Any]:
-    """Show each problem under its own field (red frame, message before the help text); clear the rest."""
+def _by_field(form: SchemaForm, problems: dict[str, str]) -> dict[str, list[str]]:
     by_field: dict[str, list[str]] = {}
     for path, message in problems.items():
         target = nearest_path(form, path)
         if target:
             suffix = "" if path == target else f" ({path[len(target) + 1:]})"
             by_field.setdefault(target, []).append(message + suffix)
+    return by_field
+
+
+def error_updates(form: SchemaForm, problems: dict[str, str], before: dict[str, str] | None = None) -> list[Any]:
+    """Show each problem under its own field (red frame, message before the help text); clear the rest.
+    With `before` (the problems on screen), fields whose messages stay the same are left alone."""
+    by_field = _by_field(form, problems)
+    old = _by_field(form, before) if before is not None else None
     out = []
     for spec in form.specs:
         errors = by_field.get(spec.path)
+        if old is not None and old.get(spec.path) == errors:
+            out.append(gr.skip())
+            continue
         classes = ["field-error"] if errors else []
         if spec.kind in _INFO_KINDS:
             info = f"⚠ {'; '.join(errors)}. — {help_text(spec)}" if errors else help_text(spec)

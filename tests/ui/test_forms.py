@@ -35,7 +35,19 @@ def test_every_setting_has_a_component_and_help():
     assert kinds["model.family"] == "choice" and kinds["memory.gradient_checkpointing"] == "bool"
     assert kinds["sampling.prompts"] == "table" and kinds["adapter.target_modules"] == "tags"
     assert kinds["dataloader.pin_memory"] == "tristate"
-    assert spec_by_path()["adapter.rank"].slider and not spec_by_path()["training.learning_rate"].slider
+    assert spec_by_path()["adapter.dropout"].slider and not spec_by_path()["training.learning_rate"].slider
+
+
+def test_a_typed_out_of_range_number_is_kept_and_named_not_clamped(form, home):
+    """Rank 0 must not silently become 1 (a slider clamps typed values): a number box that says the
+    range keeps the 0, and the schema's error names the field."""
+    rank = form.component("adapter.rank")
+    assert isinstance(rank, gr.Number) and "range 1 … 1024" in rank.info
+    assert through_browser(rank, 0) == 0
+    values = values_from_config(preset_config(PRESETS[0]))
+    values[[s.path for s in field_specs()].index("adapter.rank")] = through_browser(rank, 0)
+    problems = check_values(values).problems
+    assert problems["adapter.rank"].startswith("Input should be greater than or equal to 1")
 
 
 @pytest.mark.parametrize("name", PRESETS)
