@@ -55,6 +55,7 @@ class FieldSpec:
     widget: str | None = None
     item_type: type | None = None  # element type of numlist
     columns: tuple["FieldSpec", ...] = field(default=())  # sub-fields of a table
+    when: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (other setting, its values that show this one)
 
     @property
     def section(self) -> str:
@@ -74,11 +75,14 @@ class FieldSpec:
             return False  # floats without a UI step (learning rates...) read better as numbers
         return (self.maximum - self.minimum) / step <= _SLIDER_MAX_POSITIONS[self.kind]
 
-    def applies(self, family: str, adapter_type: str, variant: str) -> bool:
-        """False when the setting does nothing for this family / adapter / variant (hidden in the form)."""
+    def applies(self, family: str, adapter_type: str, variant: str, others: dict[str, str] | None = None) -> bool:
+        """False when the setting does nothing for this family / adapter / variant, or while a setting it
+        depends on (`when`; its value in `others`, when known) has another value: hidden in the form."""
+        others = others or {}
         return ((self.families is None or family in self.families)
                 and (self.adapters is None or adapter_type in self.adapters)
-                and (self.variants is None or variant in self.variants))
+                and (self.variants is None or variant in self.variants)
+                and all(path not in others or others[path] in values for path, values in self.when))
 
     def range_hint(self) -> str:
         if self.minimum is None and self.maximum is None:
@@ -163,7 +167,7 @@ def _field_spec(path: str, info) -> FieldSpec:
         families=tuple(ui["families"]) if ui.get("families") else None,
         adapters=tuple(ui["adapters"]) if ui.get("adapters") else None,
         variants=tuple(ui["variants"]) if ui.get("variants") else None,
-        widget=ui.get("widget"), **extra)
+        widget=ui.get("widget"), when=tuple((p, tuple(v)) for p, v in (ui.get("when") or {}).items()), **extra)
 
 
 def _model_specs(model: type[BaseModel], prefix: str) -> list[FieldSpec]:
