@@ -11,6 +11,7 @@ from studio.queue import QueueError
 from studio.ui import train_actions as act
 from studio.ui.context import StudioContext
 from studio.ui.field_checks import all_shown, wire_field_checks
+from studio.ui.machine_commands import build_machine_commands
 from studio.ui.estimates import ESTIMATE_PATHS, estimate, summary_markdown
 from studio.ui.form_spec import config_from_values, default_values, field_specs, get_path, same_ui_value
 from studio.ui.forms import (CONTEXT_PATHS, SchemaForm, build_form, error_updates, value_updates,
@@ -83,6 +84,7 @@ def build_train_tab(ctx: StudioContext) -> TrainTab:
                                          "to write them into the selected custom preset when queueing.")
             gr.Markdown("### This job")
             summary = gr.Markdown(summary_markdown(estimate(base), base), elem_id="train-summary")
+            build_machine_commands(form)  # several machines: the command for each
             with gr.Row():
                 preview_btn = gr.Button("Preview config", size="sm", elem_id="train-preview-btn")
                 add_btn = gr.Button("Add to queue", variant="primary", size="sm", elem_id="train-add")
