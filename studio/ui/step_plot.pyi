@@ -1,0 +1,35 @@
+"""Loss and learning-rate charts over optimizer steps (Monitor, Compare runs).
+
+Gradio's line plot draws lines only, so a run with one logged point showed an empty chart; and its
+x axis started at 0, an empty stretch before the first logged step. `StepPlot` draws points while no
+series has two yet, and `plot_update` fits the x axis to the steps that are there."""
+from __future__ import annotations
+
+import gradio as gr
+import pandas as pd
+
+from gradio.events import Dependency
+
+class StepPlot(gr.LinePlot):
+    """A line plot that shows a lone point as a point."""
+
+    def postprocess(self, value):
+        data = super().postprocess(value)
+        if data is not None and isinstance(value, pd.DataFrame) and not value.empty:
+            counts = value.groupby(self.color).size() if self.color in value.columns else pd.Series([len(value)])
+            if counts.max() < 2:
+                data.mark = "point"
+        return data
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+
+def plot_update(frame: pd.DataFrame, x: str = "step"):
+    """The chart's new data with its x axis from the first to the last step shown (one step: around it)."""
+    if frame.empty:
+        return gr.update(value=frame)
+    first, last = float(frame[x].min()), float(frame[x].max())
+    return gr.update(value=frame, x_lim=[first, last] if last > first else [first - 1, last + 1])
