@@ -22,6 +22,7 @@ CSS = """
 .field-error { box-shadow: 0 0 0 2px #dc2626 !important; border-radius: 8px; }
 .field-error .info, .field-error [data-testid="block-info"] + div { color: #b91c1c !important; }
 .studio-hidden { display: none !important; }
+#train-machines pre, #train-machines code { white-space: pre-wrap !important; overflow-wrap: anywhere; }
 .studio-hint { opacity: .8; font-size: .92em; }
 .studio-status { font-size: 1.02em; margin: 4px 0; }
 .studio-badge { display: inline-block; padding: 1px 8px; border-radius: 10px; font-weight: 600;
