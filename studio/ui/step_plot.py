@@ -1,8 +1,9 @@
 """Loss and learning-rate charts over optimizer steps (Monitor, Compare runs).
 
-Gradio's line plot draws lines only, so a run with one logged point showed an empty chart; and its
-x axis started at 0, an empty stretch before the first logged step. `StepPlot` draws points while no
-series has two yet, and `plot_update` fits the x axis to the steps that are there."""
+Gradio's line plot draws lines only, so a run with one logged point was not drawn at all (an empty
+chart, or a missing run among the compared ones); and its x axis started at a rounder number than the
+first logged step, an empty tick before the first point. `StepPlot` draws points while any series has
+a single one, with whole-number steps, and `plot_update` fits the x axis to the steps that are there."""
 from __future__ import annotations
 
 import gradio as gr
@@ -10,13 +11,17 @@ import pandas as pd
 
 
 class StepPlot(gr.LinePlot):
-    """A line plot that shows a lone point as a point."""
+    """A line plot over optimizer steps that shows a lone point as a point."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("x_axis_format", "d")  # steps are whole numbers: no "4.0, 5.0" ticks
+        super().__init__(*args, **kwargs)
 
     def postprocess(self, value):
         data = super().postprocess(value)
         if data is not None and isinstance(value, pd.DataFrame) and not value.empty:
             counts = value.groupby(self.color).size() if self.color in value.columns else pd.Series([len(value)])
-            if counts.max() < 2:
+            if counts.min() < 2:  # one mark for every series: points, so the lone one shows
                 data.mark = "point"
         return data
 

@@ -11,13 +11,17 @@ import pandas as pd
 from gradio.events import Dependency
 
 class StepPlot(gr.LinePlot):
-    """A line plot that shows a lone point as a point."""
+    """A line plot over optimizer steps that shows a lone point as a point."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("x_axis_format", "d")  # steps are whole numbers: no "4.0, 5.0" ticks
+        super().__init__(*args, **kwargs)
 
     def postprocess(self, value):
         data = super().postprocess(value)
         if data is not None and isinstance(value, pd.DataFrame) and not value.empty:
             counts = value.groupby(self.color).size() if self.color in value.columns else pd.Series([len(value)])
-            if counts.max() < 2:
+            if counts.min() < 2:  # one mark for every series: points, so the lone one shows
                 data.mark = "point"
         return data
     from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING

@@ -172,4 +172,6 @@ def test_a_lone_point_is_drawn_and_the_axis_starts_at_the_first_step():
     assert plot.postprocess(one).mark == "point"
     two = pd.DataFrame([(5, 0.3, "train"), (6, 0.2, "train")], columns=["step", "loss", "series"])
     assert plot.postprocess(two).mark == "line"
+    mixed = pd.concat([two, pd.DataFrame([(4, 0.5, "eval")], columns=two.columns)])
+    assert plot.postprocess(mixed).mark == "point"  # the run with one point is not left out
     assert plot_update(two)["x_lim"] == [5, 6] and plot_update(one)["x_lim"] == [4, 6]

@@ -9,7 +9,7 @@ from studio.queue import QueueError
 from studio.ui import train_actions as act
 from studio.ui.compare import SWEEP_AXES, overlay_frame, parse_axis, sweep_configs
 from studio.ui.jobs import get_job, job_choices
-from studio.ui.step_plot import StepPlot
+from studio.ui.step_plot import StepPlot, plot_update
 
 
 def overlay(ctx, job_ids) -> tuple:
@@ -19,7 +19,7 @@ def overlay(ctx, job_ids) -> tuple:
         return gr.update(value=None), "Pick two or more runs to compare their loss curves."
     missing = [f"#{j.id}" for j in jobs if not (frame["run"] == f"#{j.id} {j.name}").any()]
     note = f" ({', '.join(missing)}: no logged loss yet)" if missing else ""
-    return frame, f"{len(jobs)} run(s) on one chart{note}."
+    return plot_update(frame), f"{len(jobs)} run(s) on one chart{note}."
 
 
 def queue_sweep(ctx, preset: str, prefix: str, *axis_texts) -> tuple:

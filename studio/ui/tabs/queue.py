@@ -78,6 +78,10 @@ BUTTONS = (("stop", "Stop", "stop"), ("resume", "Resume", "secondary"), ("retry"
            ("clone", "Clone into form", "primary"))
 
 
+def _sentence(line: str) -> str:
+    return f"{line[:1].upper()}{line[1:]}." if line else ""
+
+
 def queue_refresh(ctx: StudioContext, progress: LastProgress, job_id, last_signature: str) -> list:
     """Table (only when it changed), selection, the selected job's details and buttons, the script."""
     frame = queue_frame(ctx.store, progress)
@@ -98,7 +102,7 @@ def queue_refresh(ctx: StudioContext, progress: LastProgress, job_id, last_signa
             picker,
             selected.run_dir if selected else "", job_detail(selected),
             json.dumps(selected.config, indent=2) if selected else "", script_text, str(script_path),
-            ctx.worker_state(), signature, *states]
+            _sentence(ctx.worker_state()), signature, *states]
 
 
 def save_setting(ctx: StudioContext, key: str, value) -> str:
