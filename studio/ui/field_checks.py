@@ -55,7 +55,10 @@ def check_edit(form: SchemaForm, shown: Shown, elem_id: str, values: list) -> tu
     touched = shown.touched | ({path} if path else set())
     problems = act.check_values(values).problems
     visible = {p: m for p, m in problems.items() if shown.everything or nearest_path(form, p) in touched}
-    return error_updates(form, visible, before=shown.problems), Shown(touched, visible, shown.everything)
+    # The field just left is always redrawn: what is on screen may be newer than `shown` (an Add to
+    # queue that answered while this check ran), and that field must end right.
+    updates = error_updates(form, visible, before=shown.problems, always=(path,) if path else ())
+    return updates, Shown(touched, visible, shown.everything)
 
 
 def all_shown(problems: dict[str, str]) -> Shown:

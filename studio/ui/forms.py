@@ -201,15 +201,17 @@ def _by_field(form: SchemaForm, problems: dict[str, str]) -> dict[str, list[str]
     return by_field
 
 
-def error_updates(form: SchemaForm, problems: dict[str, str], before: dict[str, str] | None = None) -> list[Any]:
+def error_updates(form: SchemaForm, problems: dict[str, str], before: dict[str, str] | None = None,
+                  always: tuple[str, ...] = ()) -> list[Any]:
     """Show each problem under its own field (red frame, message before the help text); clear the rest.
-    With `before` (the problems on screen), fields whose messages stay the same are left alone."""
+    With `before` (the problems on screen), fields whose messages stay the same are left alone, except
+    the fields in `always`."""
     by_field = _by_field(form, problems)
     old = _by_field(form, before) if before is not None else None
     out = []
     for spec in form.specs:
         errors = by_field.get(spec.path)
-        if old is not None and old.get(spec.path) == errors:
+        if old is not None and old.get(spec.path) == errors and spec.path not in always:
             out.append(gr.skip())
             continue
         classes = ["field-error"] if errors else []

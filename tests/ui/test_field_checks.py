@@ -27,6 +27,9 @@ def test_the_touched_field_shows_its_problem_and_is_cleared_when_fixed(form, hom
     assert "greater than or equal to 1" in rank["info"] and rank["elem_classes"] == ["field-error"]
     assert steps == gr.skip() and set(shown.problems) == {"adapter.rank"}
     assert sum(u != gr.skip() for u in updates) == 1  # one field changed: one update sent
+    # The field just left is redrawn even when `shown` says it is clean (an answer that crossed this one).
+    updates, _ = check_edit(form, Shown(), field_elem_id("data.resolution"), values)
+    assert updates[paths.index("data.resolution")]["elem_classes"] == []
 
     values[paths.index("adapter.rank")] = 8
     updates, shown = check_edit(form, shown, field_elem_id("adapter.rank"), values)
