@@ -9,26 +9,33 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
+STEP_AXIS = {"x": "step", "x_title": "optimizer step", "x_axis_format": "d"}  # whole steps: no "4.0" ticks
+
+
+def has_lone_point(frame: pd.DataFrame, color: str | None) -> bool:
+    """True when a series (or the only one) has a single point: a line would not show it."""
+    if frame.empty:
+        return False
+    counts = frame.groupby(color).size() if color in frame.columns else pd.Series([len(frame)])
+    return bool(counts.min() < 2)
+
 
 class StepPlot(gr.LinePlot):
-    """A line plot over optimizer steps that shows a lone point as a point."""
-
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("x_axis_format", "d")  # steps are whole numbers: no "4.0, 5.0" ticks
-        super().__init__(*args, **kwargs)
+    """A line plot over optimizer steps that shows a lone point as a point. (No __init__ of its own:
+    Gradio reads a component's settings from its constructor's signature.) Give it STEP_AXIS."""
 
     def postprocess(self, value):
         data = super().postprocess(value)
-        if data is not None and isinstance(value, pd.DataFrame) and not value.empty:
-            counts = value.groupby(self.color).size() if self.color in value.columns else pd.Series([len(value)])
-            if counts.min() < 2:  # one mark for every series: points, so the lone one shows
-                data.mark = "point"
+        if data is not None and isinstance(value, pd.DataFrame) and has_lone_point(value, self.color):
+            data.mark = "point"  # one mark for every series: points, so the lone one shows
         return data
 
 
-def plot_update(frame: pd.DataFrame, x: str = "step"):
-    """The chart's new data with its x axis from the first to the last step shown (one step: around it)."""
+def plot_update(frame: pd.DataFrame, color: str | None = None, x: str = "step"):
+    """The chart's new data with its x axis from the first to the last step shown; with points, a
+    margin so the first and last are not cut in half (a single step: one step either side)."""
     if frame.empty:
         return gr.update(value=frame)
     first, last = float(frame[x].min()), float(frame[x].max())
-    return gr.update(value=frame, x_lim=[first, last] if last > first else [first - 1, last + 1])
+    margin = max(1.0, (last - first) * 0.03) if has_lone_point(frame, color) or last == first else 0.0
+    return gr.update(value=frame, x_lim=[first - margin, last + margin])

@@ -11,18 +11,13 @@ import pandas as pd
 from gradio.events import Dependency
 
 class StepPlot(gr.LinePlot):
-    """A line plot over optimizer steps that shows a lone point as a point."""
-
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("x_axis_format", "d")  # steps are whole numbers: no "4.0, 5.0" ticks
-        super().__init__(*args, **kwargs)
+    """A line plot over optimizer steps that shows a lone point as a point. (No __init__ of its own:
+    Gradio reads a component's settings from its constructor's signature.) Give it STEP_AXIS."""
 
     def postprocess(self, value):
         data = super().postprocess(value)
-        if data is not None and isinstance(value, pd.DataFrame) and not value.empty:
-            counts = value.groupby(self.color).size() if self.color in value.columns else pd.Series([len(value)])
-            if counts.min() < 2:  # one mark for every series: points, so the lone one shows
-                data.mark = "point"
+        if data is not None and isinstance(value, pd.DataFrame) and has_lone_point(value, self.color):
+            data.mark = "point"  # one mark for every series: points, so the lone one shows
         return data
     from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
     from gradio.blocks import Block

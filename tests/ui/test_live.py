@@ -174,4 +174,5 @@ def test_a_lone_point_is_drawn_and_the_axis_starts_at_the_first_step():
     assert plot.postprocess(two).mark == "line"
     mixed = pd.concat([two, pd.DataFrame([(4, 0.5, "eval")], columns=two.columns)])
     assert plot.postprocess(mixed).mark == "point"  # the run with one point is not left out
-    assert plot_update(two)["x_lim"] == [5, 6] and plot_update(one)["x_lim"] == [4, 6]
+    assert plot_update(two, "series")["x_lim"] == [5, 6] and plot_update(one, "series")["x_lim"] == [4, 6]
+    assert plot_update(mixed, "series")["x_lim"] == [3, 7]  # points get a margin: none is cut in half
