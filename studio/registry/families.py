@@ -12,6 +12,7 @@ Traits:
   min_snr           the loss supports min-SNR-gamma weighting (`loss.snr_gamma`)
   kohya_keys        its ComfyUI single file uses kohya keys (LyCORIS writes them for every adapter type)
   llm_adapter       a trainable LLM adapter sits between text encoder and denoiser (`adapter.freeze_llm_adapter`)
+  custom_variants   `model.variant` may also name a fine-tune outside `variants` (the UI lets one be typed)
 """
 from __future__ import annotations
 
@@ -80,7 +81,7 @@ FAMILIES: dict[str, FamilyRow] = {row.id: row for row in (
     FamilyRow("acestep", "songs", "studio.families.tiny_audio:write_acestep",
               "studio.families.acestep:AceStepFamily", variants=("turbo", "base", "sft"),
               demo={"model": {"variant": "turbo"}},
-              traits=frozenset({"attention_split", "min_snr"}),
+              traits=frozenset({"attention_split", "min_snr", "custom_variants"}),
               defaults={"adapter": {"rank": 64, "alpha": 128, "dropout": 0.1},
                         "training": {"learning_rate": 1e-4, "batch_size": 1, "gradient_accumulation_steps": 4,
                                      "epochs": 100},

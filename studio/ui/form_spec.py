@@ -30,7 +30,10 @@ from studio.config.schema import SECTIONS, JobConfig
 # numbers as text), table (list of sub-settings, e.g. sample prompts), json (anything else).
 TRISTATE = {None: "auto", True: "on", False: "off"}
 TRISTATE_BACK = {v: k for k, v in TRISTATE.items()}
-_SLIDER_MAX_POSITIONS = {"int": 1024, "float": 10_000}
+# A slider only for short ranges one drags across (dropouts, ratios, a resolution in steps of 64): a
+# slider clamps a typed value to its range without a word, so a number that is typed (rank, batch
+# size, step counts) gets a number box whose out-of-range value reaches the schema and its message.
+_SLIDER_MAX_POSITIONS = {"int": 100, "float": 300}
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,7 @@ class FieldSpec:
     widget: str | None = None
     item_type: type | None = None  # element type of numlist
     columns: tuple["FieldSpec", ...] = field(default=())  # sub-fields of a table
+    when: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (other setting, its values that show this one)
 
     @property
     def section(self) -> str:
@@ -71,11 +75,14 @@ class FieldSpec:
             return False  # floats without a UI step (learning rates...) read better as numbers
         return (self.maximum - self.minimum) / step <= _SLIDER_MAX_POSITIONS[self.kind]
 
-    def applies(self, family: str, adapter_type: str, variant: str) -> bool:
-        """False when the setting does nothing for this family / adapter / variant (hidden in the form)."""
+    def applies(self, family: str, adapter_type: str, variant: str, others: dict[str, str] | None = None) -> bool:
+        """False when the setting does nothing for this family / adapter / variant, or while a setting it
+        depends on (`when`; its value in `others`, when known) has another value: hidden in the form."""
+        others = others or {}
         return ((self.families is None or family in self.families)
                 and (self.adapters is None or adapter_type in self.adapters)
-                and (self.variants is None or variant in self.variants))
+                and (self.variants is None or variant in self.variants)
+                and all(path not in others or others[path] in values for path, values in self.when))
 
     def range_hint(self) -> str:
         if self.minimum is None and self.maximum is None:
@@ -160,7 +167,7 @@ def _field_spec(path: str, info) -> FieldSpec:
         families=tuple(ui["families"]) if ui.get("families") else None,
         adapters=tuple(ui["adapters"]) if ui.get("adapters") else None,
         variants=tuple(ui["variants"]) if ui.get("variants") else None,
-        widget=ui.get("widget"), **extra)
+        widget=ui.get("widget"), when=tuple((p, tuple(v)) for p, v in (ui.get("when") or {}).items()), **extra)
 
 
 def _model_specs(model: type[BaseModel], prefix: str) -> list[FieldSpec]:

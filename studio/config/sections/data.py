@@ -9,6 +9,10 @@ from studio.config.fields import IMAGE_FAMILIES, Section, setting
 CaptionStrategy = Literal["textfile", "filename", "instanceprompt", "parquet", "jsonl"]
 
 
+# The settings of the table strategies show only while one of them is chosen.
+FROM_TABLE = {"data.caption_strategy": ("parquet", "jsonl")}
+
+
 class DatasetFolder(Section):
     """One more image folder trained next to `data.path`."""
 
@@ -94,19 +98,22 @@ class DataSection(Section):
         families=IMAGE_FAMILIES)
     caption_extension: str = setting(".txt", "Extension of the caption file next to each image "
                                      "(`photo.png` -> `photo.txt`).", families=IMAGE_FAMILIES,
-                                     group="advanced")
+                                     group="advanced", when={"data.caption_strategy": ("textfile",)})
     instance_prompt: str = setting("", "The prompt every image gets with the `instanceprompt` strategy, "
-                                   "e.g. `a photo of sks dog`.", families=IMAGE_FAMILIES)
+                                   "e.g. `a photo of sks dog`.", families=IMAGE_FAMILIES,
+                                   when={"data.caption_strategy": ("instanceprompt",)})
     metadata_file: str = setting("", "Parquet or JSONL table for the `parquet` / `jsonl` strategies, "
                                  "relative to the folder. Empty = the only `.parquet` file, or "
-                                 "`metadata.jsonl`.", families=IMAGE_FAMILIES, group="advanced")
+                                 "`metadata.jsonl`.", families=IMAGE_FAMILIES, group="advanced",
+                                 when=FROM_TABLE)
     file_column: str = setting("file_name", "Table column holding each image's path relative to the "
-                               "folder (or its bare file name).", families=IMAGE_FAMILIES, group="advanced")
+                               "folder (or its bare file name).", families=IMAGE_FAMILIES, group="advanced",
+                               when=FROM_TABLE)
     caption_column: str = setting("caption", "Table column holding the caption.", families=IMAGE_FAMILIES,
-                                  group="advanced")
+                                  group="advanced", when=FROM_TABLE)
     fallback_caption_column: str = setting("", "Column used when the caption column is empty for a row. "
                                            "Empty = such rows are reported as missing a caption.",
-                                           families=IMAGE_FAMILIES, group="advanced")
+                                           families=IMAGE_FAMILIES, group="advanced", when=FROM_TABLE)
     shuffle_captions: bool = setting(False, "Shuffle the comma-separated tags of each caption every epoch "
                                      "(tag-style captions). Captions then change per step, so their text "
                                      "embeddings are not cached.", families=IMAGE_FAMILIES,

@@ -39,7 +39,7 @@ class ModelSection(Section):
                         widget="path")
     variant: str = setting("", "Family variant. ACE-Step: turbo / base / sft. Causal LM: sft (chat "
                            "fine-tuning) or pretrain (plain text). Empty for image families.",
-                           families=tuple(f for f in ALL_FAMILIES if FAMILIES[f].variants))
+                           families=tuple(f for f in ALL_FAMILIES if FAMILIES[f].variants), widget="variant")
     base_variant: Literal["", "turbo", "base", "sft"] = setting(
         "", "ACE-Step fine-tune (a variant that is not turbo, base or sft): the official variant it was "
         "made from, which picks its timestep sampling and defaults. Empty = read from the model's "

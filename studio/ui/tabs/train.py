@@ -10,6 +10,8 @@ from studio.config import ConfigError
 from studio.queue import QueueError
 from studio.ui import train_actions as act
 from studio.ui.context import StudioContext
+from studio.ui.field_checks import all_shown, wire_field_checks
+from studio.ui.machine_commands import build_machine_commands
 from studio.ui.estimates import ESTIMATE_PATHS, estimate, summary_markdown
 from studio.ui.form_spec import config_from_values, default_values, field_specs, get_path, same_ui_value
 from studio.ui.forms import (CONTEXT_PATHS, SchemaForm, build_form, error_updates, value_updates,
@@ -82,6 +84,7 @@ def build_train_tab(ctx: StudioContext) -> TrainTab:
                                          "to write them into the selected custom preset when queueing.")
             gr.Markdown("### This job")
             summary = gr.Markdown(summary_markdown(estimate(base), base), elem_id="train-summary")
+            build_machine_commands(form)  # several machines: the command for each
             with gr.Row():
                 preview_btn = gr.Button("Preview config", size="sm", elem_id="train-preview-btn")
                 add_btn = gr.Button("Add to queue", variant="primary", size="sm", elem_id="train-add")
@@ -92,7 +95,8 @@ def build_train_tab(ctx: StudioContext) -> TrainTab:
                         save_name, save_desc, save_btn, delete_btn)
     wire_config_files(ctx, tab, *config_files, vis)
     _wire_live(tab)
-    _wire_queueing(ctx, tab, preview, preview_box, preview_btn, add_btn, start_btn, temporary)
+    shown = wire_field_checks(form)
+    _wire_queueing(ctx, tab, preview, preview_box, preview_btn, add_btn, start_btn, temporary, shown)
     return tab
 
 
@@ -179,7 +183,7 @@ def _wire_live(tab: TrainTab) -> None:
 
 
 def _wire_queueing(ctx: StudioContext, tab: TrainTab, preview, preview_box, preview_btn, add_btn, start_btn,
-                   temporary) -> None:
+                   temporary, shown) -> None:
     form = tab.form
 
     def show_preview(base, *values):
@@ -190,14 +194,16 @@ def _wire_queueing(ctx: StudioContext, tab: TrainTab, preview, preview_box, prev
         if edits:
             parts.append(f"{len(edits)} edit(s) vs the preset: " + ", ".join(f"`{p}`" for p in edits))
         return [text, gr.update(open=True), "\n\n".join(p for p in parts if p),
-                *error_updates(form, checked.problems)]
+                *error_updates(form, checked.problems), all_shown(checked.problems)]
 
-    preview_btn.click(show_preview, [tab.base, *form.components], [preview, preview_box, tab.message, *form.components])
+    preview_btn.click(show_preview, [tab.base, *form.components],
+                      [preview, preview_box, tab.message, *form.components, shown])
 
     def queue(start_now, preset_name, keep_temporary, base, *values):
         checked = act.check_values(values)
         if not checked.ok:
-            return [act.problems_markdown(checked.problems), gr.skip(), *error_updates(form, checked.problems)]
+            return [act.problems_markdown(checked.problems), gr.skip(), *error_updates(form, checked.problems),
+                    all_shown(checked.problems)]
         new_base = gr.skip()
         try:
             message = act.add_to_queue(ctx.store, checked, start_now=start_now)
@@ -207,7 +213,7 @@ def _wire_queueing(ctx: StudioContext, tab: TrainTab, preview, preview_box, prev
                 new_base = act.preset_config(preset_name) if "updated" in note else new_base
         except (ConfigError, QueueError) as err:
             problems = err.by_field if isinstance(err, ConfigError) else {}
-            return [act.error_message(err), gr.skip(), *error_updates(form, problems)]
+            return [act.error_message(err), gr.skip(), *error_updates(form, problems), all_shown(problems)]
         edits = act.edited_paths(base, checked.config.model_dump(mode="json"))
         if edits and keep_temporary:
             message += f"\n\nWith {len(edits)} temporary edit(s): " + ", ".join(f"`{p}`" for p in edits[:12])
@@ -216,9 +222,9 @@ def _wire_queueing(ctx: StudioContext, tab: TrainTab, preview, preview_box, prev
         state = ctx.worker_state()
         if "this app" not in state:
             message += f"\n\nNote: {state}."
-        return [message, new_base, *error_updates(form, {})]
+        return [message, new_base, *error_updates(form, {}), all_shown({})]
 
     inputs = [tab.preset, temporary, tab.base, *form.components]
-    outputs = [tab.message, tab.base, *form.components]
+    outputs = [tab.message, tab.base, *form.components, shown]
     add_btn.click(lambda *a: queue(False, *a), inputs, outputs)
     tab.started = start_btn.click(lambda *a: queue(True, *a), inputs, outputs)
