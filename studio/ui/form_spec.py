@@ -30,6 +30,9 @@ from studio.config.schema import SECTIONS, JobConfig
 # numbers as text), table (list of sub-settings, e.g. sample prompts), json (anything else).
 TRISTATE = {None: "auto", True: "on", False: "off"}
 TRISTATE_BACK = {v: k for k, v in TRISTATE.items()}
+# `Literal["auto"] | bool` (e.g. memory.gradient_checkpointing): a dropdown auto / on / off.
+AUTOBOOL = {"auto": "auto", True: "on", False: "off"}
+AUTOBOOL_BACK = {v: k for k, v in AUTOBOOL.items()}
 _SLIDER_MAX_POSITIONS = {"int": 1024, "float": 10_000}
 
 
@@ -124,6 +127,8 @@ def _default(info) -> Any:
 def _kind(annotation: Any, optional: bool) -> tuple[str, dict]:
     """The widget kind for a (non-optional part of a) type, plus extra spec fields."""
     origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType) and set(typing.get_args(annotation)) == {Literal["auto"], bool}:
+        return "autobool", {"choices": tuple(AUTOBOOL.values())}
     if origin is Literal:
         return "choice", {"choices": typing.get_args(annotation)}
     if annotation is bool:
@@ -214,6 +219,8 @@ def to_ui(spec: FieldSpec, value: Any) -> Any:
     """Config value -> the value its component shows."""
     if spec.kind == "tristate":
         return TRISTATE.get(value, "auto")
+    if spec.kind == "autobool":
+        return AUTOBOOL.get(value, "auto")
     if spec.kind == "text":
         return "" if value is None else str(value)
     if spec.kind in ("int", "float") and spec.optional:
@@ -256,6 +263,8 @@ def from_ui(spec: FieldSpec, value: Any) -> Any:
     """Component value -> config value. Bad input is passed on so that validation names the field."""
     if spec.kind == "tristate":
         return TRISTATE_BACK.get(value, value)
+    if spec.kind == "autobool":
+        return AUTOBOOL_BACK.get(value, value)
     if spec.kind in ("int", "float"):
         return _number_back(spec.kind, value)
     if spec.kind == "text":

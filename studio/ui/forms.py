@@ -21,7 +21,7 @@ SECTION_TITLES = {
 OPEN_SECTIONS = ("job", "model", "data", "adapter", "training")
 # The settings that decide which others apply (FieldSpec.applies), with their fallbacks.
 CONTEXT_PATHS = (("model.family", "sd15"), ("adapter.type", "lora"), ("model.variant", ""))
-_INFO_KINDS = ("choice", "multichoice", "bool", "tristate", "int", "float", "text", "tags", "numlist")
+_INFO_KINDS = ("choice", "multichoice", "bool", "tristate", "autobool", "int", "float", "text", "tags", "numlist")
 
 
 def field_elem_id(path: str, prefix: str = "cfg") -> str:
@@ -41,7 +41,7 @@ def make_component(spec: FieldSpec, value: Any, prefix: str = "cfg", visible: bo
                   visible=visible)
     info = dict(info=help_text(spec))
     value = to_ui(spec, value)
-    if spec.kind in ("choice", "tristate"):
+    if spec.kind in ("choice", "tristate", "autobool"):
         return gr.Dropdown(choices=list(spec.choices), value=value, **common, **info)
     if spec.kind == "multichoice":
         return gr.Dropdown(choices=list(spec.choices), value=value, multiselect=True, **common, **info)
