@@ -293,9 +293,11 @@ def _forward_flops(model: ModelInfo, cfg, tokens: int) -> float:
 
 def estimate_vram(cfg, model: ModelInfo, *, checkpointing: bool | None = None, gpu_bytes: float | None = None,
                   gpu_name: str = "") -> VramEstimate:
-    """The estimate for `cfg` (its `memory.gradient_checkpointing`, or `checkpointing` when given)."""
+    """The estimate for `cfg` with its `memory.gradient_checkpointing` (`auto` decided for `gpu_bytes`), or
+    `checkpointing` when given."""
     if checkpointing is None:
-        checkpointing = cfg.memory.gradient_checkpointing is True
+        checkpointing = (decide_checkpointing(cfg, model, gpu_bytes)[0] if cfg.memory.gradient_checkpointing == "auto"
+                         else bool(cfg.memory.gradient_checkpointing))
     precision = cfg.memory.mixed_precision
     weight_bytes = 4 if precision == "no" else 2
     full = ADAPTERS[cfg.adapter.type].size == "full"
@@ -319,7 +321,10 @@ def estimate_vram(cfg, model: ModelInfo, *, checkpointing: bool | None = None, g
     encoders = [p for p in model.others if _encoder_resident(cfg, p)]
     parts["encoders"] = sum(p.params * (4 if precision == "no" or "vae" in p.name else 2) for p in encoders)
     if encoders:
-        notes.append("on the GPU while training: " + ", ".join(p.name for p in encoders))
+        notes.append("on the GPU while training: " + ", ".join(p.name for p in encoders)
+                     + (" (data.cache_mode=auto counts them there; once `studio preprocess` has made the cache "
+                        "they stay in CPU memory)" if cfg.data.cache_mode == "auto"
+                        and family_row(cfg.model.family).data == "images" else ""))
     parts["reserve"] = CONTEXT_BYTES + ALLOCATOR_SLACK * sum(parts.values())
     fwd = _forward_flops(model, cfg, tokens)
     flops = fwd * ((3 if full else 2.2) + (1 if checkpointing else 0))
@@ -385,7 +390,7 @@ def fitting_changes(cfg, model: ModelInfo, gpu_bytes: float) -> list[tuple[dict,
         res = _resolution(cfg)
         while res > 512:
             res -= 256
-            steps.append({"data.resolution": res, "data.resolutions": None})
+            steps.append({"data.resolution": res, **({"data.resolutions": None} if cfg.data.resolutions else {})})
     elif data == "text":
         seq = cfg.data.max_seq_length
         while seq > 256:
@@ -422,10 +427,7 @@ def apply_changes(cfg, changes: dict):
     data = cfg.model_dump()
     for path, value in changes.items():
         section, key = path.split(".")
-        if value is None:
-            data[section][key] = type(data[section][key])() if data[section][key] is not None else None
-        else:
-            data[section][key] = value
+        data[section][key] = value
     return type(cfg).model_validate(data)
 
 
@@ -526,3 +528,26 @@ def fit_problems(cfg, folder: str | Path | None = None) -> tuple[list[tuple[str,
     if cfg.memory.vram_check == "refuse" and est.total > REFUSE_ABOVE * gpu:
         return [("memory.vram_check", message + "; or set memory.vram_check=warn to start anyway")], []
     return [], [message]
+
+
+# ---- the VRAM preset picker (issue #19): a card size -> the settings that fit it ------------------------
+GPU_SIZES_GB = (8, 12, 16, 24, 48, 80)
+
+
+def propose_for_gpu(cfg, model: ModelInfo, gpu_gb: float) -> tuple[dict, VramEstimate]:
+    """Settings (dotted path -> value) for a card of `gpu_gb` GB, and the estimate with them: the card's
+    size, `auto` checkpointing, and when that does not fit, the cheapest changes that do (cached or
+    offloaded encoders, checkpointing, smaller batch with more accumulation, a quantized base where the
+    family has one, then resolution / sequence length / song chunks)."""
+    gpu = gpu_gb * GIB
+    changes: dict = {"memory.gpu_memory_gb": float(gpu_gb), "memory.gradient_checkpointing": "auto"}
+    current = apply_changes(cfg, changes)
+    on, _ = decide_checkpointing(current, model, gpu)
+    est = estimate_vram(current, model, checkpointing=on, gpu_bytes=gpu)
+    if est.fits:
+        return changes, est
+    steps = fitting_changes(current, model, gpu)
+    if steps:
+        more, est = steps[-1]
+        changes.update(more)
+    return changes, est

@@ -171,3 +171,42 @@ def test_vram_command_prints_the_breakdown(tmp_path):
     report = json.loads(result.stdout)
     assert report["fits"] is True and report["gpu_gib"] == 24.0
     assert set(report["parts_gib"]) == {"weights", "trainable", "activations", "encoders", "reserve"}
+
+
+def test_picker_proposes_fitting_settings_per_family(real_size):
+    from studio.config.vram import Part, propose_for_gpu
+
+    # SDXL at batch 4 on a 12 GB card: encoders cached, checkpointing; on an 80 GB card only the size.
+    unet = real_size["sdxl"].trained  # + SDXL's two CLIP text encoders and VAE (parameter counts)
+    encoders = [Part(n, {}, {"w": (size,)}) for n, size in (("text_encoder", 123_060_480),
+                                                             ("text_encoder_2", 694_659_840), ("vae", 83_653_863))]
+    sdxl_model = model_from_shapes(unet.config, unet.shapes, "unet", encoders)
+    sdxl = bench_config("sdxl", False, data__cache_mode="off")
+    changes, est = propose_for_gpu(sdxl, sdxl_model, 8)
+    assert est.fits and changes["data.cache_mode"] == "on" and changes["memory.gradient_checkpointing"] is True
+    assert changes["training.batch_size"] < 4
+    changes, est = propose_for_gpu(sdxl, sdxl_model, 80)
+    assert est.fits and changes == {"memory.gpu_memory_gb": 80.0, "memory.gradient_checkpointing": "auto"}
+    assert not est.gradient_checkpointing  # auto: 80 GB hold it without
+    # Llama-8B on 16 GB: the bf16 weights alone are 15 GiB, so it takes a quantized base (the LLM has one).
+    changes, est = propose_for_gpu(bench_config("llm", False), real_size["llm"], 16)
+    assert est.fits and changes["model.quantization"] in ("8bit", "4bit")
+    assert changes["training.gradient_accumulation_steps"] * changes["training.batch_size"] == 4  # same effective batch
+    # A 2 B-parameter ACE-Step-like transformer: encoders offloaded first, then shorter song chunks.
+    layers, h, inter = 24, 2048, 6144
+    shapes = {f"layers.{i}.self_attn.{p}.weight": (h, h) for i in range(layers) for p in ("to_q", "to_k", "to_v", "to_out.0")}
+    shapes |= {f"layers.{i}.mlp.{p}.weight": s for i in range(layers)
+               for p, s in (("gate_proj", (inter, h)), ("up_proj", (inter, h)), ("down_proj", (h, inter)))}
+    music = model_from_shapes({"hidden_size": h, "intermediate_size": inter, "num_hidden_layers": layers,
+                               "num_attention_heads": 16, "patch_size": 2}, shapes, "transformer",
+                              [Part("vae", {"sampling_rate": 48000, "downsampling_ratios": [2, 4, 4, 6, 10]},
+                                    {"w": (300_000_000,)}),
+                               Part("text_encoder", {}, {"w": (600_000_000,)})])
+    song = load_config({"model": {"family": "acestep", "variant": "turbo"},
+                        "data": {"path": "demo:songs", "max_duration": 240}, "memory": {"mixed_precision": "bf16"}})
+    changes, est = propose_for_gpu(song, music, 12)  # ~7 GiB with checkpointing (auto turns it on)
+    assert est.fits and est.gradient_checkpointing and "memory.offload_encoder" not in changes
+    changes, est = propose_for_gpu(song, music, 6)
+    assert est.fits and changes["memory.offload_encoder"] is True and est.parts["encoders"] == 0
+    changes, est = propose_for_gpu(song, music, 4)
+    assert est.fits and changes["data.chunk_seconds"] <= 120

@@ -32,7 +32,8 @@ def test_every_setting_has_a_component_and_help():
     assert len(specs) > 50
     assert all(s.help for s in specs), [s.path for s in specs if not s.help]
     kinds = {s.path: s.kind for s in specs}
-    assert kinds["model.family"] == "choice" and kinds["memory.gradient_checkpointing"] == "bool"
+    assert kinds["model.family"] == "choice" and kinds["memory.tf32"] == "bool"
+    assert kinds["memory.gradient_checkpointing"] == "autobool"  # auto / on / off
     assert kinds["sampling.prompts"] == "table" and kinds["adapter.target_modules"] == "tags"
     assert kinds["dataloader.pin_memory"] == "tristate"
     assert spec_by_path()["adapter.rank"].slider and not spec_by_path()["training.learning_rate"].slider
@@ -96,3 +97,12 @@ def test_settings_that_do_not_apply_are_hidden(form):
     for spec in limited:  # adapter-specific settings follow adapter.type
         other = next(t for t in ("lora", "loha", "lokr", "oft", "ia3", "full") if t not in spec.adapters)
         assert not visibility_updates(form, "sd15", other, "")[paths.index(spec.path)]["visible"]
+
+
+def test_auto_on_off_setting_round_trips():
+    from studio.ui.form_spec import from_ui, to_ui
+
+    spec = spec_by_path()["memory.gradient_checkpointing"]
+    assert spec.choices == ("auto", "on", "off") and spec.default == "auto"
+    for value in ("auto", True, False):
+        assert from_ui(spec, to_ui(spec, value)) == value
