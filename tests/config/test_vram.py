@@ -210,3 +210,34 @@ def test_picker_proposes_fitting_settings_per_family(real_size):
     assert est.fits and changes["memory.offload_encoder"] is True and est.parts["encoders"] == 0
     changes, est = propose_for_gpu(song, music, 4)
     assert est.fits and changes["data.chunk_seconds"] <= 120
+
+
+@pytest.mark.slow
+def test_auto_checkpointing_is_decided_printed_and_recorded(tmp_path):
+    """A real (tiny) run with `auto` and no GPU: checkpointing on, said in the console, kept in training_args."""
+    from tests.conftest import run_studio
+
+    run_dir = tmp_path / "run"
+    result = run_studio("train", "presets/tiny-sd15-lora.json", "--set", f"job.output_dir={run_dir}",
+                        "--set", "memory.gradient_checkpointing=auto", "--set", "training.max_steps=2",
+                        "--set", "checkpointing.save_strategy=no", "--set", "sampling.prompts=[]",
+                        "--set", "adapter.verify_exports=false")
+    assert result.returncode == 0, result.stderr[-3000:]
+    args = json.loads((run_dir / "training_args.json").read_text())
+    decision = "gradient checkpointing on (auto: no GPU memory size known"
+    assert args["config"]["memory"]["gradient_checkpointing"] is True
+    assert any(n.startswith(decision) for n in args["notes"])
+    assert any(n.startswith("memory estimate: about") for n in args["notes"])
+    assert decision in (run_dir / "console.log").read_text()
+
+
+def test_queue_add_refuses_a_run_that_cannot_fit(tmp_path, studio_home):
+    from studio.families.tiny import ensure_tiny_model
+    from tests.conftest import run_studio
+
+    ensure_tiny_model("sd15", studio_home)
+    config = tmp_path / "job.json"
+    config.write_text(json.dumps({**demo_config("sd15"), "memory": {"gpu_memory_gb": 0.25}}))
+    result = run_studio("queue", "add", str(config))
+    assert result.returncode == 2 and "memory.vram_check" in result.stderr, result.stderr
+    assert json.loads(run_studio("queue", "list", "--json").stdout) == []  # no row was added
