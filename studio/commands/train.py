@@ -98,11 +98,11 @@ def plan_memory(cfg):
 
     folder = resolve_model_path(cfg.model.path) if cfg.model.path.startswith("tiny:") else None
     out = cfg.model_copy(deep=True)
-    on, why = checkpointing_for(cfg, folder)
+    on, why = checkpointing_for(cfg, folder, hub=True)
     if cfg.memory.gradient_checkpointing == "auto":
         out.memory.gradient_checkpointing = on
         out.notes.append(why)
-    model = model_for(cfg, folder)
+    model = model_for(cfg, folder, hub=True)
     if model is not None:
         gpu, name = gpu_memory(cfg)
         est = estimate_vram(out, model, gpu_bytes=gpu, gpu_name=name)
@@ -110,7 +110,7 @@ def plan_memory(cfg):
         out.notes.append(f"memory estimate: about {est.total / 2**30:.1f} GiB{card} (weights "
                          f"{est.parts['weights'] / 2**30:.1f}, adapter + optimizer {est.parts['trainable'] / 2**30:.1f}, "
                          f"activations {est.parts['activations'] / 2**30:.1f}); `python -m studio vram` shows the breakdown")
-    problems, warnings = fit_problems(out, folder)
+    problems, warnings = fit_problems(out, folder, hub=True)
     if problems:  # a `tiny:` model is only readable once written, after load_job's own check
         raise ConfigError(problems)
     out.notes.extend(warnings)

@@ -21,13 +21,13 @@ def vram_report(cfg, gpu_gb: float | None = None) -> dict:
         cfg = cfg.model_copy(deep=True)
         cfg.memory.gpu_memory_gb = gpu_gb
     folder = resolve_model_path(cfg.model.path) if cfg.model.path.startswith("tiny:") else local_model_folder(cfg.model.path)
-    model = model_for(cfg, folder)
+    model = model_for(cfg, folder, hub=True)
     if model is None:
-        raise ConfigError([("model.path", f"{cfg.model.path!r}: no local model folder to read (a diffusers or "
-                            "transformers folder with config.json and .safetensors files, or a hub id already "
-                            "downloaded into the Hugging Face cache)")])
+        raise ConfigError([("model.path", f"{cfg.model.path!r}: no model shapes to read: expected a diffusers "
+                            "or transformers folder with config.json and .safetensors files, or a hub id (read "
+                            "from the Hugging Face cache, else from the hub's file headers when online)")])
     gpu, name = gpu_memory(cfg)
-    on, why = checkpointing_for(cfg, folder)
+    on, why = checkpointing_for(cfg, folder, hub=True)
     est = estimate_vram(cfg, model, checkpointing=on, gpu_bytes=gpu, gpu_name=name)
     out = {**est.as_dict(), "checkpointing_decision": why, "lines": est.lines()}
     if est.fits is False:

@@ -307,7 +307,8 @@ def estimate_vram(cfg, model: ModelInfo, *, checkpointing: bool | None = None, g
     if full:
         parts["weights"] = 0.0  # the trained weights are counted under "trainable" (fp32)
     elif quant:
-        linear = sum(o * i for o, i in model.trained.linears().values())
+        # bitsandbytes leaves the output head in full width (transformers keeps `lm_head` unquantized)
+        linear = sum(o * i for name, (o, i) in model.trained.linears().items() if not name.endswith("lm_head"))
         parts["weights"] = linear * quant + (model.trained.params - linear) * weight_bytes
     else:
         parts["weights"] = model.trained.params * weight_bytes
@@ -433,6 +434,7 @@ def apply_changes(cfg, changes: dict):
 
 # ---- where the numbers come from: the model folder and the GPU ------------------------------------------
 _models: dict[tuple[str, float], ModelInfo] = {}
+_hub_models: dict[tuple[str, str], ModelInfo | None] = {}
 
 
 def local_model_folder(path: str) -> Path | None:
@@ -456,10 +458,45 @@ def local_model_folder(path: str) -> Path | None:
         return None
 
 
-def model_for(cfg, folder: str | Path | None = None) -> ModelInfo | None:
-    """The job's model shapes (read once per folder and modification time), or None when unknown."""
+def hub_model(repo_id: str, revision: str = "") -> ModelInfo | None:
+    """Weight shapes of a hub model not downloaded yet: its `config.json` files and the headers of its
+    safetensors files (HTTP range reads; no weights). None offline or when the hub cannot say."""
+    from huggingface_hub import HfApi, hf_hub_download, is_offline_mode
+
+    if is_offline_mode():
+        return None
+    api, rev = HfApi(), revision or None
+    try:
+        files = api.list_repo_files(repo_id, revision=rev)
+        parts = {}
+        for config_file in (f for f in files if f.split("/")[-1] == "config.json" and f.count("/") <= 1):
+            sub = config_file.rpartition("/")[0]
+            weights = [f for f in files if f.endswith(".safetensors") and f.rpartition("/")[0] == sub]
+            weights = [f for f in weights if f.count(".") == 1] or weights  # not the `.fp16.` variants
+            shapes = {}
+            for file in weights:
+                meta = api.parse_safetensors_file_metadata(repo_id, file, revision=rev)
+                shapes.update({k: tuple(t.shape) for k, t in meta.tensors.items()})
+            if shapes:
+                config = json.loads(Path(hf_hub_download(repo_id, config_file, revision=rev)).read_text())
+                parts[sub] = Part(sub or repo_id.split("/")[-1], config, shapes)
+    except Exception:  # noqa: BLE001 - no network, gated or private repo, no safetensors: no estimate
+        return None
+    trained = next((k for k in ("unet", "transformer", "") if k in parts), None)
+    return None if trained is None else ModelInfo(parts.pop(trained), list(parts.values()))
+
+
+def model_for(cfg, folder: str | Path | None = None, hub: bool = False) -> ModelInfo | None:
+    """The job's model shapes (read once per folder and modification time), or None when unknown. `hub`:
+    a hub id not in the local cache is asked from the hub (headers only), for the CLI and the train command."""
     folder = Path(folder) if folder is not None else local_model_folder(cfg.model.path)
     if folder is None:
+        path = cfg.model.path
+        if hub and path.count("/") == 1 and not Path(path).expanduser().exists() and not path.startswith((".", "/", "~")):
+            key = (path, cfg.model.revision)
+            if key not in _hub_models:
+                _hub_models[key] = hub_model(path, cfg.model.revision)
+            return _hub_models[key]
         return None
     key = (str(folder), folder.stat().st_mtime)
     if key not in _models:
@@ -488,26 +525,26 @@ def gpu_memory(cfg) -> tuple[float | None, str]:
 REFUSE_ABOVE = 1.25  # `vram_check=refuse`: a run estimated above this share of the GPU is refused
 
 
-def checkpointing_for(cfg, folder: str | Path | None = None) -> tuple[bool, str]:
+def checkpointing_for(cfg, folder: str | Path | None = None, hub: bool = False) -> tuple[bool, str]:
     """The gradient checkpointing the job runs with, and the sentence saying why."""
     if cfg.memory.gradient_checkpointing != "auto":
         on = bool(cfg.memory.gradient_checkpointing)
         return on, f"gradient checkpointing {'on' if on else 'off'} (set in the config)"
-    model = model_for(cfg, folder)
+    model = model_for(cfg, folder, hub)
     if model is None:
         return True, ("gradient checkpointing on (auto: the model's size cannot be read before loading, so the "
                       "memory-safe choice)")
     return decide_checkpointing(cfg, model, gpu_memory(cfg)[0])
 
 
-def fit_problems(cfg, folder: str | Path | None = None) -> tuple[list[tuple[str, str]], list[str]]:
+def fit_problems(cfg, folder: str | Path | None = None, hub: bool = False) -> tuple[list[tuple[str, str]], list[str]]:
     """Before launch: (problems refusing the job, warnings). Refused with `memory.vram_check=refuse` when
     the estimate is over REFUSE_ABOVE x the GPU; warned when it is over the GPU; each names the settings
     that would make it fit."""
     if cfg.memory.vram_check == "off":
         return [], []
     gpu, name = gpu_memory(cfg)
-    model = model_for(cfg, folder) if gpu else None
+    model = model_for(cfg, folder, hub) if gpu else None
     if model is None:
         return [], []
     checkpointing = decide_checkpointing(cfg, model, gpu)[0]

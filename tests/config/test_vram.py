@@ -241,3 +241,15 @@ def test_queue_add_refuses_a_run_that_cannot_fit(tmp_path, studio_home):
     result = run_studio("queue", "add", str(config))
     assert result.returncode == 2 and "memory.vram_check" in result.stderr, result.stderr
     assert json.loads(run_studio("queue", "list", "--json").stdout) == []  # no row was added
+
+
+def test_a_hub_model_not_downloaded_has_no_estimate_offline():
+    """The tests run offline (HF_HUB_OFFLINE=1): a hub id outside the cache is named, nothing is fetched."""
+    from tests.conftest import run_studio
+
+    result = run_studio("vram", "presets/llm-sft-lora.json")
+    assert result.returncode == 2
+    assert "model.path" in result.stderr and "Qwen/Qwen2.5-0.5B-Instruct" in result.stderr
+    cfg = load_config("presets/llm-sft-lora.json", ["memory.gradient_checkpointing=auto"])
+    on, why = checkpointing_for(cfg, hub=True)
+    assert on and "cannot be read before loading" in why
