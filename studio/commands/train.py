@@ -93,7 +93,7 @@ def train_from_cli(config_path: str, overrides: list[str], progress_bar: bool = 
 def plan_memory(cfg):
     """Decide `memory.gradient_checkpointing=auto` from the memory estimate and note the estimate and the
     decision (printed at start, recorded in training_args.json). The fit check itself ran in `load_job`."""
-    from studio.config.vram import checkpointing_for, estimate_vram, fit_problems, gpu_memory, model_for
+    from studio.config.vram import checkpointing_for, estimate_vram, fit_problems, gpu_memory, gpu_text, model_for
     from studio.families.paths import resolve_model_path
 
     folder = resolve_model_path(cfg.model.path) if cfg.model.path.startswith("tiny:") else None
@@ -106,7 +106,7 @@ def plan_memory(cfg):
     if model is not None:
         gpu, name = gpu_memory(cfg)
         est = estimate_vram(out, model, gpu_bytes=gpu, gpu_name=name)
-        card = f" of the GPU's {gpu / 2**30:.0f} GiB" if gpu else ""
+        card = f" of the GPU's {gpu_text(gpu)}" if gpu else ""
         out.notes.append(f"memory estimate: about {est.total / 2**30:.1f} GiB{card} (weights "
                          f"{est.parts['weights'] / 2**30:.1f}, adapter + optimizer {est.parts['trainable'] / 2**30:.1f}, "
                          f"activations {est.parts['activations'] / 2**30:.1f}); `python -m studio vram` shows the breakdown")

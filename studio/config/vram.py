@@ -140,7 +140,7 @@ class VramEstimate:
         return None if not self.gpu_bytes else self.total <= self.gpu_bytes
 
     def lines(self) -> list[str]:
-        card = f" of {self.gpu_bytes / GIB:.0f} GiB" if self.gpu_bytes else ""
+        card = f" of {gpu_text(self.gpu_bytes)}" if self.gpu_bytes else ""
         verdict = "" if self.fits is None else (" (fits)" if self.fits else " (does NOT fit)")
         out = [f"VRAM estimate: {self.total / GIB:.1f} GiB{card}{verdict}, gradient checkpointing "
                f"{'on' if self.gradient_checkpointing else 'off'}"]
@@ -160,6 +160,11 @@ class VramEstimate:
 
 def size_text(value: float) -> str:
     return f"{value / GIB:.2f} GiB" if value >= GIB / 10 else f"{value / 2**20:.1f} MiB"
+
+
+def gpu_text(value: float) -> str:
+    """A GPU's memory: whole GiB for real cards, two digits for the small figures of tests."""
+    return f"{value / GIB:.0f} GiB" if value >= 10 * GIB else f"{value / GIB:.3g} GiB"
 
 
 def _matches(name: str, targets: list[str]) -> bool:
@@ -360,9 +365,9 @@ def decide_checkpointing(cfg, model: ModelInfo, gpu_bytes: float | None) -> tupl
     without = estimate_vram(cfg, model, checkpointing=False, gpu_bytes=gpu_bytes)
     if without.fits:
         return False, (f"gradient checkpointing off (auto: the run needs about {without.total / GIB:.1f} GiB "
-                       f"without it, the GPU has {gpu_bytes / GIB:.0f} GiB)")
+                       f"without it, the GPU has {gpu_text(gpu_bytes)})")
     return True, (f"gradient checkpointing on (auto: about {without.total / GIB:.1f} GiB without it would not "
-                  f"fit the GPU's {gpu_bytes / GIB:.0f} GiB)")
+                  f"fit the GPU's {gpu_text(gpu_bytes)})")
 
 
 def fitting_changes(cfg, model: ModelInfo, gpu_bytes: float) -> list[tuple[dict, VramEstimate]]:
@@ -561,7 +566,7 @@ def fit_problems(cfg, folder: str | Path | None = None, hub: bool = False) -> tu
     else:
         fix = "no setting tried here makes it fit; use a GPU with more memory or a smaller model"
     message = (f"the run needs about {est.total / GIB:.1f} GiB of GPU memory (estimate, +-15 %), the GPU has "
-               f"{gpu / GIB:.0f} GiB: {fix}")
+               f"{gpu_text(gpu)}: {fix}")
     if cfg.memory.vram_check == "refuse" and est.total > REFUSE_ABOVE * gpu:
         return [("memory.vram_check", message + "; or set memory.vram_check=warn to start anyway")], []
     return [], [message]
