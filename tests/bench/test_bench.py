@@ -166,6 +166,7 @@ def test_flux_and_studio_variants_run_beside_the_bare_loops(tmp_path):
         assert "error" not in w and not w.get("errors"), w.get("trace") or w.get("errors")
         assert w["forward_flops"] > 0 and all(loop["it_per_s"] > 0 for loop in w["loops"].values())
     assert flux["trainable_params"]["studio"] == flux["trainable_params"]["bare"] > 0  # the same LoRA layers
+    assert flux["loops"]["studio"]["estimated_vram_gb"] > 0  # the memory estimate beside its peak
     assert packed["studio_settings"] == ["data.packing=true", "optimizer.implementation=fused"]
     table = (tmp_path / "gpu-smoke-on-cpu.txt").read_text()
     assert "llm:packing+fused_adamw" in table and "flux" in table
