@@ -31,10 +31,8 @@ from pathlib import Path
 import torch
 
 from bench.gpu_models import SIZES
+from studio.config.vram import PEAK_BF16_TFLOPS  # the GPU table the step-time estimate uses too
 
-# Dense bf16 tensor-core peaks (TFLOP/s, no sparsity) from the vendors' data sheets, by device-name fragment.
-PEAK_BF16_TFLOPS = [("H200", 989.5), ("H100 PCIe", 756.0), ("H100", 989.5), ("A100", 312.0), ("L40S", 362.1),
-                    ("L4", 121.0), ("A10G", 70.0), ("A10", 125.0), ("4090", 165.2), ("3090", 71.0)]
 BLOCK = 5  # steps per timed block: one host sync per block, as a real loop that logs now and then
 # Studio settings of each variant (`--workloads sdxl:compile+channels_last`); the bare loops never change.
 VARIANTS = {
@@ -261,6 +259,9 @@ def run_workload(name: str, spec: dict, device: torch.device, dtype, steps: int,
         out["loops"][loop] = {"s_per_step": round(sec, 4), "it_per_s": round(1 / sec, 3),
                               "peak_vram_gb": round(vram / 2**30, 2) if vram is not None else None,
                               "mfu": round(mfu, 4) if mfu else None}
+    from bench.estimate_check import estimated_vram_gb  # the memory estimate beside the measured peak
+
+    out["loops"]["studio"]["estimated_vram_gb"] = _figure(out, "estimate", lambda: estimated_vram_gb(name, spec, trainer.cfg))
     del trainer, bare
     return out
 

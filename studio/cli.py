@@ -42,6 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batches", type=int, default=4, help="batches to run forward and backward (default 4)")
     p.add_argument("--top-k", type=int, default=16, help="layers written to target_modules.json (default 16)")
 
+    p = sub.add_parser("vram", help="estimate the job's GPU memory (weights, adapter, optimizer, activations) "
+                       "and time per step before anything loads; exit 1 when it does not fit the GPU")
+    _add_config_args(p)
+    p.add_argument("--gpu-gb", type=float, default=None, help="plan for a GPU with this many GB (default: "
+                   "memory.gpu_memory_gb, else the GPU found here)")
+    p.add_argument("--json", action="store_true", help="print the estimate as JSON")
+
     p = sub.add_parser("generate", help="try a run's adapter or checkpoint (adapter.init_from) on the config's "
                        "sample prompt; writes the result and how to reproduce it (Playground jobs)")
     _add_config_args(p)
@@ -91,6 +98,10 @@ def main(argv: list[str] | None = None) -> int:
             from studio.commands.estimate import estimate_from_cli
 
             return estimate_from_cli(args.config, args.overrides, batches=args.batches, top_k=args.top_k)
+        if args.command == "vram":
+            from studio.commands.vram import vram_from_cli
+
+            return vram_from_cli(args.config, args.overrides, gpu_gb=args.gpu_gb, as_json=args.json)
         if args.command == "generate":
             from studio.playground import generate_from_cli
 

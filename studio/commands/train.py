@@ -58,6 +58,8 @@ def train_from_cli(config_path: str, overrides: list[str], progress_bar: bool = 
     if problems:
         raise ConfigError(problems)
     apply_job_environment(cfg)  # before any Hugging Face library is imported; a bad env file: exit 2
+    if not launched_rank:
+        cfg = plan_memory(cfg)
     run_dir = Path(cfg.job.output_dir).expanduser().resolve()
     try:
         disk.require_space(run_dir, 0, "the run")
@@ -86,6 +88,33 @@ def train_from_cli(config_path: str, overrides: list[str], progress_bar: bool = 
         for note in cfg.notes:
             log.warning("config: %s", note)
         return run_training(cfg, run_dir, progress_bar=progress_bar and sys.stderr.isatty())
+
+
+def plan_memory(cfg):
+    """Decide `memory.gradient_checkpointing=auto` from the memory estimate and note the estimate and the
+    decision (printed at start, recorded in training_args.json). The fit check itself ran in `load_job`."""
+    from studio.config.vram import checkpointing_for, estimate_vram, fit_problems, gpu_memory, gpu_text, model_for
+    from studio.families.paths import resolve_model_path
+
+    folder = resolve_model_path(cfg.model.path) if cfg.model.path.startswith("tiny:") else None
+    out = cfg.model_copy(deep=True)
+    on, why = checkpointing_for(cfg, folder, hub=True)
+    if cfg.memory.gradient_checkpointing == "auto":
+        out.memory.gradient_checkpointing = on
+        out.notes.append(why)
+    model = model_for(cfg, folder, hub=True)
+    if model is not None:
+        gpu, name = gpu_memory(cfg)
+        est = estimate_vram(out, model, gpu_bytes=gpu, gpu_name=name)
+        card = f" of the GPU's {gpu_text(gpu)}" if gpu else ""
+        out.notes.append(f"memory estimate: about {est.total / 2**30:.1f} GiB{card} (weights "
+                         f"{est.parts['weights'] / 2**30:.1f}, adapter + optimizer {est.parts['trainable'] / 2**30:.1f}, "
+                         f"activations {est.parts['activations'] / 2**30:.1f}); `python -m studio vram` shows the breakdown")
+    problems, warnings = fit_problems(out, folder, hub=True)
+    if problems:  # a `tiny:` model is only readable once written, after load_job's own check
+        raise ConfigError(problems)
+    out.notes.extend(warnings)
+    return out
 
 
 def run_training(cfg, run_dir: Path, progress_bar: bool = False) -> int:

@@ -89,9 +89,11 @@ class CausalLmFamily(CausalLmExportMixin, ModelFamily):
         if bnb is not None:
             from peft import prepare_model_for_kbit_training
 
+            from studio.config.vram import checkpointing_for
+
             # Casts norms to fp32 and lets gradients reach the adapters through the frozen 4/8-bit base.
             model = prepare_model_for_kbit_training(
-                model, use_gradient_checkpointing=self.cfg.memory.gradient_checkpointing,
+                model, use_gradient_checkpointing=checkpointing_for(self.cfg)[0],
                 gradient_checkpointing_kwargs={"use_reentrant": False})
         return model
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import torch
 
 from studio.adapters import AdapterHandle, inject_adapter
+from studio.config.vram import checkpointing_for
 from studio.data.sampler import EpochSampler
 from studio.families.base import ModelFamily, build_family
 from studio.runfolder.device import weight_dtype
@@ -85,7 +86,7 @@ def build_trainer(cfg, accelerator) -> Trainer:
         for param in adapter.trainable_params():
             param.data = param.data.to(device)
     apply_engines(family, cfg)
-    if cfg.memory.gradient_checkpointing:
+    if checkpointing_for(cfg)[0]:  # `auto` was decided by the train command; here only for direct callers
         family.gradient_checkpointing()
     train_ds = family.train_dataset("train")
     world, rank = accelerator.num_processes, accelerator.process_index

@@ -30,6 +30,9 @@ from studio.config.schema import SECTIONS, JobConfig
 # numbers as text), table (list of sub-settings, e.g. sample prompts), json (anything else).
 TRISTATE = {None: "auto", True: "on", False: "off"}
 TRISTATE_BACK = {v: k for k, v in TRISTATE.items()}
+# `Literal["auto"] | bool` (e.g. memory.gradient_checkpointing): a dropdown auto / on / off.
+AUTOBOOL = {"auto": "auto", True: "on", False: "off"}
+AUTOBOOL_BACK = {v: k for k, v in AUTOBOOL.items()}
 # A slider only for short ranges one drags across (dropouts, ratios, a resolution in steps of 64): a
 # slider clamps a typed value to its range without a word, so a number that is typed (rank, batch
 # size, step counts) gets a number box whose out-of-range value reaches the schema and its message.
@@ -131,6 +134,8 @@ def _default(info) -> Any:
 def _kind(annotation: Any, optional: bool) -> tuple[str, dict]:
     """The widget kind for a (non-optional part of a) type, plus extra spec fields."""
     origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType) and set(typing.get_args(annotation)) == {Literal["auto"], bool}:
+        return "autobool", {"choices": tuple(AUTOBOOL.values())}
     if origin is Literal:
         return "choice", {"choices": typing.get_args(annotation)}
     if annotation is bool:
@@ -221,6 +226,8 @@ def to_ui(spec: FieldSpec, value: Any) -> Any:
     """Config value -> the value its component shows."""
     if spec.kind == "tristate":
         return TRISTATE.get(value, "auto")
+    if spec.kind == "autobool":
+        return AUTOBOOL.get(value, "auto")
     if spec.kind == "text":
         return "" if value is None else str(value)
     if spec.kind in ("int", "float") and spec.optional:
@@ -263,6 +270,8 @@ def from_ui(spec: FieldSpec, value: Any) -> Any:
     """Component value -> config value. Bad input is passed on so that validation names the field."""
     if spec.kind == "tristate":
         return TRISTATE_BACK.get(value, value)
+    if spec.kind == "autobool":
+        return AUTOBOOL_BACK.get(value, value)
     if spec.kind in ("int", "float"):
         return _number_back(spec.kind, value)
     if spec.kind == "text":

@@ -38,7 +38,7 @@ def variant_choices(family: str) -> dict[str, Any]:
     variants = row.variants if row else ()
     return {"choices": [("default", ""), *((v, v) for v in variants)],
             "allow_custom_value": bool(row and "custom_variants" in row.traits)}
-_INFO_KINDS = ("choice", "multichoice", "bool", "tristate", "int", "float", "text", "tags", "numlist")
+_INFO_KINDS = ("choice", "multichoice", "bool", "tristate", "autobool", "int", "float", "text", "tags", "numlist")
 
 
 def field_elem_id(path: str, prefix: str = "cfg") -> str:
@@ -65,7 +65,7 @@ def make_component(spec: FieldSpec, value: Any, prefix: str = "cfg", visible: bo
         choices = variant_choices(family)["choices"]
         choices += [] if value in [v for _, v in choices] else [(value, value)]
         return gr.Dropdown(value=value, choices=choices, allow_custom_value=True, **common, **info)
-    if spec.kind in ("choice", "tristate"):
+    if spec.kind in ("choice", "tristate", "autobool"):
         return gr.Dropdown(choices=list(spec.choices), value=value, **common, **info)
     if spec.kind == "multichoice":
         return gr.Dropdown(choices=list(spec.choices), value=value, multiselect=True, **common, **info)

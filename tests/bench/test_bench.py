@@ -109,6 +109,7 @@ def test_gpu_code_path_runs_on_smoke_shapes(tmp_path):
     assert llm["trainable_params"]["studio"] == llm["trainable_params"]["bare"] > 0  # the same adapter
     assert llm["forward_flops"] > 0
     assert all(loop["it_per_s"] > 0 for loop in llm["loops"].values())
+    assert llm["loops"]["studio"]["estimated_vram_gb"] > 0  # the memory estimate beside the measured peak
     assert json.loads((tmp_path / "gpu-smoke-on-cpu.json").read_text())["workloads"]["llm"]["ratio"]["pairs"] >= 2
     assert get_family_class("causal_lm").__module__ == "studio.families.causal_lm"  # registry put back
 
@@ -132,6 +133,19 @@ def test_sdxl_smoke_models_match():
     assert torch.isfinite(bare.step())
 
 
+def test_estimate_check_compares_estimates_with_peaks(tmp_path, capsys):
+    from bench.estimate_check import main as check_main
+
+    result = {"gradient_checkpointing": True, "workloads": {
+        "sdxl": {"loops": {"studio": {"peak_vram_gb": 8.2, "estimated_vram_gb": 8.0}}},
+        "llm": {"loops": {"studio": {"peak_vram_gb": 30.0, "estimated_vram_gb": 20.0}}}}}
+    (tmp_path / "gpu-full.json").write_text(json.dumps(result))
+    assert check_main([str(tmp_path / "gpu-full.json")]) == 1  # the llm one is 33 % under
+    out = capsys.readouterr().out
+    assert "sdxl checkpointing on: measured 8.20 GiB, estimated 8.00 GiB, ratio 0.976 ok" in out
+    assert "OUTSIDE" in out.splitlines()[1]
+
+
 def test_peak_tflops_by_device_name():
     from bench.gpu import gpu_peak_tflops
 
@@ -152,6 +166,7 @@ def test_flux_and_studio_variants_run_beside_the_bare_loops(tmp_path):
         assert "error" not in w and not w.get("errors"), w.get("trace") or w.get("errors")
         assert w["forward_flops"] > 0 and all(loop["it_per_s"] > 0 for loop in w["loops"].values())
     assert flux["trainable_params"]["studio"] == flux["trainable_params"]["bare"] > 0  # the same LoRA layers
+    assert flux["loops"]["studio"]["estimated_vram_gb"] > 0  # the memory estimate beside its peak
     assert packed["studio_settings"] == ["data.packing=true", "optimizer.implementation=fused"]
     table = (tmp_path / "gpu-smoke-on-cpu.txt").read_text()
     assert "llm:packing+fused_adamw" in table and "flux" in table

@@ -32,7 +32,8 @@ def test_every_setting_has_a_component_and_help():
     assert len(specs) > 50
     assert all(s.help for s in specs), [s.path for s in specs if not s.help]
     kinds = {s.path: s.kind for s in specs}
-    assert kinds["model.family"] == "choice" and kinds["memory.gradient_checkpointing"] == "bool"
+    assert kinds["model.family"] == "choice" and kinds["memory.tf32"] == "bool"
+    assert kinds["memory.gradient_checkpointing"] == "autobool"  # auto / on / off
     assert kinds["sampling.prompts"] == "table" and kinds["adapter.target_modules"] == "tags"
     assert kinds["dataloader.pin_memory"] == "tristate"
     assert spec_by_path()["adapter.dropout"].slider and not spec_by_path()["training.learning_rate"].slider
@@ -135,3 +136,12 @@ def test_the_variant_is_picked_from_the_familys_variants(form):
     music = visibility_updates(form, "acestep", "lora", "my-finetune")[variant]
     assert music["allow_custom_value"] is True and "value" not in music  # ACE-Step fine-tunes have own names
     assert "value" not in visibility_updates(form, "flux", "lora", "schnell")[variant]
+
+
+def test_auto_on_off_setting_round_trips():
+    from studio.ui.form_spec import from_ui, to_ui
+
+    spec = spec_by_path()["memory.gradient_checkpointing"]
+    assert spec.choices == ("auto", "on", "off") and spec.default == "auto"
+    for value in ("auto", True, False):
+        assert from_ui(spec, to_ui(spec, value)) == value

@@ -14,9 +14,20 @@ class MemorySection(Section):
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = setting(
         "auto", "Precision of the frozen model and the forward pass. `auto`: bf16 on GPUs that support it, "
         "else fp16 on CUDA, full precision on CPU. Trainable weights always stay in fp32.")
-    gradient_checkpointing: bool = setting(True, "Recompute activations during the backward pass instead "
-                                           "of storing them: 40-60 % less memory, 10-30 % slower, same "
-                                           "result.")
+    gradient_checkpointing: Literal["auto"] | bool = setting(
+        "auto", "Recompute activations during the backward pass instead of storing them: 40-60 % less memory, "
+        "10-30 % slower, same result. `auto`: on only when the memory estimate says the run would not fit the "
+        "GPU without it (on when the GPU's size is unknown); the choice is printed and recorded in "
+        "training_args.json.")
+    gpu_memory_gb: float = setting(
+        0.0, "Memory of the GPU this job is planned for, in GB (GiB), e.g. 24 for a 24 GB card. The memory "
+        "estimate, `auto` checkpointing and the fit check before launch use it. 0 = the GPU the job finds "
+        "when it starts.", ge=0, le=4096, group="advanced")
+    vram_check: Literal["refuse", "warn", "off"] = setting(
+        "refuse", "What happens before launch when the memory estimate exceeds the GPU: `refuse` stops a run "
+        "estimated at more than 125 % of the GPU's memory (and warns above 100 %), naming settings that "
+        "would make it fit; `warn` only warns; `off` skips the check. The estimate is about +-15 %.",
+        group="advanced")
     tf32: bool = setting(False, "Allow TensorFloat-32 matrix maths on NVIDIA Ampere or newer: faster, "
                          "slightly less exact.", group="advanced")
     torch_compile: bool = setting(False, "Compile the model with torch.compile: the first steps are slow, "

@@ -12,7 +12,8 @@ from studio.ui import train_actions as act
 from studio.ui.context import StudioContext
 from studio.ui.field_checks import all_shown, wire_field_checks
 from studio.ui.machine_commands import build_machine_commands
-from studio.ui.estimates import ESTIMATE_PATHS, estimate, summary_markdown
+from studio.config.vram import GPU_SIZES_GB
+from studio.ui.estimates import ESTIMATE_PATHS, VRAM_PATHS, estimate, fit_to_gpu, summary_markdown
 from studio.ui.form_spec import config_from_values, default_values, field_specs, get_path, same_ui_value
 from studio.ui.forms import (CONTEXT_PATHS, SchemaForm, build_form, error_updates, value_updates,
                              visibility_updates)
@@ -85,6 +86,12 @@ def build_train_tab(ctx: StudioContext) -> TrainTab:
             gr.Markdown("### This job")
             summary = gr.Markdown(summary_markdown(estimate(base), base), elem_id="train-summary")
             build_machine_commands(form)  # several machines: the command for each
+            with gr.Row(equal_height=True):
+                gpu_pick = gr.Dropdown(choices=[f"{g} GB" for g in GPU_SIZES_GB], value=None, label="My GPU has",
+                                       elem_id="train-gpu-pick", scale=2,
+                                       info="Pick your card's memory (VRAM) and fit the settings to it, from "
+                                            "the memory estimate.")
+                fit_btn = gr.Button("Fit to this GPU", size="sm", elem_id="train-gpu-fit", scale=1)
             with gr.Row():
                 preview_btn = gr.Button("Preview config", size="sm", elem_id="train-preview-btn")
                 add_btn = gr.Button("Add to queue", variant="primary", size="sm", elem_id="train-add")
@@ -96,6 +103,7 @@ def build_train_tab(ctx: StudioContext) -> TrainTab:
     wire_config_files(ctx, tab, *config_files, vis)
     _wire_live(tab)
     shown = wire_field_checks(form)
+    _wire_gpu_fit(tab, gpu_pick, fit_btn, vis)
     _wire_queueing(ctx, tab, preview, preview_box, preview_btn, add_btn, start_btn, temporary, shown)
     return tab
 
@@ -160,7 +168,7 @@ def _wire_live(tab: TrainTab) -> None:
             return gr.skip()
         return summary_markdown(estimate(config), config)
 
-    for path in ESTIMATE_PATHS:
+    for path in dict.fromkeys(ESTIMATE_PATHS + VRAM_PATHS):
         if form.has(path):
             form.component(path).input(summary, form.components, tab.summary, trigger_mode="always_last",
                                        show_progress="hidden")
@@ -180,6 +188,23 @@ def _wire_live(tab: TrainTab) -> None:
         form.component("model.family").input(follow_family, [tab.family, *form.components],
                                              [*form.components, tab.family]).then(
             summary, form.components, tab.summary)
+
+
+def _wire_gpu_fit(tab: TrainTab, gpu_pick, fit_btn, vis: dict) -> None:
+    """The VRAM picker (issue #19): the chosen card's size and the settings that fit it go into the form."""
+    def fit(gpu, base, *values):
+        if not gpu:
+            return [gr.skip()] * len(tab.load_outputs) + ["Pick your GPU's memory first."]
+        try:
+            config = config_from_values(list(values))
+        except ConfigError as err:
+            return [gr.skip()] * len(tab.load_outputs) + [act.problems_markdown(err.by_field)]
+        fitted, message = fit_to_gpu(config, float(str(gpu).split()[0]))
+        if fitted is None:
+            return [gr.skip()] * len(tab.load_outputs) + [message]
+        return [*tab.load_updates(fitted, base), message]
+
+    fit_btn.click(fit, [gpu_pick, tab.base, *tab.form.components], tab.load_outputs + [tab.message]).then(**vis)
 
 
 def _wire_queueing(ctx: StudioContext, tab: TrainTab, preview, preview_box, preview_btn, add_btn, start_btn,
