@@ -253,3 +253,28 @@ def test_a_hub_model_not_downloaded_has_no_estimate_offline():
     cfg = load_config("presets/llm-sft-lora.json", ["memory.gradient_checkpointing=auto"])
     on, why = checkpointing_for(cfg, hub=True)
     assert on and "cannot be read before loading" in why
+
+
+@pytest.mark.parametrize("preset", ["flux-dev-lora-24gb", "flux-dev-lora-16gb"])
+def test_the_flux_card_presets_state_the_estimates_peak(preset):
+    """The 24 GB and 16 GB presets state their expected VRAM, and the estimate checks it: the
+    figure in the description (decimal GB) is within 15 % of the estimate for FLUX.1-dev's transformer
+    (built on the meta device from the bench's config) and fits the card it is for."""
+    import re
+
+    from accelerate import init_empty_weights
+    from diffusers import FluxTransformer2DModel
+
+    from bench.gpu_models import FLUX_DEV
+    from studio.config.presets import load_preset, preset_path
+
+    with init_empty_weights():
+        net = FluxTransformer2DModel(**FLUX_DEV)
+    model = model_from_shapes(dict(net.config), {k: tuple(v.shape) for k, v in net.state_dict().items()},
+                              "transformer")
+    description = json.loads(preset_path(preset).read_text())["description"]
+    stated_gb = float(re.search(r"expected peak about (\d+(?:\.\d+)?) GB", description).group(1))
+    card_gb = float(re.search(r"for a (\d+) GB card", description).group(1))
+    estimate = estimate_vram(load_preset(preset), model).total / 1e9
+    assert stated_gb == pytest.approx(estimate, rel=0.15)
+    assert estimate < card_gb
