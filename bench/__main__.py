@@ -29,12 +29,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "be able to mirror it")
     p.add_argument("--keep", action="store_true", help="keep the temporary work folder (runs, logs, cache)")
     g = p.add_argument_group("GPU variant")
-    g.add_argument("--workloads", default="sdxl,llm", help="comma list among sdxl, llm (default both)")
+    g.add_argument("--workloads", default="sdxl,llm",
+                   help="comma list among sdxl, llm, flux, each optionally with studio variants after a colon "
+                        "joined by + (e.g. sdxl:compile+channels_last, llm:liger; see bench/gpu.py VARIANTS); "
+                        "default sdxl,llm")
     g.add_argument("--steps", type=int, default=30, help="timed steps per loop (default 30)")
     g.add_argument("--peak-tflops", type=float, default=None,
                    help="the GPU's dense bf16 peak, for model FLOP utilisation (default: known GPUs by name)")
     g.add_argument("--no-gradient-checkpointing", action="store_true",
                    help="train without gradient checkpointing (faster, far more memory; may run out on 80 GB)")
+    g.add_argument("--profile", action="store_true",
+                   help="also profile one block of steps per loop: operator tables gpu-profile-*.txt in --out")
     g.add_argument("--size", choices=["full", "smoke"], default="full",
                    help="`smoke`: tiny shapes, runs on the CPU too (tests the GPU code path only)")
     return p
@@ -48,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             run_gpu_bench(args.out, workloads=[w.strip() for w in args.workloads.split(",") if w.strip()],
                           steps=args.steps, peak_tflops=args.peak_tflops, size=args.size,
-                          gradient_checkpointing=not args.no_gradient_checkpointing)
+                          gradient_checkpointing=not args.no_gradient_checkpointing, profile=args.profile)
         except GpuUnavailable as err:
             print(f"bench --gpu: {err}", file=sys.stderr)
             return 2

@@ -5,7 +5,9 @@ data, and the matching bare PyTorch + PEFT loops.
 SDXL: stabilityai/stable-diffusion-xl-base-1.0's UNet config (2.57 B parameters); the studio trains
 it from "cached" latents and text embeddings, as after `studio preprocess`.
 LLM: Llama-3.1-8B's config (8.03 B parameters), SFT-style next-token loss on random token ids.
-`smoke` sizes shrink both so the same code runs on a CPU in seconds (tests).
+Flux: black-forest-labs/FLUX.1-dev's transformer config (11.9 B parameters), rectified-flow loss from
+cached latents and T5 / CLIP embeddings.
+`smoke` sizes shrink them so the same code runs on a CPU in seconds (tests).
 """
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ import torch.nn.functional as F
 
 from studio.data.dataset import TrainingData
 from studio.families.causal_lm import CausalLmFamily
+from studio.families.flow_export import ATTENTION_TARGETS
+from studio.families.flux import FluxFamily
 from studio.families.sd import SdFamily
 
 SDXL_UNET = dict(
@@ -28,6 +32,12 @@ SDXL_SCHEDULER = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.0
 LLAMA_8B = dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
                 num_key_value_heads=8, vocab_size=128256, max_position_embeddings=8192, rope_theta=500000.0,
                 rms_norm_eps=1e-5, tie_word_embeddings=False)
+# FLUX.1-dev's transformer/config.json and scheduler/scheduler_config.json
+FLUX_DEV = dict(patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,
+                num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=768, guidance_embeds=True,
+                axes_dims_rope=[16, 56, 56])
+FLUX_SCHEDULER = dict(num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+                      base_image_seq_len=256, max_image_seq_len=4096)
 LLM_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 # Workload shapes. SDXL: 1024 px -> (4, 128, 128) latents, 77 tokens of 2048 (CLIP-L + bigG), pooled 1280.
@@ -42,8 +52,14 @@ SIZES = {
                        "resolution": 64, "batch": 2, "text_dim": 32, "pooled": 16, "rank": 4},
               "llm": {"model": {**LLAMA_8B, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
                                 "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 256},
-                      "seq": 32, "batch": 2, "rank": 4}},
+                      "seq": 32, "batch": 2, "rank": 4},
+              "flux": {"transformer": {**FLUX_DEV, "num_layers": 1, "num_single_layers": 1, "attention_head_dim": 16,
+                                       "num_attention_heads": 2, "joint_attention_dim": 32,
+                                       "pooled_projection_dim": 16, "axes_dims_rope": [4, 6, 6]},
+                       "resolution": 64, "batch": 1, "text_tokens": 8, "rank": 4}},
 }
+# 1024 px -> (16, 128, 128) latents = 4096 image tokens; 512 T5 tokens of 4096, CLIP-L pooled 768.
+SIZES["full"]["flux"] = {"transformer": FLUX_DEV, "resolution": 1024, "batch": 1, "text_tokens": 512, "rank": 32}
 
 
 def build_unet(spec: dict, device, dtype):
@@ -56,19 +72,32 @@ def build_unet(spec: dict, device, dtype):
     return unet.to(dtype=dtype).requires_grad_(False)
 
 
+def built_in(dtype, device, make):
+    """`make()` with random weights created directly in the training dtype on the device: an fp32 copy
+    first would need 32 GB for the 8 B model, 48 GB for Flux."""
+    torch.manual_seed(0)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            return make()
+    finally:
+        torch.set_default_dtype(previous)
+
+
 def build_llm(spec: dict, device, dtype):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    torch.manual_seed(0)
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)  # build in the training dtype: an fp32 8 B model would need 32 GB first
-    try:
-        with torch.device(device):
-            model = LlamaForCausalLM(LlamaConfig(**spec["model"]))
-    finally:
-        torch.set_default_dtype(previous)
+    model = built_in(dtype, device, lambda: LlamaForCausalLM(LlamaConfig(**spec["model"])))
     model.config.use_cache = False
     return model.requires_grad_(False)
+
+
+def build_flux(spec: dict, device, dtype):
+    """FLUX.1-dev-size transformer with random weights, built in the training dtype on the device."""
+    from diffusers import FluxTransformer2DModel
+
+    return built_in(dtype, device, lambda: FluxTransformer2DModel(**spec["transformer"])).requires_grad_(False)
 
 
 class SyntheticItems(TrainingData):
@@ -104,6 +133,14 @@ def llm_items(spec: dict, count: int) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}
 
 
+def flux_items(spec: dict, count: int) -> dict[str, torch.Tensor]:
+    g, t = torch.Generator().manual_seed(0), spec["transformer"]
+    side = spec["resolution"] // 8
+    return {"latents": torch.randn(count, t["in_channels"] // 4, side, side, generator=g),
+            "prompt_embeds": torch.randn(count, spec["text_tokens"], t["joint_attention_dim"], generator=g),
+            "pooled_prompt_embeds": torch.randn(count, t["pooled_projection_dim"], generator=g)}
+
+
 class RandomSdxlFamily(SdFamily):
     """The studio's SDXL family, with the UNet built from `SPEC` instead of loaded, and no VAE or text
     encoders (training reads latents and embeddings, as from a fresh cache)."""
@@ -123,6 +160,26 @@ class RandomSdxlFamily(SdFamily):
         return SyntheticItems(sdxl_items(self.SPEC, self.ITEMS if split == "train" else 0), caption="")
 
 
+class RandomFluxFamily(FluxFamily):
+    """The studio's Flux family, with the transformer built from `SPEC` instead of loaded, and no VAE or
+    text encoders (training reads cached latents and embeddings)."""
+
+    SPEC: dict = {}
+    ITEMS = 16
+
+    def load(self) -> None:
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        self.model_path = "random:flux"
+        self.noise_scheduler = FlowMatchEulerDiscreteScheduler(**FLUX_SCHEDULER)
+        self.transformer = build_flux(self.SPEC, self.device, self.dtype)
+        self.vae, self.text_encoders, self.tokenizers, self.cache = None, [], [], None
+        self.encoders_on_device = (False, False)
+
+    def train_dataset(self, split: str = "train"):
+        return SyntheticItems(flux_items(self.SPEC, self.ITEMS if split == "train" else 0), caption="")
+
+
 class RandomLlmFamily(CausalLmFamily):
     """The studio's causal-LM family, with a random Llama built from `SPEC` and fixed-length token rows."""
 
@@ -137,6 +194,9 @@ class RandomLlmFamily(CausalLmFamily):
         return SyntheticItems(llm_items(self.SPEC, self.ITEMS if split == "train" else 0))
 
     def collate(self, items: list[dict]) -> dict:
+        if self.cfg.data.packing:  # the studio's padding-free rows (the `packing` variant)
+            return super().collate([{"input_ids": it["input_ids"].tolist(), "labels": it["labels"].tolist()}
+                                    for it in items])
         return torch.utils.data.default_collate(items)  # equal lengths: no padding needed
 
 
@@ -172,6 +232,50 @@ class BareSdxl:
             pred = self.unet(noisy, timesteps, b["prompt_embeds"].to(self.dtype), added_cond_kwargs=cond,
                              return_dict=False)[0]
         loss = F.mse_loss(pred.float(), noise.float())
+        return _optimize(loss, self.params, self.optimizer)
+
+
+class BareFlux:
+    """diffusers' train_dreambooth_lora_flux.py step from cached latents and embeddings, without the studio:
+    rectified flow with uniform timesteps, Flux-dev's guidance input, LoRA on the attention projections."""
+
+    def __init__(self, spec: dict, device, dtype, gradient_checkpointing: bool, lr: float = 1e-4):
+        from peft import LoraConfig
+
+        self.device, self.dtype, self.spec = torch.device(device), dtype, spec
+        self.transformer = build_flux(spec, device, dtype)
+        self.transformer.add_adapter(LoraConfig(r=spec["rank"], lora_alpha=spec["rank"], init_lora_weights="gaussian",
+                                                target_modules=ATTENTION_TARGETS))
+        if gradient_checkpointing:
+            self.transformer.enable_gradient_checkpointing()
+        self.params = _fp32_trainable(self.transformer)
+        self.optimizer = torch.optim.AdamW(self.params, lr=lr, weight_decay=1e-2)
+        self.batch = {k: v.to(self.device) for k, v in flux_items(spec, spec["batch"]).items()}
+        self.transformer.train()
+
+    def forward(self, transformer, latents: torch.Tensor, sigmas: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        from diffusers import FluxPipeline
+
+        b, c, h, w = latents.shape
+        s = sigmas.view(-1, 1, 1, 1)
+        noisy = ((1.0 - s) * latents + s * noise).to(self.dtype)
+        packed = FluxPipeline._pack_latents(noisy, b, c, h, w)
+        img_ids = FluxPipeline._prepare_latent_image_ids(b, h // 2, w // 2, self.device, self.dtype)
+        prompt = self.batch["prompt_embeds"].to(self.dtype)
+        txt_ids = torch.zeros(prompt.shape[1], 3, device=self.device, dtype=self.dtype)
+        guidance = torch.full((b,), 3.5, device=self.device, dtype=self.dtype)
+        out = transformer(hidden_states=packed, timestep=sigmas.to(self.dtype), guidance=guidance,
+                          pooled_projections=self.batch["pooled_prompt_embeds"].to(self.dtype),
+                          encoder_hidden_states=prompt, txt_ids=txt_ids, img_ids=img_ids, return_dict=False)[0]
+        return FluxPipeline._unpack_latents(out, h * 8, w * 8, 8)
+
+    def step(self) -> torch.Tensor:
+        latents = self.batch["latents"]
+        noise = torch.randn_like(latents)
+        sigmas = torch.rand(latents.shape[0], device=self.device)
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
+            pred = self.forward(self.transformer, latents, sigmas, noise)
+        loss = F.mse_loss(pred.float(), (noise - latents).float())
         return _optimize(loss, self.params, self.optimizer)
 
 

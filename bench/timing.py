@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from studio.train.loop import Loop
+from studio.train.trackers import finish_trackers, tensorboard_dir
 
 
 @dataclass
@@ -146,18 +147,19 @@ def run_paired(trainer, run_dir: Path, contenders: dict[str, Callable[[], object
     sync()
     run_dir.mkdir(parents=True, exist_ok=True)
     progress = ProgressLog(run_dir, total_steps=trainer.total_steps)
-    writer = None
-    if trainer.cfg.logging.tensorboard:  # as `studio train` does: its writes are part of logging steps
-        from torch.utils.tensorboard import SummaryWriter
+    if "tensorboard" in trainer.cfg.logging.report_to:  # as `studio train` does: part of logging steps
+        from accelerate.tracking import TensorBoardTracker
 
-        writer = SummaryWriter(log_dir=str(run_dir / "runs"))
+        tracker = TensorBoardTracker("", str(tensorboard_dir(trainer.cfg, run_dir)))
+        tracker.start()
+        trainer.accelerator.trackers.append(tracker)
     # The studio logs each logging step at INFO, into console.log in a real run: keep that cost in.
     console = logging.FileHandler(run_dir / "console.log", encoding="utf-8")
     studio_log = logging.getLogger("studio")
     studio_log.addHandler(console)
     studio_log.setLevel(logging.INFO)
     phases = [Phase(name, share) for name, share in shares.items()]
-    loop = PairedLoop(trainer, run_dir, progress, writer=writer, contenders=contenders, phases=phases, warmup=warmup,
+    loop = PairedLoop(trainer, run_dir, progress, contenders=contenders, phases=phases, warmup=warmup,
                       max_blocks=max_blocks, budget_s=budget_s, min_blocks=min_blocks, block=block, sync=sync)
     started = time.perf_counter()
     try:
@@ -166,8 +168,7 @@ def run_paired(trainer, run_dir: Path, contenders: dict[str, Callable[[], object
         progress.close()
         studio_log.removeHandler(console)
         console.close()
-        if writer is not None:
-            writer.close()
+        finish_trackers(trainer.accelerator)
     studio_all = Samples([w for p in phases for w in p.studio.wall], [c for p in phases for c in p.studio.cpu])
     per_step = {"studio": summarize(studio_all), **{p.contender: summarize(p.other) for p in phases}}
     return {"seconds": round(time.perf_counter() - started, 1), "studio_steps": loop.step, "block": block,

@@ -42,6 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batches", type=int, default=4, help="batches to run forward and backward (default 4)")
     p.add_argument("--top-k", type=int, default=16, help="layers written to target_modules.json (default 16)")
 
+    p = sub.add_parser("vram", help="estimate the job's GPU memory (weights, adapter, optimizer, activations) "
+                       "and time per step before anything loads; exit 1 when it does not fit the GPU")
+    _add_config_args(p)
+    p.add_argument("--gpu-gb", type=float, default=None, help="plan for a GPU with this many GB (default: "
+                   "memory.gpu_memory_gb, else the GPU found here)")
+    p.add_argument("--json", action="store_true", help="print the estimate as JSON")
+
     p = sub.add_parser("generate", help="try a run's adapter or checkpoint (adapter.init_from) on the config's "
                        "sample prompt; writes the result and how to reproduce it (Playground jobs)")
     _add_config_args(p)
@@ -52,8 +59,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="export a finished run's adapter")
     p.add_argument("run_dir")
-    p.add_argument("--format", choices=["peft", "kohya", "merged"], default="peft")
+    p.add_argument("--format", choices=["peft", "kohya", "dora_lora", "merged", "gguf"], default="peft",
+                   help="gguf: a language model merged with its adapter, as one file for llama.cpp / Ollama")
     p.add_argument("--out", default=None, help="output path (default: inside the run folder)")
+    p.add_argument("--gguf-type", default="f16", help="weight type of the GGUF file: f16 (default), bf16 or f32 "
+                   "(no quantisation)")
+
+    p = sub.add_parser("import-sidestep", help="convert a Side-Step preprocessed dataset folder (*.pt) into a "
+                       "song cache, or a Side-Step checkpoint-epoch-N folder into an adapter folder")
+    p.add_argument("src", help="Side-Step dataset folder or checkpoint-epoch-N folder")
+    p.add_argument("out", help="folder to write: data.path or adapter.init_from of a new run")
 
     sub.add_parser("env", help="environment check: versions against the lock, devices, free disk")
 
@@ -83,6 +98,10 @@ def main(argv: list[str] | None = None) -> int:
             from studio.commands.estimate import estimate_from_cli
 
             return estimate_from_cli(args.config, args.overrides, batches=args.batches, top_k=args.top_k)
+        if args.command == "vram":
+            from studio.commands.vram import vram_from_cli
+
+            return vram_from_cli(args.config, args.overrides, gpu_gb=args.gpu_gb, as_json=args.json)
         if args.command == "generate":
             from studio.playground import generate_from_cli
 
@@ -99,7 +118,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "export":
             from studio.commands.export import export_from_cli
 
-            return export_from_cli(args.run_dir, args.format, args.out)
+            return export_from_cli(args.run_dir, args.format, args.out, args.gguf_type)
+        if args.command == "import-sidestep":
+            from studio.commands.import_sidestep import import_from_cli
+
+            return import_from_cli(args.src, args.out)
         if args.command == "env":
             from studio.envcheck import print_env
 

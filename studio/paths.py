@@ -18,5 +18,10 @@ def studio_home() -> Path:
     return home
 
 
+def tiny_model_dir(family: str, home: str | Path | None = None) -> Path:
+    """Where `tiny:<family>` lives: `home/models/tiny-<family>` (written by studio.families.tiny)."""
+    return Path(home if home is not None else studio_home()) / "models" / f"tiny-{family}"
+
+
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent

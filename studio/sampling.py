@@ -9,6 +9,7 @@ import json
 import logging
 import traceback
 import wave
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -59,20 +60,35 @@ def list_samples(run_dir: Path) -> list[dict]:
     return sorted(out, key=lambda m: (m.get("step", 0), m["path"]))
 
 
+@contextmanager
+def sampling_weights(t):
+    """The network in eval mode with the weights samples show: the current ones, or the EMA weights
+    when kept (as the final adapter will hold). Training mode and weights come back afterwards."""
+    module = t.family.trainable_module()
+    params = t.adapter.trainable_params()
+    try:
+        module.eval()
+        if t.ema is not None:
+            t.ema.store(params)
+            t.ema.copy_to(params)
+        yield
+    finally:
+        if t.ema is not None:
+            t.ema.restore(params)
+        module.train()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
 def render_during_training(t, run_dir: Path, step: int, progress) -> None:
     """Render the configured prompts with the current (or EMA) weights. A failure is a warning in
     progress.jsonl, never the end of the run."""
     prompts = t.cfg.sampling.prompts
     if not prompts:
         return
-    module = t.family.trainable_module()
-    params = t.adapter.trainable_params()
     try:
-        module.eval()
-        if t.ema is not None:  # samples show the averaged weights, as the final adapter will
-            t.ema.store(params)
-            t.ema.copy_to(params)
-        samples = t.family.sample(prompts, step)
+        with sampling_weights(t):
+            samples = t.family.sample(prompts, step)
         for i, sample in enumerate(samples):
             path = write_sample(Path(run_dir) / "samples", f"step-{step:06d}_p{i}", sample)
             progress.event(Event.SAMPLE, step=step, path=str(path), prompt=sample.meta.get("prompt", ""))
@@ -80,9 +96,3 @@ def render_during_training(t, run_dir: Path, step: int, progress) -> None:
         log.warning("sampling failed at step %d: %s", step, err)
         log.debug(traceback.format_exc())
         progress.event(Event.WARNING, step=step, message=f"sampling failed: {err}")
-    finally:
-        if t.ema is not None:
-            t.ema.restore(params)
-        module.train()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()

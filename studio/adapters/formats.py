@@ -22,6 +22,7 @@ ADAPTER_FILE = "adapter_model.safetensors"
 CONFIG_FILE = "adapter_config.json"
 DIFFUSERS_FILE = "pytorch_lora_weights.safetensors"  # the name diffusers picks first in a folder
 KOHYA_SUFFIX = "_kohya.safetensors"
+DORA_LORA_TAG = "_dora_as_lora"  # <job>_dora_as_lora_kohya.safetensors: a DoRA run's plain-LoRA re-expression
 # PEFT parameter name -> kohya / LyCORIS parameter name
 _PEFT_TO_KOHYA_PARAMS = {"lora_A.weight": "lora_down.weight", "lora_B.weight": "lora_up.weight",
                          "lora_magnitude_vector": "dora_scale"}
@@ -32,9 +33,9 @@ class UnsupportedExport(ValueError):
     """This adapter cannot be written in the requested format (the message says why and what to do)."""
 
 
-def kohya_file_name(job_name: str) -> str:
+def kohya_file_name(job_name: str, fmt: str = "kohya") -> str:
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", job_name).strip("._") or "adapter"
-    return safe + KOHYA_SUFFIX
+    return safe + (DORA_LORA_TAG if fmt == "dora_lora" else "") + KOHYA_SUFFIX
 
 
 def atomic_save_file(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:

@@ -52,6 +52,7 @@ class CheckResult:
     effect_error: float | None = None  # |loaded - trained| / |trained - base|
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    approximation: dict | None = None  # a re-expressed file's measured error (dora_lora.py)
 
     @property
     def ok(self) -> bool:
@@ -73,7 +74,8 @@ class CheckResult:
         return {"format": self.fmt, "path": self.path, "verified": self.ok if self.checked else None,
                 "loader": self.loader,
                 "rel_error": self.rel_error, "effect_error": self.effect_error,
-                "problems": self.problems, "notes": self.notes}
+                "problems": self.problems, "notes": self.notes,
+                **({"approximation": self.approximation} if self.approximation is not None else {})}
 
 
 @contextmanager
@@ -82,7 +84,7 @@ def full_precision(nets):
     compute in fp32 by `verification_forward`'s dtype); everything is put back afterwards (fp32 -> the
     original half type is exact for upcast values)."""
     tensors = {id(t): t for net in nets for t in itertools.chain(net.parameters(), net.buffers())
-               if t.dtype in HALF}
+               if t.dtype in HALF and type(t.data) is torch.Tensor}  # quantized weights (torchao) stay as they are
     dtypes = {key: t.dtype for key, t in tensors.items()}
     for t in tensors.values():
         t.data = t.data.float()
@@ -159,12 +161,13 @@ def loader_for(handle, fmt: str, file: Path) -> str:
         return "merged"
     keys = formats.read_header(file)[0]
     lora_shaped = all(_param(k) in LORA_PARAMS for k in keys)
+    kind = "lora" if fmt == "dora_lora" else handle.kind  # a DoRA run's plain-LoRA re-expression
     # diffusers drops kohya `dora_scale` keys on SD/SDXL (lora_pipeline.py `lora_state_dict` filters them
     # with a warning), so a kohya DoRA file is checked with LyCORIS, whose reading ComfyUI and A1111 share.
-    kohya_keys = fmt == "kohya" or handle.impl.KOHYA_KEYS
+    kohya_keys = fmt in ("kohya", "dora_lora") or handle.impl.KOHYA_KEYS
     diffusers_kinds = ("lora", "locon", "dylora") if kohya_keys else ("lora", "dora")
     family_reads_it = _has_lora_loader(handle.family) and (handle.family.kohya_prefixes or not kohya_keys)
-    if lora_shaped and handle.kind in diffusers_kinds and family_reads_it:
+    if lora_shaped and kind in diffusers_kinds and family_reads_it:
         return "family"
     if handle.impl.KOHYA_KEYS and handle.kind == "ia3":
         return "lycoris-rebuild"

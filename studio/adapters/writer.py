@@ -108,6 +108,9 @@ def describe(handle) -> dict:
 
 
 def kohya_tensors(handle, states: dict) -> dict[str, torch.Tensor]:
+    own = handle.family.single_file_tensors(handle, states)  # a family whose single file is not kohya-keyed
+    if own is not None:
+        return own
     if handle.impl.KOHYA_KEYS:
         return {k: v for sd in states.values() for k, v in sd.items()}
     if handle.cfg.adapter.bias != "none":
@@ -137,6 +140,21 @@ def write_kohya(handle, path: Path, states: dict | None = None, step: int | None
                                   converted=not handle.impl.KOHYA_KEYS)
     formats.atomic_save_file(tensors, path, {"format": "pt", **meta})
     return path
+
+
+def write_dora_lora(handle, path: Path, step: int | None = None) -> dict:
+    """A DoRA run's change as a plain LoRA in the kohya layout (dora_lora.py); returns its measured error."""
+    from studio.adapters import dora_lora
+
+    rank = handle.cfg.adapter.dora_as_lora_rank
+    if rank <= 0:
+        raise UnsupportedExport("adapter.dora_as_lora_rank is 0: set the rank of the LoRA re-expression")
+    tensors, stats = dora_lora.tensors_and_error(handle, rank)
+    meta = formats.kohya_metadata(handle.cfg, handle.family, "lora", handle.backend, step, converted=True)
+    meta.update(ss_network_dim=str(rank), ss_network_alpha=str(stats["alpha"]),  # one alpha in every layer
+                studio_dora_as_lora=json.dumps({k: v for k, v in stats.items() if k != "per_layer"}))
+    formats.atomic_save_file(tensors, path, {"format": "pt", **meta})
+    return stats
 
 
 # ---- reading -------------------------------------------------------------------------------------

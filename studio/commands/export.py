@@ -1,5 +1,6 @@
-"""`python -m studio export RUN_DIR --format peft|kohya|merged [--out PATH]`: rebuild a finished run's
-model and adapter from its folder, then write and check one export (studio/adapters/export.py)."""
+"""`python -m studio export RUN_DIR --format peft|kohya|dora_lora|merged|gguf [--out PATH]`: rebuild a finished
+run's model and adapter from its folder, then write and check one export (studio/adapters/export.py; GGUF:
+studio/families/causal_lm_gguf.py)."""
 from __future__ import annotations
 
 import json
@@ -22,8 +23,10 @@ def export_config(recorded: dict):
     return load_config(deep_merge(recorded, EXPORT_OVERRIDES), [])
 
 
-def export_from_cli(run_dir: str, fmt: str, out: str | None) -> int:
+def export_from_cli(run_dir: str, fmt: str, out: str | None, gguf_type: str = "f16") -> int:
     """Rebuild the run's model and adapter from its folder, then export and check `fmt`."""
+    if fmt == "gguf":
+        return _export_gguf(Path(run_dir).resolve(), out, gguf_type)
     try:
         handle = load_run(Path(run_dir))
         dest = default_destination(handle, fmt, Path(run_dir).resolve(), out)
@@ -38,6 +41,41 @@ def export_from_cli(run_dir: str, fmt: str, out: str | None) -> int:
         return 0
     print(result.summary(), file=sys.stdout if result.ok else sys.stderr)
     return 0 if result.ok else 1
+
+
+def _export_gguf(run_dir: Path, out: str | None, gguf_type: str) -> int:
+    """A language model's run as one GGUF file: its `merged/` folder (made first when the run has none),
+    written by families/causal_lm_gguf.py, then loaded back with transformers and compared."""
+    import tempfile
+
+    from studio.families.causal_lm_gguf import GgufUnsupported, check_gguf, write_gguf
+    from studio.registry.families import FAMILIES
+
+    try:
+        recorded = json.loads((run_dir / TRAINING_ARGS_FILE).read_text(encoding="utf-8"))["config"]
+        family = recorded["model"]["family"]
+        if FAMILIES[family].data != "text":
+            raise formats.UnsupportedExport(f"GGUF holds language models; this run trained {family}")
+        dest = Path(out) if out else run_dir / f"{recorded['job']['name'] or 'model'}-{gguf_type}.gguf"
+        with tempfile.TemporaryDirectory(prefix=".gguf-", dir=run_dir) as scratch:
+            merged = run_dir / "merged"
+            if not (merged / "config.json").is_file():
+                handle = load_run(run_dir)
+                merged = Path(scratch) / "merged"
+                result = export_adapter(handle, "merged", merged, checked_reference(handle))
+                if result is not None and not result.ok:
+                    print(result.summary(), file=sys.stderr)
+                    return 1
+            write_gguf(merged, dest, gguf_type)
+            check = check_gguf(merged, dest, gguf_type)
+    except (OSError, KeyError, ValueError, formats.UnsupportedExport, GgufUnsupported) as err:
+        print(f"export failed: {err}", file=sys.stderr)
+        return 1
+    verdict = "matches" if check["ok"] else "DOES NOT match"
+    print(f"gguf export written to {dest} ({gguf_type}); loaded back in transformers it {verdict} the merged model "
+          f"(max logit difference {check['max_abs_diff']:.2e}, same token ids: {check['same_tokens']})",
+          file=sys.stdout if check["ok"] else sys.stderr)
+    return 0 if check["ok"] else 1
 
 
 def _export_family_single_file(handle, dest: Path) -> int:

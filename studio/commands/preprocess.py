@@ -85,6 +85,8 @@ def load_encoders(cfg, family=None):
     (`family`, when given, must have been made from `without_cache(cfg)`)."""
     family = family or make_family(without_cache(cfg))
     family.load()
+    if cfg.memory.offload_during_startup:  # the text encoders encode from system RAM (image families)
+        family.place_encoders(vae=True, text=False)
     return family
 
 

@@ -58,6 +58,8 @@ def train_from_cli(config_path: str, overrides: list[str], progress_bar: bool = 
     if problems:
         raise ConfigError(problems)
     apply_job_environment(cfg)  # before any Hugging Face library is imported; a bad env file: exit 2
+    if not launched_rank:
+        cfg = plan_memory(cfg)
     run_dir = Path(cfg.job.output_dir).expanduser().resolve()
     try:
         disk.require_space(run_dir, 0, "the run")
@@ -90,6 +92,33 @@ def train_from_cli(config_path: str, overrides: list[str], progress_bar: bool = 
         for note in cfg.notes:
             log.warning("config: %s", note)
         return run_training(cfg, run_dir, progress_bar=progress_bar and sys.stderr.isatty())
+
+
+def plan_memory(cfg):
+    """Decide `memory.gradient_checkpointing=auto` from the memory estimate and note the estimate and the
+    decision (printed at start, recorded in training_args.json). The fit check itself ran in `load_job`."""
+    from studio.config.vram import checkpointing_for, estimate_vram, fit_problems, gpu_memory, gpu_text, model_for
+    from studio.families.paths import resolve_model_path
+
+    folder = resolve_model_path(cfg.model.path) if cfg.model.path.startswith("tiny:") else None
+    out = cfg.model_copy(deep=True)
+    on, why = checkpointing_for(cfg, folder, hub=True)
+    if cfg.memory.gradient_checkpointing == "auto":
+        out.memory.gradient_checkpointing = on
+        out.notes.append(why)
+    model = model_for(cfg, folder, hub=True)
+    if model is not None:
+        gpu, name = gpu_memory(cfg)
+        est = estimate_vram(out, model, gpu_bytes=gpu, gpu_name=name)
+        card = f" of the GPU's {gpu_text(gpu)}" if gpu else ""
+        out.notes.append(f"memory estimate: about {est.total / 2**30:.1f} GiB{card} (weights "
+                         f"{est.parts['weights'] / 2**30:.1f}, adapter + optimizer {est.parts['trainable'] / 2**30:.1f}, "
+                         f"activations {est.parts['activations'] / 2**30:.1f}); `python -m studio vram` shows the breakdown")
+    problems, warnings = fit_problems(out, folder, hub=True)
+    if problems:  # a `tiny:` model is only readable once written, after load_job's own check
+        raise ConfigError(problems)
+    out.notes.extend(warnings)
+    return out
 
 
 def run_training(cfg, run_dir: Path, progress_bar: bool = False) -> int:
@@ -138,11 +167,12 @@ def _train(cfg, run_dir: Path, progress, progress_bar: bool):
     from studio.hub import CheckpointPusher
     from studio.train.loop import Loop
     from studio.train.setup import build_trainer
+    from studio.train.trackers import finish_trackers, start_trackers
 
     if is_image_job(cfg):  # name every unusable file (and refuse with on_bad_file=error) before loading
         scan_image_job(cfg, progress)
     set_seed(cfg.training.seed)  # the same on every rank: identical adapter init and noise streams
-    accelerator = _accelerator(cfg)
+    accelerator = _accelerator(cfg, run_dir)
     main = accelerator.is_main_process
     progress.event(Event.LOADING, message=f"loading {cfg.model.family} model from {cfg.model.path}")
     trainer = build_trainer(cfg, accelerator)
@@ -152,15 +182,15 @@ def _train(cfg, run_dir: Path, progress, progress_bar: bool):
         disk.require_space(run_dir, 2 * disk.tensor_bytes(trainer.adapter.trainable_params()), "the first checkpoint")
         write_training_args(run_dir, cfg, trainer)
     accelerator.wait_for_everyone()
-    writer = _tensorboard(cfg, run_dir) if main else None
     bar = None
     if progress_bar and main:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=trainer.total_steps, desc=cfg.job.name, unit="step", dynamic_ncols=True)
     pusher = CheckpointPusher(cfg, progress) if main and CheckpointPusher.wanted(cfg) else None
-    loop = Loop(trainer, run_dir, progress, writer=writer, bar=bar, on_checkpoint=pusher and pusher.push)
+    loop = Loop(trainer, run_dir, progress, bar=bar, on_checkpoint=pusher and pusher.push)
     try:
+        start_trackers(accelerator, cfg, run_dir)  # logging.report_to, main process only
         resume = health.resume_point(run_dir, cfg.checkpointing.resume_from, cfg.checkpointing.auto_resume)
         if resume:
             loop.resume(resume)
@@ -175,10 +205,9 @@ def _train(cfg, run_dir: Path, progress, progress_bar: bool):
     finally:
         if pusher is not None:
             pusher.close()  # idempotent: after `finish`, nothing is left to wait for
+        finish_trackers(accelerator)
     if bar is not None:
         bar.close()
-    if writer is not None:
-        writer.close()
     return outcome, loop.last_loss, loop.step
 
 
@@ -221,21 +250,26 @@ def finish(loop, run_dir: Path, pusher=None) -> None:
     t.accelerator.wait_for_everyone()
 
 
-def _accelerator(cfg):
+def _accelerator(cfg, run_dir: Path):
     """One Accelerator per process. With several processes, a rank that waits longer than
-    distributed.timeout_minutes for the others fails (the launcher then ends the job) instead of hanging."""
+    distributed.timeout_minutes for the others fails (the launcher then ends the job) instead of hanging.
+    The main process gets the trackers of logging.report_to."""
     from datetime import timedelta
 
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
 
     from studio.runfolder.device import accelerator_options, mixed_precision
+    from studio.train.ranks import is_main_process
+    from studio.train.trackers import build_trackers
 
     d = cfg.distributed
     timeout = InitProcessGroupKwargs(timeout=timedelta(minutes=d.timeout_minutes))
     ddp = DistributedDataParallelKwargs(gradient_as_bucket_view=d.ddp_gradient_as_bucket_view,
                                         static_graph=d.ddp_static_graph)
-    acc = Accelerator(mixed_precision=mixed_precision(cfg), kwargs_handlers=[timeout, ddp], **accelerator_options(cfg))
+    acc = Accelerator(mixed_precision=mixed_precision(cfg), kwargs_handlers=[timeout, ddp],
+                      log_with=build_trackers(cfg, run_dir) if is_main_process() else None,
+                      **accelerator_options(cfg))
     from studio import distributed
 
     if distributed.inside_launcher() and acc.num_processes != distributed.world_size(d):
@@ -256,13 +290,3 @@ def _ddp_options(module) -> dict:
     if not isinstance(module, DistributedDataParallel):
         return {}
     return {"ddp": {"gradient_as_bucket_view": module.gradient_as_bucket_view, "static_graph": module.static_graph}}
-
-
-def _tensorboard(cfg, run_dir: Path):
-    if not cfg.logging.tensorboard:
-        return None
-    from torch.utils.tensorboard import SummaryWriter
-
-    # TensorBoard lists runs by folder: `job.run_name` names this run there (else the job name).
-    base = Path(cfg.logging.log_dir) if cfg.logging.log_dir else run_dir / "runs"
-    return SummaryWriter(log_dir=str(base / cfg.job.run_name if cfg.job.run_name else base))

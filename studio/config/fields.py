@@ -6,7 +6,8 @@ Hints (all optional):
   families  model families the field applies to (hidden otherwise)
   adapters  adapter types the field applies to
   variants  model variants the field applies to
-  widget    force a widget: "slider", "textbox", "code", "path"
+  when      {other setting's path: values}: shown only while that setting has one of these values
+  widget    force a widget: "slider", "textbox", "code", "path", "variant" (the family's variants)
   step      UI step for numbers
 """
 from __future__ import annotations
@@ -37,11 +38,14 @@ def setting(
     widget: str | None = None,
     step: float | None = None,
     label: str | None = None,
+    when: dict[str, tuple[str, ...]] | None = None,
     default_factory: Any = None,
 ) -> Any:
     if not help:
         raise ValueError("every setting needs a help text")
     ui: dict[str, Any] = {"group": group}
+    if when:
+        ui["when"] = {path: list(values) for path, values in when.items()}
     for key, value in (("families", families), ("adapters", adapters), ("variants", variants),
                        ("widget", widget), ("step", step), ("label", label)):
         if value is not None:

@@ -90,12 +90,16 @@ def _schedule_rules(cfg: JobConfig) -> list[tuple[str, str]]:
         problems.append(("checkpointing.resume_from", "leave empty when checkpointing.auto_resume is on "
                          "(auto-resume picks the newest checkpoint itself)"))
     has_eval_data = bool(cfg.data.eval_path) or cfg.data.eval_split_ratio > 0
-    if cfg.evaluation.strategy != "no" and not has_eval_data:
+    clip = cfg.evaluation.evaluation_type == "clip"  # scores the sample prompts: no held-out data needed
+    if cfg.evaluation.strategy != "no" and not has_eval_data and not clip:
         problems.append(("evaluation.strategy", f"'{cfg.evaluation.strategy}' needs evaluation data: set "
                          "data.eval_path or data.eval_split_ratio > 0"))
     if cfg.evaluation.early_stopping_patience > 0 and cfg.evaluation.strategy == "no":
         problems.append(("evaluation.early_stopping_patience", "needs evaluation.strategy 'steps' or "
                          "'epoch'"))
+    elif cfg.evaluation.early_stopping_patience > 0 and not has_eval_data:
+        problems.append(("evaluation.early_stopping_patience", "stops on the eval loss: set data.eval_path "
+                         "or data.eval_split_ratio > 0"))
     try:
         parse_key_values(cfg.optimizer.args)
     except ValueError as err:

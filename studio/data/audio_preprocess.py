@@ -127,8 +127,11 @@ def refresh_song_cache(cfg, family, source: str = "train", on_progress=None) -> 
         manifest = CacheManifest(root, CACHE_KIND)
         result = RefreshResult(root, CacheReport(fresh=len(manifest.entries)), keys=sorted(manifest.entries))
         want = song_settings(family)
-        differing = sorted({k for e in manifest.entries.values() for k, v in e["parts"][SONG]["settings"].items()
-                            if want.get(k) != v})
+        stored = [e["parts"][SONG]["settings"] for e in manifest.entries.values()]
+        for source in sorted({s["source"] for s in stored if "source" in s}):  # converted from another trainer
+            result.notes.append(Finding(root, f"converted from {source}: its tensors are used as they are, so they "
+                                        "must come from this ACE-Step model (same VAE and condition encoder)"))
+        differing = sorted({k for s in stored if "source" not in s for k, v in s.items() if want.get(k) != v})
         if differing:
             result.notes.append(Finding(root, f"preprocessed with other settings ({', '.join(differing)}) than "
                                         "this run's model and data settings; re-run preprocessing to match"))

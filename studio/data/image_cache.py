@@ -240,7 +240,8 @@ def attach_image_cache(family) -> ImageCache | None:
         if data.stale_cache == "error":
             raise DataError(stale_message(cache, report))
         log.info("refreshing the dataset cache in %s (%s)", cache.root, report.summary())
-        family.place_encoders(vae=True, text=True)
+        # memory.offload_during_startup: the text encoders encode from system RAM (slower start, less VRAM).
+        family.place_encoders(vae=True, text=not cfg.memory.offload_during_startup)
         cache.build(family)
     cache.activate()
     log.info("training from the cache in %s: latents %s, text embeddings %s", cache.root,

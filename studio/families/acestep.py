@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from studio.config.sections.music import VARIANTS, music_settings
 from studio.families.acestep_export import AceStepExportMixin
 from studio.families.base import ModelFamily, Sample
-from studio.families.rng import draw
+from studio.families.rng import draw, on_device
 
 log = logging.getLogger("studio.train")
 # Continuous logit-normal timestep sampling of base/sft (ACE-Step's `timestep_mu` / `timestep_sigma`).
@@ -236,17 +236,18 @@ class AceStepFamily(AceStepExportMixin, ModelFamily):
         return torch.sigmoid(draw(torch.randn, size=(batch_size,), **ranks) * TIMESTEP_SIGMA + TIMESTEP_MU)
 
     def loss(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
-        x0 = batch["target_latents"].to(self.device, self.dtype)  # (B, T, D)
-        states = batch["encoder_hidden_states"].to(self.device, self.dtype)  # (B, L, H)
+        x0 = on_device(batch["target_latents"], self.device, self.dtype)  # (B, T, D)
+        states = on_device(batch["encoder_hidden_states"], self.device, self.dtype)  # (B, L, H)
         bsz, frames = x0.shape[:2]
         # Every random draw comes from the CPU generator: identical on any device and after resume.
         if not self.music.is_turbo and self.music.cfg_ratio > 0:
-            drop = (draw(torch.rand, size=(bsz,), generator=generator, rank=self.rank, world=self.world)
-                    < self.music.cfg_ratio).to(self.device)
+            drop = on_device(draw(torch.rand, size=(bsz,), generator=generator, rank=self.rank, world=self.world)
+                             < self.music.cfg_ratio, self.device)
             states = torch.where(drop[:, None, None], self.null_condition.expand_as(states), states)
         t = self.sample_timesteps(bsz, generator)
-        noise = draw(torch.randn, size=x0.shape, generator=generator, rank=self.rank, world=self.world).to(x0)
-        t_dev = t.to(self.device, self.dtype)
+        noise = on_device(draw(torch.randn, size=x0.shape, generator=generator, rank=self.rank, world=self.world),
+                          x0.device, x0.dtype)
+        t_dev = on_device(t, self.device, self.dtype)
         xt = t_dev[:, None, None] * noise + (1.0 - t_dev[:, None, None]) * x0
         pred = self.transformer(hidden_states=xt, timestep=t_dev, timestep_r=t_dev, encoder_hidden_states=states,
                                 context_latents=self.context_latents(bsz, frames)).sample

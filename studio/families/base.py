@@ -82,15 +82,39 @@ class ModelFamily(ABC):
         return {}
 
     def gradient_checkpointing(self) -> None:
+        from studio.families.checkpointing import every_nth_block
+
         module = self.trainable_module()
-        if hasattr(module, "enable_gradient_checkpointing"):
-            module.enable_gradient_checkpointing()
+        if hasattr(module, "enable_gradient_checkpointing"):  # diffusers: every block, or every Nth
+            module.enable_gradient_checkpointing(
+                every_nth_block(module, self.cfg.memory.gradient_checkpointing_interval))
         elif hasattr(module, "gradient_checkpointing_enable"):
             module.gradient_checkpointing_enable()
 
-    def compile(self) -> None:
-        """torch.compile the trainable network in place (first steps slow, later faster)."""
-        self.trainable_module().compile()
+    def compile(self, blocks: bool, options: dict) -> int:
+        """torch.compile the trainable network in place (first steps slow, later faster), whole or, with
+        `blocks`, each of its repeated blocks on its own (regional compilation); `options` go to
+        torch.compile. Returns how many modules were compiled."""
+        module = self.trainable_module()
+        if not blocks:
+            module.compile(**options)
+            return 1
+        # diffusers' `_repeated_blocks` (what its compile_repeated_blocks uses), else the `_no_split_modules`
+        # both libraries declare: the layers kept whole when a model is split over devices.
+        names = set(getattr(module, "_repeated_blocks", None) or getattr(module, "_no_split_modules", None) or [])
+        found = [m for m in module.modules() if type(m).__name__ in names]
+        if not found:
+            raise ValueError(f"memory.compile_scope: {type(module).__name__} declares no repeated blocks to "
+                             "compile one by one; use 'model'")
+        for block in found:
+            block.compile(**options)
+        return len(found)
+
+    def use_flash_attn(self) -> None:
+        """Route the network's attention through the flash-attn package (memory.attention_backend)."""
+        raise ValueError(f"memory.attention_backend: 'flash_attn' is not available for {self.cfg.model.family}: its "
+                         "attention calls PyTorch's SDPA directly; choose 'flash' (PyTorch's own FlashAttention "
+                         "kernel)")
 
     # ---- where the adapter goes (studio/adapters: targets, kohya file) ---------------------------------
     kohya_prefixes: dict[str, str] = {}  # component -> key prefix in kohya/ComfyUI files; {} = no such file
@@ -121,6 +145,11 @@ class ModelFamily(ABC):
         """Why PEFT LoRA on these module paths of `component` cannot go into the kohya file ('' = it can),
         e.g. layers the ecosystem's reader of that layout does not map. The export then says so."""
         return ""
+
+    def single_file_tensors(self, handle, states: dict) -> dict | None:
+        """The single file's tensors where the family's ComfyUI layout is not kohya keys (Anima); None = the
+        kohya keys `formats.peft_to_kohya` writes. Raise `formats.UnsupportedExport` for what it cannot hold."""
+        return None
 
     # ---- caching images (data kind "images": studio/data/image_cache.py) ------------------------------
     @property

@@ -18,6 +18,7 @@ from studio.families.base import ModelFamily, Sample
 from studio.families.causal_lm_export import CausalLmExportMixin
 from studio.families.causal_lm_source import ModelSourceError, check_model_source, quantization_config  # noqa: F401
 from studio.families.paths import resolve_model_path
+from studio.families.rng import on_device
 
 log = logging.getLogger("studio.families.causal_lm")
 
@@ -81,17 +82,26 @@ class CausalLmFamily(CausalLmExportMixin, ModelFamily):
                                    f"transformers can train ({err})") from None
         except OSError as err:
             raise ModelSourceError(f"model.path: could not load {self.cfg.model.path}: {err}") from None
+        if self.cfg.memory.liger_kernels:  # transformers' own entry to Liger (as its Trainer's use_liger_kernel)
+            from transformers.integrations.liger import apply_liger_kernel
+
+            apply_liger_kernel(model, None)
         if bnb is not None:
             from peft import prepare_model_for_kbit_training
 
+            from studio.config.vram import checkpointing_for
+
             # Casts norms to fp32 and lets gradients reach the adapters through the frozen 4/8-bit base.
             model = prepare_model_for_kbit_training(
-                model, use_gradient_checkpointing=self.cfg.memory.gradient_checkpointing,
+                model, use_gradient_checkpointing=checkpointing_for(self.cfg)[0],
                 gradient_checkpointing_kwargs={"use_reentrant": False})
         return model
 
     def trainable_module(self) -> torch.nn.Module:
         return self.model
+
+    def use_flash_attn(self) -> None:
+        self.model.set_attn_implementation("flash_attention_2")
 
     def gradient_checkpointing(self) -> None:
         # Non-reentrant checkpointing lets gradients reach adapters even though the embeddings are frozen.
@@ -110,15 +120,21 @@ class CausalLmFamily(CausalLmExportMixin, ModelFamily):
         return dataset
 
     def collate(self, items: list[dict]) -> dict:
-        from studio.data.chat import collate_causal
+        from studio.data.chat import IGNORE_INDEX, collate_causal
 
+        if self.cfg.data.packing:
+            # transformers' padding-free collator: one row, position ids restarting per example (its masks
+            # keep examples apart), the first label of each example ignored (no loss across a boundary).
+            from transformers import DataCollatorWithFlattening
+
+            return DataCollatorWithFlattening(separator_id=IGNORE_INDEX)(items)
         pad = self.tokenizer.pad_token_id
         return collate_causal(items, pad if pad is not None else self.tokenizer.eos_token_id)
 
     # ---- training --------------------------------------------------------------------------------
     def loss(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
         """Mean next-token cross-entropy over the labelled tokens of the batch (B, T)."""
-        batch = {k: v.to(self.device) for k, v in batch.items()}
+        batch = {k: on_device(v, self.device) for k, v in batch.items()}
         return self.model(**batch, use_cache=False).loss
 
     def eval_metrics(self, loss: float) -> dict:

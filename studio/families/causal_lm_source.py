@@ -46,14 +46,16 @@ def check_model_source(path: str) -> None:
 
 
 def quantization_config(cfg, device: torch.device, dtype: torch.dtype):
-    """bitsandbytes config for `model.quantization` (QLoRA, arXiv 2305.14314: NF4 + double quant)."""
+    """transformers' bitsandbytes config for `model.quantization` (the options: `families.quantize`)."""
+    from studio.families.quantize import bnb_options
+    from studio.runfolder.device import device_problems
+
     choice = cfg.model.quantization
     if choice == "none":
         return None
-    if not torch.cuda.is_available() or device.type != "cuda":
-        raise ValueError(f"model.quantization: '{choice}' loads the base through bitsandbytes, which needs a CUDA "
-                         f"GPU; training runs on '{device.type}' here. Set model.quantization to 'none' to train "
-                         "the full-precision base.")
+    problems = device_problems(cfg, "cuda" if torch.cuda.is_available() and device.type == "cuda" else device.type)
+    if problems:
+        raise ValueError("; ".join(f"{field}: {msg}" for field, msg in problems))
     try:
         import bitsandbytes  # noqa: F401
     except ImportError:
@@ -61,8 +63,4 @@ def quantization_config(cfg, device: torch.device, dtype: torch.dtype):
                          "(pip install bitsandbytes)") from None
     from transformers import BitsAndBytesConfig
 
-    if choice == "8bit":
-        return BitsAndBytesConfig(load_in_8bit=True)
-    compute = dtype if dtype in (torch.float16, torch.bfloat16) else torch.float32
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=compute)
+    return BitsAndBytesConfig(**bnb_options(choice, dtype))

@@ -14,11 +14,12 @@ import math
 
 import torch
 
-from studio.families.rng import draw
+from studio.families.rng import draw, on_device
 from studio.families.base import ModelFamily
 from studio.families.flow_export import FlowExportMixin
 from studio.families.image_family import ImageFamilyMixin
 from studio.families.paths import resolve_model_path
+from studio.families.quantize import diffusers_load_options, place_network
 
 
 class FlowFamily(FlowExportMixin, ImageFamilyMixin, ModelFamily):
@@ -34,13 +35,7 @@ class FlowFamily(FlowExportMixin, ImageFamilyMixin, ModelFamily):
         import transformers
         from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler
 
-        from studio.config.sections.flow import model_folder_problems
-
-        path = resolve_model_path(self.cfg.model.path)
-        problems = model_folder_problems(self.cfg.model.family, path, self.cfg.model.variant)
-        if problems:
-            raise ValueError("; ".join(f"{field}: {msg}" for field, msg in problems))
-        self.model_path = path
+        path = self.checked_model_path()
         kw = {"revision": self.cfg.model.revision or None}
         weights = {"variant": self.cfg.model.weight_variant or None, **kw}
         self.noise_scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(path, subfolder="scheduler", **kw)
@@ -51,17 +46,33 @@ class FlowFamily(FlowExportMixin, ImageFamilyMixin, ModelFamily):
                 path, subfolder=enc_dir, dtype=self.dtype, **weights))
         self.vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=self.vae_dtype, **weights)
         self.transformer = getattr(diffusers, self.transformer_class).from_pretrained(
-            path, subfolder="transformer", torch_dtype=self.dtype, **weights)
+            path, subfolder="transformer", torch_dtype=self.dtype, **weights,
+            **diffusers_load_options(self.cfg, self.device, self.dtype))
         for module in (self.vae, self.transformer, *self.text_encoders):
             module.requires_grad_(False)
             module.eval()
-        self.transformer.to(self.device)
+        place_network(self.transformer, self.device, self.dtype)
         from studio.data.image_cache import attach_image_cache
 
         # With a fresh cache the VAE and text encoders never run per step: they stay in CPU memory.
         self.cache = attach_image_cache(self)
         self.place_encoders(vae=not (self.cache and self.cache.serves_latents),
                             text=not (self.cache and self.cache.serves_text))
+
+    def checked_model_path(self) -> str:
+        """`model.path` resolved, after the folder checks of the config (a ValueError naming the field)."""
+        from studio.config.sections.flow import model_folder_problems
+
+        path = resolve_model_path(self.cfg.model.path)
+        problems = model_folder_problems(self.cfg.model.family, path, self.cfg.model.variant)
+        if problems:
+            raise ValueError("; ".join(f"{field}: {msg}" for field, msg in problems))
+        self.model_path = path
+        return path
+
+    @property
+    def latent_channels(self) -> int:
+        return self.vae.config.latent_channels
 
     @property
     def vae_dtype(self) -> torch.dtype:
@@ -116,11 +127,12 @@ class FlowFamily(FlowExportMixin, ImageFamilyMixin, ModelFamily):
             text = self.encode_text(batch["caption"])
         bsz, loss_cfg = latents.shape[0], self.cfg.loss
         # Drawn for the global batch, this rank's rows kept (studio/families/rng.py): N processes train as one.
-        noise = draw(torch.randn, size=latents.shape, generator=generator, rank=self.rank, world=self.world).to(latents)
+        noise = on_device(draw(torch.randn, size=latents.shape, generator=generator, rank=self.rank, world=self.world),
+                          latents.device, latents.dtype)
         u = compute_density_for_timestep_sampling(loss_cfg.weighting_scheme, bsz * self.world, loss_cfg.logit_mean,
                                                   loss_cfg.logit_std, loss_cfg.mode_scale, generator=generator)
         u = u[self.rank * bsz:(self.rank + 1) * bsz]
-        sigmas = self.shift_sigmas(u, *latents.shape[-2:]).to(self.device)
+        sigmas = on_device(self.shift_sigmas(u, *latents.shape[-2:]), self.device)
         s = sigmas.view(-1, 1, 1, 1)
         noisy = (1.0 - s) * latents + s * noise  # rectified flow path (arXiv 2403.03206 eq. 11)
         pred = self.predict(self.transformer, noisy, sigmas, text, self.dtype).float()

@@ -76,20 +76,23 @@ class FlowExportMixin:
         import diffusers
 
         from studio.families.paths import resolve_model_path
+        from studio.families.quantize import diffusers_load_options, place_network
 
         kw = {"torch_dtype": self.dtype}
-        if not path:
-            kw.update(revision=self.cfg.model.revision or None, variant=self.cfg.model.weight_variant or None)
+        if not path:  # the trained base, quantized as in training (model.quantization): like with like
+            kw.update(revision=self.cfg.model.revision or None, variant=self.cfg.model.weight_variant or None,
+                      **diffusers_load_options(self.cfg, self.device, self.dtype))
         src = str(path or resolve_model_path(self.cfg.model.path))
         transformer = getattr(diffusers, self.transformer_class).from_pretrained(src, subfolder="transformer", **kw)
         transformer.requires_grad_(False)
         transformer.eval()
-        return {"transformer": transformer.to(self.device)}
+        place_network(transformer, self.device, self.dtype)
+        return {"transformer": transformer}
 
     def verification_inputs(self) -> dict:
         gen = torch.Generator().manual_seed(20240601)
         # (1, C, 8, 8) latents: 16 tokens of 2x2 patches, small enough for any tiny model, fast on a CPU.
-        latents = torch.randn(1, self.vae.config.latent_channels, 8, 8, generator=gen)
+        latents = torch.randn(1, self.latent_channels, 8, 8, generator=gen)
         return {"latents": latents, "sigma": torch.tensor([0.6]), "caption": ["a photo of a red fox, studio light"]}
 
     @torch.no_grad()

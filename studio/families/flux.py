@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from studio.families.flow import FlowFamily
+from studio.families.rng import on_device
 
 MAX_T5_TOKENS = {"dev": 512, "schnell": 256}  # the pipeline's limits per variant
 
@@ -16,6 +17,9 @@ class FluxFamily(FlowFamily):
     text_parts = (("tokenizer", "CLIPTokenizer", "text_encoder", "CLIPTextModel"),
                   ("tokenizer_2", "T5TokenizerFast", "text_encoder_2", "T5EncoderModel"))
     base_version = "flux1"
+
+    def use_flash_attn(self) -> None:
+        self.transformer.set_attention_backend("flash")  # its attention goes through diffusers' dispatcher
 
     @property
     def variant(self) -> str:
@@ -55,13 +59,13 @@ class FluxFamily(FlowFamily):
         b, c, h, w = noisy.shape
         packed = FluxPipeline._pack_latents(noisy.to(dtype), b, c, h, w)  # (B, h/2 * w/2, 4C)
         img_ids = FluxPipeline._prepare_latent_image_ids(b, h // 2, w // 2, self.device, dtype)  # (h/2*w/2, 3)
-        prompt = text["prompt_embeds"].to(self.device, dtype)
+        prompt = on_device(text["prompt_embeds"], self.device, dtype)
         txt_ids = torch.zeros(prompt.shape[1], 3, device=self.device, dtype=dtype)
         guidance = None
         if transformer.config.guidance_embeds:  # dev: the transformer scales it by 1000 itself
             guidance = torch.full((b,), float(self.cfg.loss.guidance), device=self.device, dtype=dtype)
         out = transformer(hidden_states=packed, timestep=sigmas.to(dtype), guidance=guidance,
-                          pooled_projections=text["pooled_prompt_embeds"].to(self.device, dtype),
+                          pooled_projections=on_device(text["pooled_prompt_embeds"], self.device, dtype),
                           encoder_hidden_states=prompt, txt_ids=txt_ids, img_ids=img_ids, return_dict=False)[0]
         factor = 8  # any factor: `_unpack_latents` only divides the pixel size by it again
         return FluxPipeline._unpack_latents(out, h * factor, w * factor, factor)

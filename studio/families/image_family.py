@@ -6,6 +6,8 @@ from contextlib import contextmanager
 
 import torch
 
+from studio.families.rng import on_device
+
 
 class ImageFamilyMixin:
     def train_dataset(self, split: str = "train"):
@@ -23,7 +25,7 @@ class ImageFamilyMixin:
         latents = batch.get("latents")
         if latents is None:
             latents = self.encode_images(batch["pixel_values"], generator)
-        return latents.to(self.device, dtype=dtype)
+        return on_device(latents, self.device, dtype)
 
     @staticmethod
     def cached_text(batch: dict) -> dict[str, torch.Tensor]:

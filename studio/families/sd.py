@@ -12,8 +12,9 @@ import torch.nn.functional as F
 
 from studio.families.base import ModelFamily
 from studio.families.image_family import ImageFamilyMixin
-from studio.families.rng import draw
+from studio.families.rng import draw, on_device
 from studio.families.paths import resolve_model_path
+from studio.families.quantize import diffusers_load_options, place_network, quantized
 from studio.families.sd_export import SdExportMixin
 
 
@@ -44,13 +45,15 @@ class SdFamily(SdExportMixin, ImageFamilyMixin, ModelFamily):  # data hooks: ima
                 self.text_encoders.append(CLIPTextModelWithProjection.from_pretrained(
                     path, subfolder="text_encoder_2", variant=variant, **kw))
             self.vae = AutoencoderKL.from_pretrained(path, subfolder="vae", variant=variant, **kw)
-            self.unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", variant=variant, **kw)
+            self.unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", variant=variant, **kw,
+                                                             torch_dtype=self.dtype,
+                                                             **diffusers_load_options(self.cfg, self.device, self.dtype))
         if self.cfg.model.prediction_type != "auto":
             self.noise_scheduler.register_to_config(prediction_type=self.cfg.model.prediction_type)
         for module in (self.vae, self.unet, *self.text_encoders):
             module.requires_grad_(False)
             module.eval()
-        self.unet.to(self.device, dtype=self.dtype)
+        place_network(self.unet, self.device, self.dtype)
         from studio.data.image_cache import attach_image_cache
 
         # With a fresh cache the VAE and text encoders never run per step: they stay in CPU memory.
@@ -60,8 +63,9 @@ class SdFamily(SdExportMixin, ImageFamilyMixin, ModelFamily):  # data hooks: ima
 
     @property
     def vae_dtype(self) -> torch.dtype:
-        # The SDXL VAE overflows in fp16 (diffusers keeps it in fp32 too), so only the rest is cast.
-        return torch.float32 if self.is_xl else self.dtype
+        # The SDXL VAE overflows in fp16 (diffusers keeps it in fp32 too), so only the rest is cast;
+        # memory.no_half_vae does the same for SD 1.5.
+        return torch.float32 if self.is_xl or self.cfg.memory.no_half_vae else self.dtype
 
     def cache_identity(self, part: str) -> str:
         from studio.data.image_cache import LATENTS, model_identity
@@ -80,6 +84,10 @@ class SdFamily(SdExportMixin, ImageFamilyMixin, ModelFamily):  # data hooks: ima
     def _load_single_file(self, path: str) -> None:
         from diffusers import DDPMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
 
+        if quantized(self.cfg):
+            raise ValueError("model.quantization: a single .safetensors checkpoint loads as a whole pipeline, "
+                             "which is not quantized here; convert it to a diffusers folder first "
+                             "(pipe.save_pretrained) or load full weights")
         cls = StableDiffusionXLPipeline if self.is_xl else StableDiffusionPipeline
         pipe = cls.from_single_file(path, torch_dtype=torch.float32)
         self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
@@ -114,7 +122,7 @@ class SdFamily(SdExportMixin, ImageFamilyMixin, ModelFamily):  # data hooks: ima
         embeds, pooled = [], None
         for tokenizer, encoder in zip(self.tokenizers, encoders or self.text_encoders):
             ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length,
-                            truncation=True, return_tensors="pt").input_ids.to(self.device)
+                            truncation=True, return_tensors="pt").input_ids.to(encoder.device)
             out = encoder(ids, output_hidden_states=self.is_xl)
             if self.is_xl:
                 embeds.append(out.hidden_states[-2])
@@ -137,14 +145,15 @@ class SdFamily(SdExportMixin, ImageFamilyMixin, ModelFamily):  # data hooks: ima
         bsz = latents.shape[0]
         # Noise and timesteps are drawn on the CPU generator: identical on every device and on resume.
         ranks = {"generator": generator, "rank": self.rank, "world": self.world}  # global-batch draws
-        noise = draw(torch.randn, size=latents.shape, **ranks).to(latents)
+        noise = on_device(draw(torch.randn, size=latents.shape, **ranks), latents.device, latents.dtype)
         if self.cfg.loss.noise_offset > 0:  # https://www.crosslabs.org/blog/diffusion-with-offset-noise
-            offset = draw(torch.randn, size=(bsz, latents.shape[1], 1, 1), **ranks).to(latents)
+            offset = on_device(draw(torch.randn, size=(bsz, latents.shape[1], 1, 1), **ranks), latents.device,
+                               latents.dtype)
             noise = noise + self.cfg.loss.noise_offset * offset
-        timesteps = draw(torch.randint, 0, self.noise_scheduler.config.num_train_timesteps, size=(bsz,),
-                         **ranks).to(self.device)
+        timesteps = on_device(draw(torch.randint, 0, self.noise_scheduler.config.num_train_timesteps, size=(bsz,),
+                                   **ranks), self.device)
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
-        pred = self.unet(noisy, timesteps, text["prompt_embeds"].to(self.device, self.dtype),
+        pred = self.unet(noisy, timesteps, on_device(text["prompt_embeds"], self.device, self.dtype),
                          added_cond_kwargs=self._added_cond(batch, text, bsz)).sample
         if self.noise_scheduler.config.prediction_type == "v_prediction":
             target = self.noise_scheduler.get_velocity(latents, noise, timesteps)
@@ -161,8 +170,8 @@ class SdFamily(SdExportMixin, ImageFamilyMixin, ModelFamily):  # data hooks: ima
         crop = batch.get("crop_top_left", torch.zeros(bsz, 2, dtype=torch.long))
         target = batch.get("target_size", torch.tensor([[res, res]] * bsz))  # (B, 2) bucket (h, w)
         # (B, 6): original size, crop top-left, target size, as SDXL's micro-conditioning expects.
-        time_ids = torch.cat([original, crop, target], dim=1).to(self.device, dtype)
-        return {"text_embeds": text["pooled_prompt_embeds"].to(self.device, dtype), "time_ids": time_ids}
+        time_ids = on_device(torch.cat([original, crop, target], dim=1), self.device, dtype)
+        return {"text_embeds": on_device(text["pooled_prompt_embeds"], self.device, dtype), "time_ids": time_ids}
 
     def _weighted_mse(self, pred, target, timesteps, mask=None) -> torch.Tensor:
         gamma = self.cfg.loss.snr_gamma

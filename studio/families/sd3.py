@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from studio.families.flow import FlowFamily
+from studio.families.rng import on_device
 
 MAX_T5_TOKENS = 256  # the pipeline's default `max_sequence_length`
 
@@ -30,8 +31,8 @@ class Sd3Family(FlowFamily):
         # fp32 as its pipeline passes them (a bf16 timestep would round to steps of 4).
         timesteps = sigmas.float() * self.noise_scheduler.config.num_train_timesteps
         return transformer(hidden_states=noisy.to(dtype), timestep=timesteps,
-                           encoder_hidden_states=text["prompt_embeds"].to(self.device, dtype),
-                           pooled_projections=text["pooled_prompt_embeds"].to(self.device, dtype),
+                           encoder_hidden_states=on_device(text["prompt_embeds"], self.device, dtype),
+                           pooled_projections=on_device(text["pooled_prompt_embeds"], self.device, dtype),
                            return_dict=False)[0]
 
     def render(self, pipe, prompt, meta: dict, generator: torch.Generator):

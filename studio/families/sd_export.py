@@ -64,6 +64,7 @@ class SdExportMixin:
         from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
         from studio.families.paths import resolve_model_path
+        from studio.families.quantize import diffusers_load_options, place_network
 
         src = str(path or resolve_model_path(self.cfg.model.path))
         with_te = self.cfg.adapter.train_text_encoder or path is not None
@@ -76,7 +77,9 @@ class SdExportMixin:
             kw = {"torch_dtype": self.dtype}
             if not path:
                 kw.update(revision=self.cfg.model.revision or None, variant=self.cfg.model.weight_variant or None)
-            out = {"unet": UNet2DConditionModel.from_pretrained(src, subfolder="unet", **kw)}
+            # The trained base quantized as in training (model.quantization): the check compares like with like.
+            quant = diffusers_load_options(self.cfg, self.device, self.dtype) if not path else {}
+            out = {"unet": UNet2DConditionModel.from_pretrained(src, subfolder="unet", **kw, **quant)}
             if with_te:
                 out["text_encoder"] = CLIPTextModel.from_pretrained(src, subfolder="text_encoder", **kw)
                 if self.is_xl:
@@ -87,7 +90,7 @@ class SdExportMixin:
         for module in out.values():
             module.requires_grad_(False)
             module.eval()
-            module.to(self.device)
+            place_network(module, self.device, module.dtype)
         return out
 
     def _single_file_pipeline(self, path: str):
@@ -132,4 +135,37 @@ class SdExportMixin:
 
     def save_merged(self, out_dir: Path, components: dict[str, torch.nn.Module]) -> None:
         self.pipeline(components).save_pretrained(str(out_dir), safe_serialization=True)
+        for folder in ("text_encoder", "text_encoder_2"):
+            if (Path(out_dir) / folder).is_dir():
+                with_text_model_level(Path(out_dir) / folder)
+
+
+CLIP_LEVEL = "text_model."
+
+
+def with_text_model_level(folder: Path) -> None:
+    """transformers 5 saves CLIPTextModel without its `text_model.` key level; ComfyUI's diffusers-folder
+    loader (comfy/diffusers_load.py -> comfy.sd.load_clip) recognises a CLIP text encoder only by keys such
+    as `text_model.encoder.layers.1.mlp.fc1.weight`. Put the level back in every weight file (and the shard
+    index); transformers' `from_pretrained` reads both layouts to the same weights. `text_projection`
+    (CLIPTextModelWithProjection) stays at the top, where both expect it."""
+    import json
+
+    from safetensors import safe_open
+
+    from studio.adapters.formats import atomic_save_file
+
+    def renamed(key: str) -> str:
+        return key if key.startswith((CLIP_LEVEL, "text_projection")) else CLIP_LEVEL + key
+
+    for file in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(file), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {renamed(k): f.get_tensor(k) for k in f.keys()}
+        atomic_save_file(tensors, file, metadata)
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        info = json.loads(index.read_text(encoding="utf-8"))
+        info["weight_map"] = {renamed(k): v for k, v in info.get("weight_map", {}).items()}
+        index.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 

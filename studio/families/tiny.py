@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from studio.registry.families import ALL_FAMILIES, FAMILIES, load_attr
+from studio.paths import tiny_model_dir
 
 # Every registered family has a tiny model (its registry row names the writer, imported lazily:
 # torch/diffusers/transformers take seconds to import and most callers only need the names).
@@ -48,7 +49,7 @@ def write_tiny_model(family: str, out_dir: str | Path) -> Path:
 
 def is_model_folder(path: Path) -> bool:
     """A folder counts as a model only once its index/config exists (written last by save)."""
-    return (path / "model_index.json").is_file() or (path / "config.json").is_file()
+    return any((path / name).is_file() for name in ("model_index.json", "modular_model_index.json", "config.json"))
 
 
 def ensure_tiny_model(family: str, home: str | Path) -> Path:
@@ -58,7 +59,7 @@ def ensure_tiny_model(family: str, home: str | Path) -> Path:
     folder; when two processes race, the loser drops its copy and uses the winner's.
     """
     _check_family(family)
-    final = Path(home) / "models" / f"tiny-{family}"
+    final = tiny_model_dir(family, home)
     if is_model_folder(final):
         return final
     final.parent.mkdir(parents=True, exist_ok=True)

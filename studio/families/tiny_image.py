@@ -131,3 +131,23 @@ def write_sdxl(out_dir: Path) -> None:
         force_zeros_for_empty_prompt=True, add_watermarker=False,
     )
     pipe.save_pretrained(str(out_dir), safe_serialization=True)
+
+
+def write_tiny_clip(out_dir: Path) -> Path:
+    """A tiny random CLIP (text + vision towers, tokenizer, image processor) that `CLIPModel` and
+    `AutoProcessor.from_pretrained` load: the stand-in for a real CLIP in tests of the CLIP score."""
+    from transformers import (CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer,
+                              CLIPVisionConfig)
+
+    out_dir = Path(out_dir)
+    vocab_size = write_clip_tokenizer(out_dir)
+    text = tiny_clip_text(vocab_size).config
+    vision = CLIPVisionConfig(hidden_size=TEXT_DIM, intermediate_size=2 * TEXT_DIM, num_hidden_layers=2,
+                              num_attention_heads=4, image_size=32, patch_size=8, hidden_act="quick_gelu")
+    torch.manual_seed(0)
+    CLIPModel(CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=16)
+              ).save_pretrained(str(out_dir), safe_serialization=True)
+    size = {"shortest_edge": 32}
+    CLIPProcessor(image_processor=CLIPImageProcessor(size=size, crop_size={"height": 32, "width": 32}),
+                  tokenizer=CLIPTokenizer.from_pretrained(str(out_dir))).save_pretrained(str(out_dir))
+    return out_dir

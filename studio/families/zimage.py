@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from studio.families.flow import FlowFamily
+from studio.families.rng import on_device
 
 MAX_TOKENS = 512  # the pipeline's default `max_sequence_length`
 
@@ -20,6 +21,9 @@ class ZImageFamily(FlowFamily):
     transformer_class = "ZImageTransformer2DModel"
     text_parts = (("tokenizer", "AutoTokenizer", "text_encoder", "AutoModel"),)
     kohya_prefixes: dict[str, str] = {}  # no single-file layout written for Z-Image
+
+    def use_flash_attn(self) -> None:
+        self.transformer.set_attention_backend("flash")  # its attention goes through diffusers' dispatcher
 
     def default_targets(self, component: str = "transformer") -> list[str]:
         # attention of the main layers and of the noise / caption refiners
@@ -34,7 +38,7 @@ class ZImageFamily(FlowFamily):
         return {"prompt_embeds": padded, "prompt_lengths": torch.tensor([e.shape[0] for e in embeds])}
 
     def predict(self, transformer, noisy, sigmas, text, dtype):
-        embeds = text["prompt_embeds"].to(self.device, dtype)
+        embeds = on_device(text["prompt_embeds"], self.device, dtype)
         captions = [embeds[i, : int(n)] for i, n in enumerate(text["prompt_lengths"])]
         latents = list(noisy.to(dtype).unsqueeze(2).unbind(0))  # (C, 1, h, w) each
         time = (1.0 - sigmas).to(dtype)  # the pipeline's (1000 - t) / 1000

@@ -40,12 +40,14 @@ class Job:
     final_loss: float | None
     attempts: int
     gpus: str | None = None  # the GPUs this launch holds, comma-separated (the worker's GPU pool)
+    earlier_s: float = 0.0  # time of the launches this one resumes (a retry starts again from 0)
 
     @property
     def duration_s(self) -> float | None:
+        """Time the job has run: every launch since its last fresh start, this one included."""
         if self.started_at is None:
-            return None
-        return (self.finished_at or time.time()) - self.started_at
+            return self.earlier_s or None
+        return self.earlier_s + (self.finished_at or time.time()) - self.started_at
 
     @property
     def gpu_list(self) -> list[str]:

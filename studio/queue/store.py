@@ -81,7 +81,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     error TEXT,
     final_loss REAL,
     attempts INTEGER NOT NULL DEFAULT 0,
-    gpus TEXT
+    gpus TEXT,
+    earlier_s REAL NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_status_position ON jobs (status, position);
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -107,7 +108,9 @@ class JobStore:
             # WAL: readers (the UI's timer) never block the worker's writes, and vice versa.
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(_SCHEMA)
-            columns = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
+            columns = {r["name"] for r in conn.execute("PRAGMA table_info(jobs)")}
+            if "earlier_s" not in columns:  # a database from before durations summed resumed runs
+                conn.execute("ALTER TABLE jobs ADD COLUMN earlier_s REAL NOT NULL DEFAULT 0")
             if "gpus" not in columns:  # a queue written before the GPU pool existed
                 conn.execute("ALTER TABLE jobs ADD COLUMN gpus TEXT")
         self._backup()
@@ -344,10 +347,12 @@ class JobStore:
                 hint = " (use retry to run it again from the start, or clone)" if job.status == "completed" else ""
                 raise QueueError(f"job {job.id} '{job.name}' is {job.status}: cannot {launch} it{hint}")
             position = job.position if keep_position else self._next_position(conn)
+            # A resume continues the run: its time so far is kept and the next launch adds to it.
+            earlier = (job.duration_s or 0.0) if launch == "resume" else 0.0
             conn.execute(
                 "UPDATE jobs SET status = 'pending', launch = ?, position = ?, stop_requested = 0,"
-                " error = ?, exit_code = NULL, started_at = NULL, finished_at = NULL WHERE id = ?",
-                (launch, position, note, job.id),
+                " error = ?, exit_code = NULL, started_at = NULL, finished_at = NULL, earlier_s = ? WHERE id = ?",
+                (launch, position, note, earlier, job.id),
             )
             return self._get(conn, job.id)
 

@@ -34,6 +34,10 @@ class AdapterRow:
     peft_dropouts: tuple[str, ...] = ()  # which of dropout / rank_dropout / module_dropout PEFT's version has
     peft_bias: bool = False  # PEFT trains biases for it (`adapter.bias`)
     lycoris_conv: bool = False  # LyCORIS adapts 3x3 convolutions with it (`adapter.conv_rank`)
+    # Trainable numbers per adapted (out x in) weight at rank r, for the memory estimate (studio/config/vram.py):
+    # "low_rank" r(in+out) (LoRA-like), "hadamard" 2r(in+out) (LoHa), "block" r x in (OFT blocks), "vector" out
+    # ((IA)^3), "full" in x out (every weight trained).
+    size: str = "low_rank"
 
     @property
     def backends(self) -> tuple[str, ...]:
@@ -46,19 +50,19 @@ ADAPTERS: dict[str, AdapterRow] = {row.type: row for row in (
     AdapterRow("dora", "lora", f"{_PEFT}:dora_config", ("use_rslora", "init_lora_weights", "fan_in_fan_out"),
                peft_kohya=True, peft_dropouts=("dropout",), peft_bias=True),
     AdapterRow("loha", "loha", f"{_PEFT}:loha_config", ("use_effective_conv2d", "init_weights"), peft_kohya=True,
-               peft_dropouts=("rank_dropout", "module_dropout"), lycoris_conv=True),
+               peft_dropouts=("rank_dropout", "module_dropout"), lycoris_conv=True, size="hadamard"),
     AdapterRow("lokr", "lokr", f"{_PEFT}:lokr_config", ("use_effective_conv2d", "rank_dropout_scale", "init_weights"),
                peft_kohya=True, peft_dropouts=("rank_dropout", "module_dropout"), lycoris_conv=True),
     AdapterRow("oft", "diag-oft", f"{_PEFT}:oft_config",
                ("coft", "eps", "block_share", "use_cayley_neumann", "num_cayley_neumann_terms", "init_weights"),
-               peft_dropouts=("module_dropout",), peft_bias=True),
+               peft_dropouts=("module_dropout",), peft_bias=True, size="block"),
     AdapterRow("boft", "boft", f"{_PEFT}:boft_config", ("boft_block_num", "boft_n_butterfly_factor", "init_weights"),
-               peft_dropouts=("module_dropout",), peft_bias=True),
-    AdapterRow("ia3", "ia3", f"{_PEFT}:ia3_config", ("init_ia3_weights",)),
+               peft_dropouts=("module_dropout",), peft_bias=True, size="block"),
+    AdapterRow("ia3", "ia3", f"{_PEFT}:ia3_config", ("init_ia3_weights",), size="vector"),
     AdapterRow("locon", "locon", lycoris_conv=True),
     AdapterRow("glora", "glora"),
     AdapterRow("dylora", "dylora"),
-    AdapterRow("full", "full"),
+    AdapterRow("full", "full", size="full"),
 )}
 
 ADAPTER_TYPES: tuple[str, ...] = tuple(ADAPTERS)

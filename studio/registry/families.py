@@ -11,6 +11,8 @@ Traits:
   attention_split   self- and cross-attention can be targeted apart (`adapter.attention_type`)
   min_snr           the loss supports min-SNR-gamma weighting (`loss.snr_gamma`)
   kohya_keys        its ComfyUI single file uses kohya keys (LyCORIS writes them for every adapter type)
+  llm_adapter       a trainable LLM adapter sits between text encoder and denoiser (`adapter.freeze_llm_adapter`)
+  custom_variants   `model.variant` may also name a fine-tune outside `variants` (the UI lets one be typed)
 """
 from __future__ import annotations
 
@@ -72,10 +74,14 @@ FAMILIES: dict[str, FamilyRow] = {row.id: row for row in (
     FamilyRow("zimage", "images", "studio.families.tiny_zimage:write_zimage", "studio.families.zimage:ZImageFamily",
               defaults={"data": {"resolution": 1024}, **_IMAGE_DEFAULTS,
                         "sampling": {"default_steps": 9, "default_guidance": 0.0}}),
+    FamilyRow("anima", "images", "studio.families.tiny_anima:write_anima", "studio.families.anima:AnimaFamily",
+              traits=frozenset({"llm_adapter"}),
+              defaults={"data": {"resolution": 1024}, **_IMAGE_DEFAULTS,
+                        "sampling": {"default_steps": 30, "default_guidance": 4.0}}),
     FamilyRow("acestep", "songs", "studio.families.tiny_audio:write_acestep",
               "studio.families.acestep:AceStepFamily", variants=("turbo", "base", "sft"),
               demo={"model": {"variant": "turbo"}},
-              traits=frozenset({"attention_split", "min_snr"}),
+              traits=frozenset({"attention_split", "min_snr", "custom_variants"}),
               defaults={"adapter": {"rank": 64, "alpha": 128, "dropout": 0.1},
                         "training": {"learning_rate": 1e-4, "batch_size": 1, "gradient_accumulation_steps": 4,
                                      "epochs": 100},

@@ -35,6 +35,22 @@ class _Tee:
         return getattr(self.stream, name)
 
 
+# Import-time warnings of optional compiled parts the studio does not use, printed by every job that imports
+# diffusers: torchao's prebuilt CUDA/CPU extensions that do not load with this torch, the quantized tensor
+# classes diffusers' torchao loader looks for (only needed to read checkpoints saved by torchao itself;
+# the studio quantizes at load), torch's notice about torchao's enum registration, and bitsandbytes' optional
+# CPU kernel from the `kernels` hub package. Errors from the same loggers still show.
+IMPORT_NOISE_LOGGERS = ("torchao", "diffusers.quantizers.torchao.torchao_quantizer", "torch.utils._pytree",
+                        "bitsandbytes.backends.cpu.ops")
+
+
+def quiet_import_noise() -> None:
+    import logging
+
+    for name in IMPORT_NOISE_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def _already_captured(path: Path) -> bool:
     try:
         return path.exists() and os.path.samestat(os.fstat(sys.stdout.fileno()), os.stat(path))

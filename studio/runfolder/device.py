@@ -35,7 +35,8 @@ def mps_available() -> bool:
 
 
 def check_device(cfg) -> None:
-    """Raise a ConfigError naming `model.device` when the chosen device is not usable here."""
+    """Raise a ConfigError naming `model.device` when the chosen device is not usable here, or naming the
+    `memory` engine that cannot run on it."""
     from studio.config.errors import ConfigError
 
     choice = cfg.model.device
@@ -50,6 +51,29 @@ def check_device(cfg) -> None:
     if choice == "mps" and torch.cuda.is_available():
         raise ConfigError([("model.device", "'mps' cannot be chosen on a machine with a CUDA GPU; choose "
                             "'cuda', 'auto' or 'cpu'")])
+    from studio.config.sections.runtime import engine_problems
+
+    problems = device_problems(cfg, job_device_type(cfg))
+    # a speed engine this machine cannot run (memory.*): refused before anything loads
+    problems += engine_problems(cfg, cuda=choice in ("auto", "cuda") and torch.cuda.is_available())
+    if problems:
+        raise ConfigError(problems)
+
+
+def device_problems(cfg, device_type: str) -> list[tuple[str, str]]:
+    """Settings that need CUDA while the job runs on `device_type` ("cuda", "mps", "cpu"): the quantized
+    bases (`studio/families/quantize.py`)."""
+    out = []
+    if device_type != "cuda" and cfg.model.fp8_base:
+        out.append(("model.fp8_base", f"float8 weights need an NVIDIA GPU with float8 support (Ada, Hopper or "
+                    f"newer); training runs on '{device_type}' here. Turn it off, or use model.quantization "
+                    "'8bit' with model.quantization_backend 'torchao', which also runs on the CPU"))
+    if device_type != "cuda" and cfg.model.quantization != "none" and cfg.model.quantization_backend == "bitsandbytes":
+        out.append(("model.quantization", f"'{cfg.model.quantization}' through bitsandbytes needs a CUDA GPU "
+                    f"(the diffusers and transformers loaders refuse to quantize without one); training runs "
+                    f"on '{device_type}' here. Image families: use model.quantization_backend 'torchao' with "
+                    "'8bit'; or set model.quantization to 'none'"))
+    return out
 
 
 def accelerator_options(cfg) -> dict:
@@ -59,12 +83,17 @@ def accelerator_options(cfg) -> dict:
     return {"cpu": job_device(cfg).type == "cpu"}
 
 
+def job_device_type(cfg) -> str:
+    """"cuda", "mps" or "cpu": where `model.device` puts the job on this machine."""
+    if cfg.model.device in ("auto", "cuda") and torch.cuda.is_available():
+        return "cuda"
+    if cfg.model.device in ("auto", "mps") and mps_available():
+        return "mps"
+    return "cpu"
+
+
 def job_device(cfg) -> torch.device:
     """The device outside an Accelerator (caching, estimate, export): the same rule as the trainer's."""
     check_device(cfg)
-    if cfg.model.device in ("auto", "cuda") and torch.cuda.is_available():
-        return torch.device("cuda")
-    if cfg.model.device in ("auto", "mps") and mps_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    return torch.device(job_device_type(cfg))
 

@@ -22,6 +22,9 @@ CONTROL_DIR = "control"
 STOP_FILE = Path(CONTROL_DIR) / "STOP"
 ATTEMPTS_DIR = "attempts"
 ACCELERATE_CONFIG_FILE = "accelerate_config.json"  # several processes: what `accelerate launch` reads
+TENSORBOARD_DIR = "runs"  # TensorBoard events (logging.log_dir empty), `runs/<job.run_name>/` with a run name
+MLFLOW_DIR = "mlruns"  # MLflow's file store when logging.mlflow_tracking_uri is empty
+COMET_DIR = "comet"  # Comet's offline archives (logging.trackers_offline); W&B writes `wandb/` itself
 MANIFEST = "manifest.json"  # written last into checkpoint-<step>/: a checkpoint without it is incomplete
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 

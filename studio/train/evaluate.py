@@ -13,13 +13,15 @@ import torch
 def evaluate(t) -> dict:
     """Mean eval loss; the generator is re-seeded each time so every evaluation sees the same noise."""
     from studio.train.ranks import sum_over_ranks
+    from studio.train.speed import attention_kernel
 
     module = t.family.trainable_module()
     module.eval()
     gen = torch.Generator().manual_seed(t.cfg.training.seed + 1)
+    attention = attention_kernel(t.cfg)  # the SDPA kernel the training steps use
     total, count = 0.0, 0
     for batch in t.eval_loader:  # this rank's slice of each eval batch
-        with t.accelerator.autocast():
+        with t.accelerator.autocast(), attention():
             loss = t.family.loss(batch, gen)
         n = len(next(iter(batch.values())))
         total, count = total + float(loss) * n, count + n
@@ -29,6 +31,17 @@ def evaluate(t) -> dict:
     metrics = {"eval_loss": round(mean, 6)}
     metrics.update(t.family.eval_metrics(mean))
     return metrics
+
+
+def clip_score(t, scorer, step: int) -> float:
+    """Mean CLIP score of the sample prompts' images, rendered as samples are (seeds, steps, guidance,
+    EMA weights) with the weights of this step."""
+    from studio.sampling import sampling_weights
+
+    prompts = t.cfg.sampling.prompts
+    with sampling_weights(t):
+        samples = t.family.sample(prompts, step)
+    return scorer.mean_score([s.data for s in samples], [p.prompt for p in prompts])
 
 
 class EarlyStopper:

@@ -9,6 +9,7 @@ import logging
 import math
 import time
 from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -19,12 +20,14 @@ from studio.runfolder.control import ControlFiles
 from studio.runfolder.layout import checkpoint_path
 from studio.train.ema import ema_update
 from studio.train.health import NonFiniteState, last_good_note
+from studio.train.memory import saved_activations
 from studio.train.optimizers import evaluation_weights, set_train_mode
 from studio.train.profiling import NoProfile, log_layer_grad_norms, make_profiler
-from studio.train.evaluate import EarlyStopper, evaluate
+from studio.train.evaluate import EarlyStopper, clip_score, evaluate
 from studio.runfolder.progress import ProgressLog
 from studio.train.ranks import mean_over_ranks, shared_flags
 from studio.train.setup import Trainer
+from studio.train.speed import attention_kernel
 
 log = logging.getLogger("studio.train")
 
@@ -34,8 +37,8 @@ class NonFiniteLoss(NonFiniteState):
 
 
 class Loop:
-    def __init__(self, t: Trainer, run_dir: Path, progress: ProgressLog, writer=None, bar=None, on_checkpoint=None):
-        self.t, self.run_dir, self.progress, self.writer, self.bar = t, Path(run_dir), progress, writer, bar
+    def __init__(self, t: Trainer, run_dir: Path, progress: ProgressLog, bar=None, on_checkpoint=None):
+        self.t, self.run_dir, self.progress, self.bar = t, Path(run_dir), progress, bar
         self.on_checkpoint = on_checkpoint  # called with (checkpoint folder, step) after each commit
         self.cfg = t.cfg
         self.control = ControlFiles(run_dir)
@@ -58,7 +61,16 @@ class Loop:
         self.backward = torch.Tensor.backward if self.direct else acc.backward
         self.clip = torch.nn.utils.clip_grad_norm_ if self.direct else acc.clip_grad_norm_
         self.main = acc.is_main_process  # the only process that writes the run folder
+        # memory.attention_backend: the forced SDPA kernel covers the backward too, where gradient
+        # checkpointing recomputes attention and must pick the kernel the forward used.
+        self.attention = attention_kernel(self.cfg)
         self.profiler = make_profiler(self.cfg, run_dir, acc.device) if self.main else NoProfile()
+        self.saved_activations = partial(saved_activations, self.cfg, acc.device)  # memory.activation_offload
+        self.clip_scorer = None  # evaluation_type clip: loaded before the first step, so a bad model fails early
+        if self.main and self.cfg.evaluation.evaluation_type == "clip":
+            from studio.train.clip_score import ClipScorer
+
+            self.clip_scorer = ClipScorer(self.cfg.evaluation.clip_model, acc.device)
 
     # ---- state -------------------------------------------------------------------------------
     def state(self) -> dict:
@@ -161,8 +173,9 @@ class Loop:
             prof.lap("data")
             self.batches_done += 1
             sync = self.batches_done % accum == 0 or self.batches_done == t.batches_per_epoch
-            with (nullcontext() if sync else t.accelerator.no_sync(module)), t.accelerator.autocast():
-                loss = module(batch, t.generator)
+            with (nullcontext() if sync else t.accelerator.no_sync(module)), t.accelerator.autocast(), self.attention():
+                with self.saved_activations():
+                    loss = module(batch, t.generator)
                 prof.lap("forward")
                 self.backward(loss / accum)
                 prof.lap("backward")
@@ -187,8 +200,9 @@ class Loop:
         t = self.t
         grad_norm = None
         heavy = self.cfg.logging.log_heavy_every
-        if heavy and (self.step + 1) % heavy == 0 and self.main:  # before clipping: the gradients as given
-            log_layer_grad_norms(self.run_dir, self.step + 1, t.adapter.named_trainable(), self.writer)
+        fused = self.cfg.optimizer.fused_backward_pass  # its gradients were freed inside backward
+        if heavy and (self.step + 1) % heavy == 0 and self.main and not fused:  # before clipping: as given
+            log_layer_grad_norms(self.run_dir, self.step + 1, t.adapter.named_trainable(), self.track)
         if self.cfg.training.max_grad_norm > 0:
             grad_norm = self.clip(self.trainable, self.cfg.training.max_grad_norm)
         self.optimizer.step()
@@ -254,11 +268,7 @@ class Loop:
         lr = self.t.scheduler.get_last_lr()[0]
         extra = {"grad_norm": round(float(grad_norm), 6)} if grad_norm is not None else {}
         self.progress.step(self.step, self.epoch, loss, lr, **extra)
-        if self.writer is not None:
-            self.writer.add_scalar("train/loss", loss, self.step)
-            self.writer.add_scalar("train/lr", lr, self.step)
-            if extra:
-                self.writer.add_scalar("train/grad_norm", extra["grad_norm"], self.step)
+        self.track({"train/loss": loss, "train/lr": lr, **{f"train/{k}": v for k, v in extra.items()}}, self.step)
         if self.bar is not None:
             self.bar.update(self.step - self.bar.n)
             self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", refresh=False)
@@ -266,6 +276,11 @@ class Loop:
             eta = self.progress.eta(self.step)
             log.info("step %d/%d  loss %.4f  lr %.3e  eta %s", self.step, self.t.total_steps, loss, lr,
                      f"{eta:.0f}s" if eta is not None else "?")
+
+    def track(self, values: dict, step: int) -> None:
+        """To the trackers of logging.report_to (started on the main process only; none elsewhere)."""
+        if self.t.accelerator.trackers:
+            self.t.accelerator.log(values, step=step)
 
     def render_samples(self) -> None:
         from studio.sampling import render_during_training
@@ -276,14 +291,20 @@ class Loop:
         self.t.accelerator.wait_for_everyone()
 
     def run_eval(self) -> None:
-        if self.t.eval_loader is None:
+        clip = self.cfg.evaluation.evaluation_type == "clip"
+        if self.t.eval_loader is None and not clip:
             return
+        metrics: dict = {}
         with evaluation_weights(self.t.optimizer):
-            metrics = evaluate(self.t)
-        improved = self.stopper.update(metrics["eval_loss"], self.step)  # the same on every rank (reduced)
+            if self.t.eval_loader is not None:
+                metrics = evaluate(self.t)
+            if self.clip_scorer is not None:  # the main process renders and scores, as it renders samples
+                metrics["clip_score"] = clip_score(self.t, self.clip_scorer, self.step)
+        if clip:
+            self.t.accelerator.wait_for_everyone()
+        # Early stopping follows the eval loss, the same on every rank (reduced).
+        improved = "eval_loss" in metrics and self.stopper.update(metrics["eval_loss"], self.step)
         self.progress.event("eval", step=self.step, epoch=self.epoch, best=improved, **metrics)
-        if self.writer is not None:
-            for key, value in metrics.items():
-                self.writer.add_scalar(f"eval/{key}", value, self.step)
+        self.track({f"eval/{key}": value for key, value in metrics.items()}, self.step)
         if improved and self.stopper.patience > 0:
             self.stopper.mark_best(self.save("best eval loss"))

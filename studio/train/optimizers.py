@@ -50,6 +50,11 @@ def make_optimizer(params: list, cfg, extra: dict, total_steps: int) -> torch.op
                            "here. Use 'adamw' or 'adafactor' on this machine.")
     cls = s.load()
     kwargs = {**s.defaults, **_betas(cls, opt), **_decay_mode(opt.name, s, opt.decouple_weight_decay)}
+    if opt.implementation != "auto":
+        if opt.implementation not in inspect.signature(cls).parameters:
+            raise ValueError(f"optimizer.implementation: '{opt.name}' has no {opt.implementation} form; leave it "
+                             "'auto' (PyTorch's own optimizers such as adamw, adam and sgd_nesterov have one)")
+        kwargs[opt.implementation] = True
     if opt.eps is not None:
         if "eps" not in inspect.signature(cls).parameters:
             raise ValueError(f"optimizer.eps: '{opt.name}' has no epsilon; leave it empty")

@@ -93,10 +93,10 @@ def layer_grad_norms(named: dict[str, torch.nn.Parameter]) -> dict[str, float]:
     return {layer: float(total.sqrt()) for layer, total in squares.items()}
 
 
-def log_layer_grad_norms(run_dir: Path, step: int, named: dict, writer=None) -> None:
+def log_layer_grad_norms(run_dir: Path, step: int, named: dict, track=None) -> None:
+    """Into grad_norms.jsonl, and as `grad_norm/<layer>` through `track(values, step)` (the trackers)."""
     norms = layer_grad_norms(named)
     with open(Path(run_dir) / "grad_norms.jsonl", "a", encoding="utf-8") as file:
         file.write(json.dumps({"step": step, "norms": norms}) + "\n")
-    if writer is not None:
-        for layer, norm in norms.items():
-            writer.add_scalar(f"grad_norm/{layer}", norm, step)
+    if track is not None:
+        track({f"grad_norm/{layer}": norm for layer, norm in norms.items()}, step)

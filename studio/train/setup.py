@@ -9,12 +9,15 @@ from dataclasses import dataclass, field
 import torch
 
 from studio.adapters import AdapterHandle, inject_adapter
+from studio.config.vram import checkpointing_for
 from studio.data.sampler import EpochSampler
 from studio.families.base import ModelFamily, build_family
 from studio.runfolder.device import weight_dtype
 from studio.train.ema import build_ema
+from studio.train.memory import FusedBackwardOptimizer, swap_blocks
 from studio.train.optim import build_optimizer, build_scheduler
 from studio.train.ranks import LossModule, RankSlices
+from studio.train.speed import apply_engines, compile_network
 
 
 @dataclass
@@ -76,8 +79,14 @@ def build_trainer(cfg, accelerator) -> Trainer:
         torch.backends.cuda.matmul.allow_tf32 = True
     family = build_family(cfg, device, dtype)
     family.load()
+    if cfg.memory.blocks_to_swap:  # before the adapter: only the frozen weights travel
+        swap_blocks(family.trainable_module(), cfg.memory.blocks_to_swap, device)
     adapter = inject_adapter(family, cfg)
-    if cfg.memory.gradient_checkpointing:
+    if cfg.memory.blocks_to_swap:  # PEFT puts new weights beside their base layer's, here in system RAM
+        for param in adapter.trainable_params():
+            param.data = param.data.to(device)
+    apply_engines(family, cfg)
+    if checkpointing_for(cfg)[0]:  # `auto` was decided by the train command; here only for direct callers
         family.gradient_checkpointing()
     train_ds = family.train_dataset("train")
     world, rank = accelerator.num_processes, accelerator.process_index
@@ -113,11 +122,15 @@ def build_trainer(cfg, accelerator) -> Trainer:
         epochs = cfg.training.epochs
         total = epochs * steps_per_epoch
     sampler.set_total_batches(total * accum)  # progressive resolution splits the run's batches
-    optimizer = build_optimizer(adapter.param_groups(cfg.training.learning_rate), cfg, total)  # text encoders: own LR
+    groups = adapter.param_groups(cfg.training.learning_rate)  # text encoders: own LR
+    if cfg.optimizer.fused_backward_pass:  # one optimizer per tensor, stepped inside backward
+        optimizer = FusedBackwardOptimizer(groups, lambda one: build_optimizer(one, cfg, total))
+    else:
+        optimizer = build_optimizer(groups, cfg, total)
     scheduler = build_scheduler(optimizer, cfg, total)
     loss_module, optimizer = accelerator.prepare(LossModule(family, list(adapter.components.values())), optimizer)
     if cfg.memory.torch_compile:
-        family.compile()
+        compile_network(family, cfg)
     ema = None
     if cfg.training.use_ema:
         ema = build_ema(adapter.trainable_params(), cfg)

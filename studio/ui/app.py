@@ -21,6 +21,8 @@ CSS = """
 #train-side { position: sticky; top: 8px; align-self: flex-start; }
 .field-error { box-shadow: 0 0 0 2px #dc2626 !important; border-radius: 8px; }
 .field-error .info, .field-error [data-testid="block-info"] + div { color: #b91c1c !important; }
+.studio-hidden { display: none !important; }
+#train-machines pre, #train-machines code { white-space: pre-wrap !important; overflow-wrap: anywhere; }
 .studio-hint { opacity: .8; font-size: .92em; }
 .studio-status { font-size: 1.02em; margin: 4px 0; }
 .studio-badge { display: inline-block; padding: 1px 8px; border-radius: 10px; font-weight: 600;
@@ -95,6 +97,7 @@ def build_app(ctx, serving: dict):
     """The Blocks app. `ctx`: a StudioContext (store, worker, TensorBoards, served folders)."""
     import gradio as gr
 
+    from studio.ui.field_checks import WATCH_FIELDS
     from studio.ui.tabs.environment import build_environment_tab
     from studio.ui.tabs.monitor import build_monitor_tab
     from studio.ui.tabs.playground import build_playground_tab
@@ -146,6 +149,12 @@ def build_app(ctx, serving: dict):
                                                  show_progress="hidden")
         demo.load(queue.refresh, [queue.job, gr.State("")], queue.refresh_outputs, show_progress="hidden")
         demo.load(queue.load_settings, None, queue.settings_outputs, show_progress="hidden")
+        demo.load(None, js=WATCH_FIELDS)  # the Train form's checks while editing (studio/ui/field_checks.py)
+    # The studio offers no API page: leave its events out of the API description that Gradio writes into
+    # the first page (3.2 MB of its 3.8 MB: every event listing each form field as a parameter). They
+    # stay callable as before; only the description goes.
+    for fn in demo.fns.values():
+        fn.api_visibility = "undocumented" if fn.api_visibility == "public" else fn.api_visibility
     return demo
 
 

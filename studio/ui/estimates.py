@@ -6,6 +6,7 @@ own count after the preflight scan may be lower when files are skipped, hence "a
 """
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,4 +127,67 @@ def summary_markdown(est: Estimate, config: dict) -> str:
     else:
         ckpt = f"**{est.checkpoints}**, the newest {est.kept_checkpoints} kept"
     return "\n".join([f"- **Job name** {name}", f"- **Effective batch** {batch}",
-                      f"- **Optimizer steps** {steps}", f"- **Checkpoints** {ckpt}"])
+                      f"- **Optimizer steps** {steps}", f"- **Checkpoints** {ckpt}", vram_markdown(config)])
+
+
+# ---- GPU memory: the estimate of studio/config/vram.py, live beside the form ---------------------------
+# Settings the memory estimate depends on (besides ESTIMATE_PATHS' batch size): editing one refreshes it.
+VRAM_PATHS = ("model.path", "model.quantization", "model.variant", "adapter.type", "adapter.rank",
+              "adapter.target_modules", "adapter.train_text_encoder", "data.resolution", "data.resolutions",
+              "data.max_seq_length", "data.chunk_seconds", "data.max_duration", "data.cache_mode",
+              "memory.mixed_precision", "memory.gradient_checkpointing", "memory.gpu_memory_gb",
+              "memory.offload_encoder", "optimizer.name", "training.use_ema", "training.ema_device")
+
+
+def _job_and_model(config: dict):
+    from studio.config.errors import ConfigError
+    from studio.config.loader import validate
+    from studio.config.vram import model_for
+
+    try:
+        cfg = validate(config)
+    except ConfigError:
+        return None, None
+    return cfg, model_for(cfg)
+
+
+def vram_markdown(config: dict) -> str:
+    """The side panel's GPU-memory line: the estimate against `memory.gpu_memory_gb` (the UI does not look
+    for a GPU itself: the job may run elsewhere; the job checks the GPU it finds when it starts)."""
+    from studio.config.vram import GIB, estimate_vram, size_text
+
+    cfg, model = _job_and_model(config)
+    if cfg is None:
+        return "- **GPU memory** unknown until the settings are valid"
+    if model is None:
+        why = ("the built-in tiny model is written by its first job" if cfg.model.path.startswith("tiny:") else
+               "the estimate reads a local model folder (or a hub model already downloaded)")
+        return f"- **GPU memory** unknown here: {why}; the job checks it when it starts"
+    gpu = cfg.memory.gpu_memory_gb * GIB or None
+    est = estimate_vram(cfg, model, gpu_bytes=gpu)
+    p = est.parts
+    card = ("" if gpu is None else f" of {cfg.memory.gpu_memory_gb:g} GB: "
+            + ("**fits**" if est.fits else "**does not fit** (pick the card below and *Fit to this GPU*)"))
+    auto = " (auto)" if cfg.memory.gradient_checkpointing == "auto" else ""
+    return (f"- **GPU memory** about **{size_text(est.total)}**{card}; weights {size_text(p['weights'])}, adapter "
+            f"+ optimizer {size_text(p['trainable'])}, activations {size_text(p['activations'])}, encoders "
+            f"{size_text(p['encoders'])}; checkpointing {'on' if est.gradient_checkpointing else 'off'}{auto}\n"
+            f"- **Time per step** roughly {est.step_seconds:.2g} s on an unnamed GPU (a guess from FLOPs)")
+
+
+def fit_to_gpu(config: dict, gpu_gb: float) -> tuple[dict | None, str]:
+    """The VRAM picker: `config` with the settings that fit a card of `gpu_gb` GB merged in, and a message
+    listing them; (None, reason) when there is no estimate."""
+    from studio.config.vram import propose_for_gpu, size_text
+    from studio.ui.form_spec import set_path
+
+    cfg, model = _job_and_model(config)
+    if cfg is None or model is None:
+        return None, "No estimate yet: fix the settings and choose a local model folder first."
+    changes, est = propose_for_gpu(cfg, model, gpu_gb)
+    out = copy.deepcopy(config)
+    for path, value in changes.items():
+        set_path(out, path, value)
+    listed = ", ".join(f"`{k}` = {v}" for k, v in changes.items())
+    verdict = "fits" if est.fits else "still does not fit: use a card with more memory or a smaller model"
+    return out, f"For a {gpu_gb:g} GB GPU: {listed}. About {size_text(est.total)}, {verdict}."

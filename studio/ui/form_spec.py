@@ -30,7 +30,13 @@ from studio.config.schema import SECTIONS, JobConfig
 # numbers as text), table (list of sub-settings, e.g. sample prompts), json (anything else).
 TRISTATE = {None: "auto", True: "on", False: "off"}
 TRISTATE_BACK = {v: k for k, v in TRISTATE.items()}
-_SLIDER_MAX_POSITIONS = {"int": 1024, "float": 10_000}
+# `Literal["auto"] | bool` (e.g. memory.gradient_checkpointing): a dropdown auto / on / off.
+AUTOBOOL = {"auto": "auto", True: "on", False: "off"}
+AUTOBOOL_BACK = {v: k for k, v in AUTOBOOL.items()}
+# A slider only for short ranges one drags across (dropouts, ratios, a resolution in steps of 64): a
+# slider clamps a typed value to its range without a word, so a number that is typed (rank, batch
+# size, step counts) gets a number box whose out-of-range value reaches the schema and its message.
+_SLIDER_MAX_POSITIONS = {"int": 100, "float": 300}
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,7 @@ class FieldSpec:
     widget: str | None = None
     item_type: type | None = None  # element type of numlist
     columns: tuple["FieldSpec", ...] = field(default=())  # sub-fields of a table
+    when: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (other setting, its values that show this one)
 
     @property
     def section(self) -> str:
@@ -71,11 +78,14 @@ class FieldSpec:
             return False  # floats without a UI step (learning rates...) read better as numbers
         return (self.maximum - self.minimum) / step <= _SLIDER_MAX_POSITIONS[self.kind]
 
-    def applies(self, family: str, adapter_type: str, variant: str) -> bool:
-        """False when the setting does nothing for this family / adapter / variant (hidden in the form)."""
+    def applies(self, family: str, adapter_type: str, variant: str, others: dict[str, str] | None = None) -> bool:
+        """False when the setting does nothing for this family / adapter / variant, or while a setting it
+        depends on (`when`; its value in `others`, when known) has another value: hidden in the form."""
+        others = others or {}
         return ((self.families is None or family in self.families)
                 and (self.adapters is None or adapter_type in self.adapters)
-                and (self.variants is None or variant in self.variants))
+                and (self.variants is None or variant in self.variants)
+                and all(path not in others or others[path] in values for path, values in self.when))
 
     def range_hint(self) -> str:
         if self.minimum is None and self.maximum is None:
@@ -124,6 +134,8 @@ def _default(info) -> Any:
 def _kind(annotation: Any, optional: bool) -> tuple[str, dict]:
     """The widget kind for a (non-optional part of a) type, plus extra spec fields."""
     origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType) and set(typing.get_args(annotation)) == {Literal["auto"], bool}:
+        return "autobool", {"choices": tuple(AUTOBOOL.values())}
     if origin is Literal:
         return "choice", {"choices": typing.get_args(annotation)}
     if annotation is bool:
@@ -160,7 +172,7 @@ def _field_spec(path: str, info) -> FieldSpec:
         families=tuple(ui["families"]) if ui.get("families") else None,
         adapters=tuple(ui["adapters"]) if ui.get("adapters") else None,
         variants=tuple(ui["variants"]) if ui.get("variants") else None,
-        widget=ui.get("widget"), **extra)
+        widget=ui.get("widget"), when=tuple((p, tuple(v)) for p, v in (ui.get("when") or {}).items()), **extra)
 
 
 def _model_specs(model: type[BaseModel], prefix: str) -> list[FieldSpec]:
@@ -214,6 +226,8 @@ def to_ui(spec: FieldSpec, value: Any) -> Any:
     """Config value -> the value its component shows."""
     if spec.kind == "tristate":
         return TRISTATE.get(value, "auto")
+    if spec.kind == "autobool":
+        return AUTOBOOL.get(value, "auto")
     if spec.kind == "text":
         return "" if value is None else str(value)
     if spec.kind in ("int", "float") and spec.optional:
@@ -256,6 +270,8 @@ def from_ui(spec: FieldSpec, value: Any) -> Any:
     """Component value -> config value. Bad input is passed on so that validation names the field."""
     if spec.kind == "tristate":
         return TRISTATE_BACK.get(value, value)
+    if spec.kind == "autobool":
+        return AUTOBOOL_BACK.get(value, value)
     if spec.kind in ("int", "float"):
         return _number_back(spec.kind, value)
     if spec.kind == "text":

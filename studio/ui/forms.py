@@ -8,7 +8,8 @@ from typing import Any
 
 import gradio as gr
 
-from studio.ui.form_spec import FieldSpec, field_specs, to_ui
+from studio.registry.families import FAMILIES
+from studio.ui.form_spec import FieldSpec, field_specs, spec_by_path, to_ui
 
 SECTION_TITLES = {
     "job": "Job", "model": "Model", "data": "Dataset", "adapter": "Adapter", "training": "Training",
@@ -19,9 +20,25 @@ SECTION_TITLES = {
 }
 # The sections a first run needs; the others start folded (their essentials first when opened).
 OPEN_SECTIONS = ("job", "model", "data", "adapter", "training")
-# The settings that decide which others apply (FieldSpec.applies), with their fallbacks.
-CONTEXT_PATHS = (("model.family", "sd15"), ("adapter.type", "lora"), ("model.variant", ""))
-_INFO_KINDS = ("choice", "multichoice", "bool", "tristate", "int", "float", "text", "tags", "numlist")
+# The settings that decide which others apply (FieldSpec.applies), with their fallbacks: the family,
+# adapter and variant, then every setting named in a `when` hint.
+CONTEXT_PATHS = (("model.family", "sd15"), ("adapter.type", "lora"), ("model.variant", ""), *(
+    (path, str(spec_by_path()[path].default)) for path in sorted({p for s in field_specs() for p, _ in s.when})))
+
+
+def _applies(spec: FieldSpec, context: tuple) -> bool:
+    """`spec.applies` for a context in CONTEXT_PATHS order (the settings after the third: `when` values)."""
+    return spec.applies(*context[:3], dict(zip([p for p, _ in CONTEXT_PATHS[3:]], context[3:])))
+
+
+def variant_choices(family: str) -> dict[str, Any]:
+    """The variant picker for a family: its registered variants ("" = the family's default); a typed
+    name only where the family takes fine-tunes of other names (trait `custom_variants`)."""
+    row = FAMILIES.get(family)
+    variants = row.variants if row else ()
+    return {"choices": [("default", ""), *((v, v) for v in variants)],
+            "allow_custom_value": bool(row and "custom_variants" in row.traits)}
+_INFO_KINDS = ("choice", "multichoice", "bool", "tristate", "autobool", "int", "float", "text", "tags", "numlist")
 
 
 def field_elem_id(path: str, prefix: str = "cfg") -> str:
@@ -34,14 +51,21 @@ def help_text(spec: FieldSpec) -> str:
     return f"{spec.help}{extra}" + (f" ({hint})" if hint and not spec.slider else "")
 
 
-def make_component(spec: FieldSpec, value: Any, prefix: str = "cfg", visible: bool = True) -> gr.components.Component:
+def make_component(spec: FieldSpec, value: Any, prefix: str = "cfg", visible: bool = True,
+                   family: str = "sd15") -> gr.components.Component:
     """The widget for one setting. Numbers carry no min/max: out-of-range input must reach the
     schema, which names the field, instead of failing inside Gradio before our check runs."""
     common = dict(label=spec.label, key=f"{prefix}:{spec.path}", elem_id=field_elem_id(spec.path, prefix),
                   visible=visible)
     info = dict(info=help_text(spec))
     value = to_ui(spec, value)
-    if spec.kind in ("choice", "tristate"):
+    if spec.widget == "variant":  # the family's variants; `visibility_updates` follows family switches.
+        # Built taking any name (a preset of another family may load into it before the first switch);
+        # each update sends the family's own choices and rule with a value that fits them.
+        choices = variant_choices(family)["choices"]
+        choices += [] if value in [v for _, v in choices] else [(value, value)]
+        return gr.Dropdown(value=value, choices=choices, allow_custom_value=True, **common, **info)
+    if spec.kind in ("choice", "tristate", "autobool"):
         return gr.Dropdown(choices=list(spec.choices), value=value, **common, **info)
     if spec.kind == "multichoice":
         return gr.Dropdown(choices=list(spec.choices), value=value, multiselect=True, **common, **info)
@@ -98,7 +122,7 @@ def build_form(values: dict[str, Any], sections: tuple[str, ...] | None = None, 
     specs = tuple(s for s in field_specs() if (sections is None or s.section in sections)
                   and (paths is None or s.path in paths))
     context = tuple(str(values.get(p, d)) for p, d in CONTEXT_PATHS)
-    shown = {s.path: s.applies(*context) for s in specs}
+    shown = {s.path: _applies(s, context) for s in specs}
     by_section: dict[str, list[FieldSpec]] = {}
     for spec in specs:
         by_section.setdefault(spec.section, []).append(spec)
@@ -110,12 +134,12 @@ def build_form(values: dict[str, Any], sections: tuple[str, ...] | None = None, 
         title = SECTION_TITLES.get(section, section.replace("_", " ").capitalize())
         with gr.Accordion(title, open=section in open_sections and bool(essentials),
                           elem_id=f"{prefix}-section-{section}", visible=any(shown[s.path] for s in members)) as box:
-            _place(essentials, values, made, prefix, shown)
+            _place(essentials, values, made, prefix, shown, context[0])
             if advanced:
                 with gr.Accordion(f"More {title.lower()} settings" if essentials else "Settings", open=not essentials,
                                   elem_id=f"{prefix}-advanced-{section}",
                                   visible=any(shown[s.path] for s in advanced)) as adv:
-                    _place(advanced, values, made, prefix, shown)
+                    _place(advanced, values, made, prefix, shown, context[0])
                 form.box_paths.append((adv, [s.path for s in advanced]))
         form.box_paths.append((box, [s.path for s in members]))
         form.boxes[section] = [box]
@@ -123,25 +147,38 @@ def build_form(values: dict[str, Any], sections: tuple[str, ...] | None = None, 
     return form
 
 
-def _place(specs: list[FieldSpec], values: dict, made: dict, prefix: str, shown: dict[str, bool]) -> None:
+def _place(specs: list[FieldSpec], values: dict, made: dict, prefix: str, shown: dict[str, bool],
+           family: str) -> None:
     """Two columns of small widgets; wide ones (tables, JSON) on their own row."""
     small = [s for s in specs if s.kind not in ("table", "json")]
     wide = [s for s in specs if s.kind in ("table", "json")]
     for i in range(0, len(small), 2):
         with gr.Row(equal_height=False):
             for spec in small[i:i + 2]:
-                made[spec.path] = make_component(spec, values.get(spec.path, spec.default), prefix, shown[spec.path])
+                made[spec.path] = make_component(spec, values.get(spec.path, spec.default), prefix,
+                                                 shown[spec.path], family)
     for spec in wide:
         made[spec.path] = make_component(spec, values.get(spec.path, spec.default), prefix, shown[spec.path])
 
 
 # -- updates --------------------------------------------------------------------------------
-def visibility_updates(form: SchemaForm, family: str, adapter_type: str, variant: str) -> list[Any]:
-    """gr.update(visible=...) for every component, then for every folding box (hidden when empty)."""
-    shown = {s.path: s.applies(family, adapter_type, variant) for s in form.specs}
-    comps = [gr.update(visible=shown[s.path]) for s in form.specs]
+def visibility_updates(form: SchemaForm, family: str, adapter_type: str, variant: str, *others: str) -> list[Any]:
+    """gr.update(visible=...) for every component, then for every folding box (hidden when empty).
+    `others`: the values of CONTEXT_PATHS after the third (the settings `when` hints depend on)."""
+    context = (family, adapter_type, variant, *others)
+    shown = {s.path: _applies(s, context) for s in form.specs}
+    comps = [gr.update(visible=shown[s.path], **_variant_update(family, variant)) if s.widget == "variant"
+             else gr.update(visible=shown[s.path]) for s in form.specs]
     boxes = [gr.update(visible=any(shown[p] for p in paths)) for _, paths in form.box_paths]
     return comps + boxes
+
+
+def _variant_update(family: str, variant: str) -> dict[str, Any]:
+    """The family's variants; a value the new family does not take goes back to its default."""
+    picker = variant_choices(family)
+    if not picker["allow_custom_value"] and variant not in [v for _, v in picker["choices"]]:
+        picker["value"] = ""
+    return picker
 
 
 def nearest_path(form: SchemaForm, problem_path: str) -> str | None:
@@ -154,17 +191,29 @@ def nearest_path(form: SchemaForm, problem_path: str) -> str | None:
     return best
 
 
-def error_updates(form: SchemaForm, problems: dict[str, str]) -> list[Any]:
-    """Show each problem under its own field (red frame, message before the help text); clear the rest."""
+def _by_field(form: SchemaForm, problems: dict[str, str]) -> dict[str, list[str]]:
     by_field: dict[str, list[str]] = {}
     for path, message in problems.items():
         target = nearest_path(form, path)
         if target:
             suffix = "" if path == target else f" ({path[len(target) + 1:]})"
             by_field.setdefault(target, []).append(message + suffix)
+    return by_field
+
+
+def error_updates(form: SchemaForm, problems: dict[str, str], before: dict[str, str] | None = None,
+                  always: tuple[str, ...] = ()) -> list[Any]:
+    """Show each problem under its own field (red frame, message before the help text); clear the rest.
+    With `before` (the problems on screen), fields whose messages stay the same are left alone, except
+    the fields in `always`."""
+    by_field = _by_field(form, problems)
+    old = _by_field(form, before) if before is not None else None
     out = []
     for spec in form.specs:
         errors = by_field.get(spec.path)
+        if old is not None and old.get(spec.path) == errors and spec.path not in always:
+            out.append(gr.skip())
+            continue
         classes = ["field-error"] if errors else []
         if spec.kind in _INFO_KINDS:
             info = f"⚠ {'; '.join(errors)}. — {help_text(spec)}" if errors else help_text(spec)
@@ -180,7 +229,11 @@ def value_updates(form: SchemaForm, config: dict) -> list[Any]:
     from studio.ui.form_spec import get_path
 
     out = []
+    family = str(get_path(config, "model.family", "sd15"))
     for spec in form.specs:
         value = to_ui(spec, get_path(config, spec.path, spec.default))
-        out.append(gr.update(value=value, choices=value) if spec.kind == "tags" else gr.update(value=value))
+        if spec.widget == "variant":
+            out.append(gr.update(**{"value": value, **_variant_update(family, value)}))
+        else:
+            out.append(gr.update(value=value, choices=value) if spec.kind == "tags" else gr.update(value=value))
     return out

@@ -40,6 +40,17 @@ def default_job_id(store: JobStore) -> int | None:
     return max(jobs, key=lambda j: (j.started_at or 0, j.created_at)).id
 
 
+def picker_update(choices: list[tuple[str, int]], picked, fallback, changed: bool):
+    """The job picker's update after a refresh. The user's pick is never sent back: a refresh in flight
+    carries the pick it started with, and resending it would undo a pick made meanwhile. Only a job
+    that is gone (or no pick) gets a new value, `fallback`; the list itself is sent when it `changed`."""
+    import gradio as gr
+
+    if picked not in [c[1] for c in choices]:
+        return gr.update(choices=choices, value=fallback)
+    return gr.update(choices=choices) if changed else gr.skip()
+
+
 def get_job(store: JobStore, job_id) -> Job | None:
     if job_id in (None, ""):
         return None

@@ -117,5 +117,5 @@ def test_a_mismatching_export_is_not_published_and_keeps_the_previous_file(tmp_p
 def test_export_of_an_unknown_format_names_the_choices(tmp_path):
     from studio.adapters.export import export_adapter
 
-    with pytest.raises(ValueError, match="peft, kohya, merged"):
+    with pytest.raises(ValueError, match="peft, kohya, dora_lora, merged"):
         export_adapter(None, "ckpt", tmp_path / "x", None)

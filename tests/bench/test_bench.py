@@ -109,6 +109,7 @@ def test_gpu_code_path_runs_on_smoke_shapes(tmp_path):
     assert llm["trainable_params"]["studio"] == llm["trainable_params"]["bare"] > 0  # the same adapter
     assert llm["forward_flops"] > 0
     assert all(loop["it_per_s"] > 0 for loop in llm["loops"].values())
+    assert llm["loops"]["studio"]["estimated_vram_gb"] > 0  # the memory estimate beside the measured peak
     assert json.loads((tmp_path / "gpu-smoke-on-cpu.json").read_text())["workloads"]["llm"]["ratio"]["pairs"] >= 2
     assert get_family_class("causal_lm").__module__ == "studio.families.causal_lm"  # registry put back
 
@@ -132,6 +133,19 @@ def test_sdxl_smoke_models_match():
     assert torch.isfinite(bare.step())
 
 
+def test_estimate_check_compares_estimates_with_peaks(tmp_path, capsys):
+    from bench.estimate_check import main as check_main
+
+    result = {"gradient_checkpointing": True, "workloads": {
+        "sdxl": {"loops": {"studio": {"peak_vram_gb": 8.2, "estimated_vram_gb": 8.0}}},
+        "llm": {"loops": {"studio": {"peak_vram_gb": 30.0, "estimated_vram_gb": 20.0}}}}}
+    (tmp_path / "gpu-full.json").write_text(json.dumps(result))
+    assert check_main([str(tmp_path / "gpu-full.json")]) == 1  # the llm one is 33 % under
+    out = capsys.readouterr().out
+    assert "sdxl checkpointing on: measured 8.20 GiB, estimated 8.00 GiB, ratio 0.976 ok" in out
+    assert "OUTSIDE" in out.splitlines()[1]
+
+
 def test_peak_tflops_by_device_name():
     from bench.gpu import gpu_peak_tflops
 
@@ -139,3 +153,42 @@ def test_peak_tflops_by_device_name():
     assert gpu_peak_tflops("NVIDIA H100 PCIe", None) == 756.0
     assert gpu_peak_tflops("Some Future GPU", None) is None
     assert gpu_peak_tflops("NVIDIA H100 80GB HBM3", 500.0) == 500.0
+
+
+def test_flux_and_studio_variants_run_beside_the_bare_loops(tmp_path):
+    """`--workloads flux,llm:packing+fused_adamw` on smoke shapes: the Flux-size workload's code path, and
+    a variant's studio settings reaching its trainer while the bare loop stays the plain one."""
+    from bench.gpu import run_gpu_bench
+
+    result = run_gpu_bench(tmp_path, ["flux", "llm:packing+fused_adamw"], steps=5, size="smoke")
+    flux, packed = result["workloads"]["flux"], result["workloads"]["llm:packing+fused_adamw"]
+    for w in (flux, packed):
+        assert "error" not in w and not w.get("errors"), w.get("trace") or w.get("errors")
+        assert w["forward_flops"] > 0 and all(loop["it_per_s"] > 0 for loop in w["loops"].values())
+    assert flux["trainable_params"]["studio"] == flux["trainable_params"]["bare"] > 0  # the same LoRA layers
+    assert flux["loops"]["studio"]["estimated_vram_gb"] > 0  # the memory estimate beside its peak
+    assert packed["studio_settings"] == ["data.packing=true", "optimizer.implementation=fused"]
+    table = (tmp_path / "gpu-smoke-on-cpu.txt").read_text()
+    assert "llm:packing+fused_adamw" in table and "flux" in table
+
+
+def test_workload_names_and_kept_figures():
+    from bench.gpu import _figure, forward_flops, parse_workload
+    from bench.gpu_models import SIZES, BareLlm
+
+    assert parse_workload("sdxl:compile+channels_last") == (
+        "sdxl", ["memory.torch_compile=true", "memory.compile_scope=blocks", "memory.channels_last=true"])
+    with pytest.raises(ValueError, match="unknown variant"):
+        parse_workload("llm:turbo")
+    with pytest.raises(ValueError, match="unknown workload 'gpt'"):
+        parse_workload("gpt")
+    out = {}
+    assert _figure(out, "forward_flops", lambda: 1 / 0) is None
+    assert out["errors"] == {"forward_flops": "ZeroDivisionError: division by zero"}
+    # Grouped-query attention is counted through eager attention and the model gets its own kernel back.
+    bare = BareLlm(SIZES["smoke"]["llm"], "cpu", torch.float32, gradient_checkpointing=False)
+    base = bare.model.get_base_model()
+    assert base.config.num_key_value_heads < base.config.num_attention_heads
+    before = base.config._attn_implementation
+    assert forward_flops(lambda m: m(**bare.batch, use_cache=False), bare.model) > 0
+    assert base.config._attn_implementation == before

@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -88,9 +89,10 @@ def test_resume_retry_and_clone(store, add_fake, home):
     job = add_fake("orig")
     store.claim_next("n1")
     store.finish(job.id, "n1", "stopped")
+    ran = store.get(job.id).duration_s
     later = add_fake("later")
     resumed = store.resume(job.id)
-    assert (resumed.status, resumed.launch, resumed.duration_s) == ("pending", "resume", None)
+    assert (resumed.status, resumed.launch, resumed.duration_s) == ("pending", "resume", ran)
     assert [j.name for j in store.list(("pending",))] == ["later", "orig"]  # re-queued at the end
     store.claim_next("n2") and store.finish(later.id, "n2", "completed")
     store.claim_next("n3") and store.finish(job.id, "n3", "completed")
@@ -101,6 +103,40 @@ def test_resume_retry_and_clone(store, add_fake, home):
     assert copy.name == "orig_2" and copy.status == "pending"
     assert Path(copy.run_dir) == home / "runs" / "orig_2"
     assert copy.config["job"]["run_name"] == job.config["job"]["run_name"]
+
+
+def _started_ago(store, job_id: int, seconds: float) -> None:
+    """Make the running launch of a job look `seconds` old (a real launch would have to wait that long)."""
+    with sqlite3.connect(store.path) as conn:
+        conn.execute("UPDATE jobs SET started_at = ? WHERE id = ?", (time.time() - seconds, job_id))
+
+
+def test_duration_sums_every_launch_of_a_resumed_job(store, add_fake):
+    from studio.queue.cli import format_duration
+
+    job = add_fake("long")
+    store.claim_next("n1")
+    _started_ago(store, job.id, 8 * 60)  # it ran 8 minutes, then was stopped
+    store.finish(job.id, "n1", "stopped")
+    store.resume(job.id)
+    store.claim_next("n2")
+    _started_ago(store, job.id, 25)  # the resumed launch ran 25 s
+    running = JobStore(store.path).get(job.id)  # a fresh reader of the same database file
+    assert running.duration_s == pytest.approx(8 * 60 + 25, abs=2)
+    store.finish(job.id, "n2", "completed")
+    assert format_duration(store.get(job.id).duration_s) == "0:08:25"
+    store.retry(job.id)  # a retry starts the run again: its time starts again too
+    store.claim_next("n3")
+    _started_ago(store, job.id, 5)
+    assert store.get(job.id).duration_s == pytest.approx(5, abs=2)
+
+
+def test_database_without_the_duration_column_is_upgraded(store, add_fake):
+    job = add_fake("old")
+    with sqlite3.connect(store.path) as conn:
+        conn.execute("ALTER TABLE jobs DROP COLUMN earlier_s")
+    reopened = JobStore(store.path)
+    assert reopened.get(job.id).earlier_s == 0.0
 
 
 def test_update_keeps_name_and_folder(store, add_fake):

@@ -103,3 +103,26 @@ def test_schedule_free_samples_and_saves_its_average_without_disturbing_training
     assert all(torch.allclose(plain[k], peeked[k], atol=1e-6) for k in plain)  # training went on unchanged
     trained = [k for k in averaged if not torch.equal(current[k], start[k])]
     assert trained and any(not torch.allclose(averaged[k], current[k]) for k in trained)  # the average
+
+
+def test_foreach_and_fused_updates_match_the_default_one(tiny):
+    """optimizer.implementation reaches torch's AdamW (fused runs on a CPU too) and gives the same weights."""
+    family, handle, start, batch = tiny
+    results = {}
+    for choice in ("auto", "foreach", "fused"):
+        handle.load_state_dict(start)
+        cfg = load_config(PRESET, ["training.learning_rate=1e-3", f"optimizer.implementation={choice}"])
+        optimizer = build_optimizer(handle.param_groups(1e-3), cfg, 3)
+        assert optimizer.defaults.get(choice, True) is True  # `fused=True` / `foreach=True` was passed
+        for _ in range(3):
+            _loss(family, batch).backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        results[choice] = {k: v.detach().clone() for k, v in handle.state_dict().items()}
+    assert any(not torch.equal(results["auto"][k], start[k]) for k in start)
+    for choice in ("foreach", "fused"):
+        for key, value in results["auto"].items():
+            torch.testing.assert_close(results[choice][key], value, rtol=1e-5, atol=1e-6)
+    cfg = load_config(PRESET, ["optimizer.name=came", "optimizer.implementation=fused"])
+    with pytest.raises(ValueError, match="optimizer.implementation: 'came' has no fused form"):
+        build_optimizer([torch.nn.Parameter(torch.ones(2))], cfg)

@@ -2,20 +2,23 @@
 folder is used as before."""
 from __future__ import annotations
 
-from studio.commands.train import _tensorboard
+from pathlib import Path
+
 from studio.config import load_config
+from studio.train.trackers import build_trackers
 
 
-def _writer_dir(tmp_path, job: dict) -> str:
+def _tensorboard_dir(tmp_path, job: dict) -> Path:
     cfg = load_config({"model": {"family": "sd15", "path": "tiny:sd15"}, "job": job,
-                       "logging": {"tensorboard": True}})
-    writer = _tensorboard(cfg, tmp_path)
+                       "logging": {"report_to": ["tensorboard"]}})
+    (tracker,) = build_trackers(cfg, tmp_path)
+    tracker.start()
     try:
-        return writer.log_dir
+        return Path(tracker.writer.log_dir)
     finally:
-        writer.close()
+        tracker.finish()
 
 
 def test_run_name_is_the_tensorboard_run(tmp_path):
-    assert _writer_dir(tmp_path, {"run_name": "ink v2"}) == str(tmp_path / "runs" / "ink v2")
-    assert _writer_dir(tmp_path, {}) == str(tmp_path / "runs")
+    assert _tensorboard_dir(tmp_path, {"run_name": "ink v2"}) == tmp_path / "runs" / "ink v2"
+    assert _tensorboard_dir(tmp_path, {}) == tmp_path / "runs"

@@ -188,6 +188,10 @@ def train_and_watch(page, home) -> None:
     expect(page.locator("#train-message")).to_contain_text("Loaded preset tiny-sd15-lora")
     expect(box(page, "cfg-model-path")).to_have_value("tiny:sd15")
     expect(page.locator("#train-summary")).to_contain_text("20")
+    expect(page.locator("#train-summary")).to_contain_text("GPU memory")  # the memory estimate line
+    choose(page, "train-gpu-pick", "24 GB")  # the VRAM picker: the card's size goes into the form
+    page.click("#train-gpu-fit")
+    expect(page.locator("#train-message")).to_contain_text(re.compile("For a 24 GB GPU|No estimate yet"))
     box(page, "cfg-training-max-steps").fill("-5")
     page.click("#train-add")
     expect(page.locator("#cfg-training-max-steps")).to_have_class(re.compile("field-error"))

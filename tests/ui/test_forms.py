@@ -32,10 +32,23 @@ def test_every_setting_has_a_component_and_help():
     assert len(specs) > 50
     assert all(s.help for s in specs), [s.path for s in specs if not s.help]
     kinds = {s.path: s.kind for s in specs}
-    assert kinds["model.family"] == "choice" and kinds["memory.gradient_checkpointing"] == "bool"
+    assert kinds["model.family"] == "choice" and kinds["memory.tf32"] == "bool"
+    assert kinds["memory.gradient_checkpointing"] == "autobool"  # auto / on / off
     assert kinds["sampling.prompts"] == "table" and kinds["adapter.target_modules"] == "tags"
     assert kinds["dataloader.pin_memory"] == "tristate"
-    assert spec_by_path()["adapter.rank"].slider and not spec_by_path()["training.learning_rate"].slider
+    assert spec_by_path()["adapter.dropout"].slider and not spec_by_path()["training.learning_rate"].slider
+
+
+def test_a_typed_out_of_range_number_is_kept_and_named_not_clamped(form, home):
+    """Rank 0 must not silently become 1 (a slider clamps typed values): a number box that says the
+    range keeps the 0, and the schema's error names the field."""
+    rank = form.component("adapter.rank")
+    assert isinstance(rank, gr.Number) and "range 1 … 1024" in rank.info
+    assert through_browser(rank, 0) == 0
+    values = values_from_config(preset_config(PRESETS[0]))
+    values[[s.path for s in field_specs()].index("adapter.rank")] = through_browser(rank, 0)
+    problems = check_values(values).problems
+    assert problems["adapter.rank"].startswith("Input should be greater than or equal to 1")
 
 
 @pytest.mark.parametrize("name", PRESETS)
@@ -96,3 +109,39 @@ def test_settings_that_do_not_apply_are_hidden(form):
     for spec in limited:  # adapter-specific settings follow adapter.type
         other = next(t for t in ("lora", "loha", "lokr", "oft", "ia3", "full") if t not in spec.adapters)
         assert not visibility_updates(form, "sd15", other, "")[paths.index(spec.path)]["visible"]
+
+
+def test_settings_follow_the_caption_strategy(form):
+    """The instance prompt shows only with `instanceprompt`, the table columns with parquet / jsonl."""
+    from studio.ui.forms import CONTEXT_PATHS
+
+    paths = [s.path for s in form.specs]
+    assert "data.caption_strategy" in [p for p, _ in CONTEXT_PATHS]
+
+    def shown(strategy: str, path: str) -> bool:
+        others = [strategy if p == "data.caption_strategy" else d for p, d in CONTEXT_PATHS[3:]]
+        return visibility_updates(form, "sd15", "lora", "", *others)[paths.index(path)]["visible"]
+
+    assert not shown("textfile", "data.instance_prompt") and shown("instanceprompt", "data.instance_prompt")
+    assert shown("textfile", "data.caption_extension") and not shown("instanceprompt", "data.caption_extension")
+    assert shown("parquet", "data.caption_column") and not shown("textfile", "data.caption_column")
+
+
+def test_the_variant_is_picked_from_the_familys_variants(form):
+    paths = [s.path for s in form.specs]
+    variant = paths.index("model.variant")
+    llm = visibility_updates(form, "causal_lm", "lora", "chat")[variant]
+    assert [v for _, v in llm["choices"]] == ["", "sft", "pretrain"]
+    assert llm["allow_custom_value"] is False and llm["value"] == ""  # not a causal LM variant: back to default
+    music = visibility_updates(form, "acestep", "lora", "my-finetune")[variant]
+    assert music["allow_custom_value"] is True and "value" not in music  # ACE-Step fine-tunes have own names
+    assert "value" not in visibility_updates(form, "flux", "lora", "schnell")[variant]
+
+
+def test_auto_on_off_setting_round_trips():
+    from studio.ui.form_spec import from_ui, to_ui
+
+    spec = spec_by_path()["memory.gradient_checkpointing"]
+    assert spec.choices == ("auto", "on", "off") and spec.default == "auto"
+    for value in ("auto", True, False):
+        assert from_ui(spec, to_ui(spec, value)) == value

@@ -159,3 +159,21 @@ def test_console_shows_the_studios_lines_and_errors_first():
     assert "float32" not in own and "No LoRA keys" not in own and "2 library line(s) hidden" in own
     assert "=== queue" in own and "peft export OK" in own and "ValueError: boom" in own and 'File "x.py"' in own
     assert "No LoRA keys" in console_text(feed, everything=True)
+
+
+def test_a_lone_point_is_drawn_and_the_axis_starts_at_the_first_step():
+    """A line needs two points: a chart with one logged step draws it as a point; the x axis spans
+    the steps shown instead of starting at 0."""
+    import pandas as pd
+
+    from studio.ui.step_plot import StepPlot, plot_update
+
+    plot = StepPlot(x="step", y="loss", color="series")
+    one = pd.DataFrame([(5, 0.3, "train")], columns=["step", "loss", "series"])
+    assert plot.postprocess(one).mark == "point"
+    two = pd.DataFrame([(5, 0.3, "train"), (6, 0.2, "train")], columns=["step", "loss", "series"])
+    assert plot.postprocess(two).mark == "line"
+    mixed = pd.concat([two, pd.DataFrame([(4, 0.5, "eval")], columns=two.columns)])
+    assert plot.postprocess(mixed).mark == "point"  # the run with one point is not left out
+    assert plot_update(two, "series")["x_lim"] == [5, 6] and plot_update(one, "series")["x_lim"] == [4, 6]
+    assert plot_update(mixed, "series")["x_lim"] == [3, 7]  # points get a margin: none is cut in half

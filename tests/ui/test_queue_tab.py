@@ -49,6 +49,30 @@ def test_status_colours(home):
     assert "background-color: #dbeafe" in html  # pending is blue
 
 
+def test_refreshes_keep_the_users_pick_unless_the_job_is_gone(home):
+    """A timer refresh carries the pick it started with: it must never send that value back (it would
+    undo a pick made while it was in flight); only a job that disappeared gets a new value."""
+    from studio.ui.live import RunFeed
+    from studio.ui.tabs.monitor import monitor_tick
+    from studio.ui.tabs.queue import queue_refresh
+
+    ctx = StudioContext(store=JobStore())
+    config = preset_config("tiny-sd15-lora")
+    first, second = ctx.store.add(config).id, ctx.store.add(config).id
+    feed = RunFeed()
+    picker = monitor_tick(ctx, first, feed)[0]
+    assert picker.get("choices") and "value" not in picker  # new list, the pick left alone
+    mark_running(ctx.store, second)  # a status change relabels the list
+    picker = monitor_tick(ctx, first, feed)[0]
+    assert "value" not in picker and ("#2" in str(picker["choices"]) and "running" in str(picker["choices"]))
+    assert "value" not in queue_refresh(ctx, LastProgress(), first, "")[2]
+    with ctx.store._tx() as conn:
+        conn.execute("UPDATE jobs SET status='stopped' WHERE id=?", (second,))
+    ctx.store.remove(first)
+    assert monitor_tick(ctx, first, feed)[0]["value"] == second  # the picked job is gone: the newest
+    assert queue_refresh(ctx, LastProgress(), first, "")[2]["value"] == second
+
+
 def test_queue_options_set_the_gpu_pool(home):
     from studio.ui.tabs.queue import save_setting
 

@@ -15,6 +15,8 @@ from studio.registry.families import FAMILIES, family_ids
 
 TEXT_ENCODER_FAMILIES = family_ids(trait="text_encoder_lora")
 ATTENTION_SPLIT_FAMILIES = family_ids(trait="attention_split")
+LLM_ADAPTER_FAMILIES = family_ids(trait="llm_adapter")
+KOHYA_FAMILIES = family_ids(trait="kohya_keys")
 
 AdapterType = Literal[ADAPTER_TYPES]  # the adapter registry's types (studio/registry/adapters.py)
 
@@ -116,6 +118,20 @@ class AdapterSection(Section):
     text_encoder_lr: float = setting(1e-4, "Learning rate of the text-encoder adapter; usually 5-10x below "
                                      "the main learning rate because the text encoder is fragile.", gt=0.0,
                                      le=10.0, group="advanced", families=TEXT_ENCODER_FAMILIES)
+    freeze_llm_adapter: bool = setting(
+        True, "Keep the LLM adapter as it is: the small pretrained network between the Qwen3 text encoder and "
+        "the image model that turns the encoder's output into what the image model reads. Off: the adapter "
+        "method (or, with type full, the whole-weight training) also goes into its layers and it trains with "
+        "the image model. On is the usual choice: it is already trained, and retraining it on a small dataset "
+        "can make the model follow prompts worse (and on several GPUs its unused paths break DDP).",
+        group="advanced", families=LLM_ADAPTER_FAMILIES)
+    dora_as_lora_rank: int = setting(
+        0, "DoRA runs: also write `<name>_dora_as_lora_kohya.safetensors`, each layer's DoRA change re-expressed "
+        "as a plain LoRA of this rank. ComfyUI and A1111 apply DoRA files differently from PEFT, which trained "
+        "it (a layer can differ by up to ~28 %), but apply a plain LoRA exactly as written: this file gives the "
+        "trained result there, up to the error the export record reports (per layer, max and mean). A rank as "
+        "large as the layers is exact, at a larger file; 2-4x the training rank is a usual compromise. "
+        "0 = not written.", ge=0, le=4096, group="advanced", adapters=("dora",), families=KOHYA_FAMILIES)
     merge_after_training: bool = setting(False, "After training, also write `merged/`: the full model with "
                                          "the adapter folded into its weights (no adapter needed to use it, "
                                          "but the size of the whole model).", group="advanced")
@@ -183,6 +199,12 @@ class AdapterSection(Section):
         if self.train_text_encoder and family not in TEXT_ENCODER_FAMILIES:
             out.append(("adapter.train_text_encoder", f"only for {' / '.join(TEXT_ENCODER_FAMILIES)} "
                         f"(model.family is '{family}')"))
+        if not self.freeze_llm_adapter and family not in LLM_ADAPTER_FAMILIES:
+            out.append(("adapter.freeze_llm_adapter", f"only {' / '.join(LLM_ADAPTER_FAMILIES)} has an LLM adapter "
+                        f"to train (model.family is '{family}'); leave it on"))
+        if self.dora_as_lora_rank and (kind != "dora" or family not in KOHYA_FAMILIES):
+            out.append(("adapter.dora_as_lora_rank", f"re-expresses a DoRA adapter in the kohya/ComfyUI file of "
+                        f"{' / '.join(KOHYA_FAMILIES)} (got type '{kind}' on '{family}'); leave it at 0"))
         if self.train_text_encoder and kind == "full":
             out.append(("adapter.train_text_encoder", "not with type 'full'; use a low-rank method"))
         if self.attention_type != "both" and family not in ATTENTION_SPLIT_FAMILIES:

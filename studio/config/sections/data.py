@@ -9,6 +9,10 @@ from studio.config.fields import IMAGE_FAMILIES, Section, setting
 CaptionStrategy = Literal["textfile", "filename", "instanceprompt", "parquet", "jsonl"]
 
 
+# The settings of the table strategies show only while one of them is chosen.
+FROM_TABLE = {"data.caption_strategy": ("parquet", "jsonl")}
+
+
 class DatasetFolder(Section):
     """One more image folder trained next to `data.path`."""
 
@@ -41,6 +45,11 @@ class DataSection(Section):
                                   "(the run reports how many); pretraining text is packed into blocks of "
                                   "this length. Memory grows with it: 512-1024 suits dialogue, 2048+ long "
                                   "documents.", ge=128, le=32768, step=8, families=("causal_lm",))
+    packing: bool = setting(False, "Padding-free batches: the examples of a batch are laid end to end in "
+                            "one row, and the token positions restart at each example so no example "
+                            "attends to another. No compute is spent on padding, the loss is the same. "
+                            "Helps most with chat examples of very different lengths.",
+                            group="advanced", families=("causal_lm",))
     chat_template_fallback: Literal["chatml", "zephyr", "alpaca"] = setting(
         "chatml", "Conversation format used only when the tokenizer has no chat template of its own (base "
         "models): `chatml` (<|im_start|>role ... <|im_end|>), `zephyr` (<|user|> ... </s>) or `alpaca` "
@@ -89,19 +98,22 @@ class DataSection(Section):
         families=IMAGE_FAMILIES)
     caption_extension: str = setting(".txt", "Extension of the caption file next to each image "
                                      "(`photo.png` -> `photo.txt`).", families=IMAGE_FAMILIES,
-                                     group="advanced")
+                                     group="advanced", when={"data.caption_strategy": ("textfile",)})
     instance_prompt: str = setting("", "The prompt every image gets with the `instanceprompt` strategy, "
-                                   "e.g. `a photo of sks dog`.", families=IMAGE_FAMILIES)
+                                   "e.g. `a photo of sks dog`.", families=IMAGE_FAMILIES,
+                                   when={"data.caption_strategy": ("instanceprompt",)})
     metadata_file: str = setting("", "Parquet or JSONL table for the `parquet` / `jsonl` strategies, "
                                  "relative to the folder. Empty = the only `.parquet` file, or "
-                                 "`metadata.jsonl`.", families=IMAGE_FAMILIES, group="advanced")
+                                 "`metadata.jsonl`.", families=IMAGE_FAMILIES, group="advanced",
+                                 when=FROM_TABLE)
     file_column: str = setting("file_name", "Table column holding each image's path relative to the "
-                               "folder (or its bare file name).", families=IMAGE_FAMILIES, group="advanced")
+                               "folder (or its bare file name).", families=IMAGE_FAMILIES, group="advanced",
+                               when=FROM_TABLE)
     caption_column: str = setting("caption", "Table column holding the caption.", families=IMAGE_FAMILIES,
-                                  group="advanced")
+                                  group="advanced", when=FROM_TABLE)
     fallback_caption_column: str = setting("", "Column used when the caption column is empty for a row. "
                                            "Empty = such rows are reported as missing a caption.",
-                                           families=IMAGE_FAMILIES, group="advanced")
+                                           families=IMAGE_FAMILIES, group="advanced", when=FROM_TABLE)
     shuffle_captions: bool = setting(False, "Shuffle the comma-separated tags of each caption every epoch "
                                      "(tag-style captions). Captions then change per step, so their text "
                                      "embeddings are not cached.", families=IMAGE_FAMILIES,

@@ -1,4 +1,4 @@
-"""Rectified-flow image families (SD3, Flux, Z-Image): their loss settings and the checks on their
+"""Rectified-flow image families (SD3, Flux, Z-Image, Anima): their loss settings and the checks on their
 model folder.
 
 The settings join the `loss` section (`LossSection` derives from `FlowLossSettings`); the names follow
@@ -7,7 +7,8 @@ diffusers' `train_dreambooth_lora_sd3.py` / `_flux.py` (`weighting_scheme`, `log
 arXiv 2403.03206 (logit-normal / mode timestep densities, sigma_sqrt / cosmap weights, shift).
 
 `flow_problems` names bad input before anything loads: a folder of the other pipeline (read from its
-`model_index.json`), a missing T5 encoder, a variant the transformer cannot be, bucket sizes that do not
+`model_index.json`, or `modular_model_index.json` for a modular pipeline such as Anima's), a missing text
+encoder, a variant the transformer cannot be, bucket sizes that do not
 divide into whole latent patches.
 """
 from __future__ import annotations
@@ -18,17 +19,20 @@ from typing import Literal
 
 from studio.config.fields import Section, setting
 
-FLOW_FAMILIES = ("sd3", "flux", "zimage")
+FLOW_FAMILIES = ("sd3", "flux", "zimage", "anima")
 # VAE down-sampling (x8) x transformer patch (SD3: 2x2 patches; Flux: 2x2 latent packing).
 PIXEL_MULTIPLE = 16
 # What each family's folder must hold: the pipeline class in model_index.json and the sub-folders.
-PIPELINES = {"sd3": "StableDiffusion3Pipeline", "flux": "FluxPipeline", "zimage": "ZImagePipeline"}
+PIPELINES = {"sd3": "StableDiffusion3Pipeline", "flux": "FluxPipeline", "zimage": "ZImagePipeline",
+             "anima": "AnimaModularPipeline"}
 REQUIRED_PARTS = {
     "sd3": ("transformer", "vae", "scheduler", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2",
             "text_encoder_3", "tokenizer_3"),
     "flux": ("transformer", "vae", "scheduler", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2"),
     "zimage": ("transformer", "vae", "scheduler", "text_encoder", "tokenizer"),
+    "anima": ("transformer", "vae", "scheduler", "text_encoder", "tokenizer", "t5_tokenizer", "text_conditioner"),
 }
+INDEX_FILES = ("modular_model_index.json", "model_index.json")  # a modular pipeline's index first
 T5_PARTS = ("text_encoder_3", "tokenizer_3", "text_encoder_2", "tokenizer_2")
 WeightingScheme = Literal["logit_normal", "mode", "cosmap", "sigma_sqrt", "none"]
 
@@ -100,10 +104,10 @@ def model_folder_problems(family: str, path: str, variant: str = "") -> list[tup
     if root.suffix == ".safetensors":
         return [("model.path", f"{family} trains from a diffusers folder or hub id; single .safetensors "
                  "checkpoints are not supported for it (convert with diffusers' from_single_file first)")]
-    index = root / "model_index.json"
     if not root.is_dir():
         return []
-    if not index.is_file():
+    index = next((root / name for name in INDEX_FILES if (root / name).is_file()), None)
+    if index is None:
         return [("model.path", f"{root} has no model_index.json: not a diffusers pipeline folder")]
     try:
         info = json.loads(index.read_text(encoding="utf-8"))
@@ -118,7 +122,8 @@ def model_folder_problems(family: str, path: str, variant: str = "") -> list[tup
     missing = [p for p in REQUIRED_PARTS[family] if not (root / p).is_dir() or info.get(p, [None])[0] is None]
     if missing:
         t5 = [p for p in missing if p in T5_PARTS and (family == "flux" or p.endswith("_3"))]
-        what = "the T5 text encoder " if t5 else ""
+        what = "the T5 text encoder " if t5 else "the Qwen3 text encoder " if (
+            family == "anima" and "text_encoder" in missing) else ""
         return [("model.path", f"{root} lacks {what}sub-folder(s) {', '.join(missing)}, which {family} training "
                  "needs")]
     return _variant_problems(family, root, variant)

@@ -6,6 +6,9 @@ from typing import Literal
 from studio.config.fields import ALL_FAMILIES, TRAINABLE_FAMILIES, IMAGE_FAMILIES, Section, setting
 from studio.registry.families import FAMILIES, family_ids
 
+# Families whose frozen base can load quantized (diffusers / transformers quantization configs).
+QUANTIZABLE_FAMILIES = (*IMAGE_FAMILIES, *family_ids(data="text"))
+
 Family = Literal[ALL_FAMILIES]  # the family registry's ids
 
 
@@ -36,7 +39,7 @@ class ModelSection(Section):
                         widget="path")
     variant: str = setting("", "Family variant. ACE-Step: turbo / base / sft. Causal LM: sft (chat "
                            "fine-tuning) or pretrain (plain text). Empty for image families.",
-                           families=tuple(f for f in ALL_FAMILIES if FAMILIES[f].variants))
+                           families=tuple(f for f in ALL_FAMILIES if FAMILIES[f].variants), widget="variant")
     base_variant: Literal["", "turbo", "base", "sft"] = setting(
         "", "ACE-Step fine-tune (a variant that is not turbo, base or sft): the official variant it was "
         "made from, which picks its timestep sampling and defaults. Empty = read from the model's "
@@ -57,9 +60,26 @@ class ModelSection(Section):
                                   "extended tokenizer). Empty = use the model's.", group="advanced",
                                   families=("causal_lm",), widget="path")
     quantization: Literal["none", "8bit", "4bit"] = setting(
-        "none", "Load the frozen base model in 8-bit or 4-bit (NF4) through bitsandbytes to cut its memory "
-        "(QLoRA with a LoRA adapter). Needs a CUDA GPU and the bitsandbytes package; `none` keeps full "
-        "weights.", group="advanced", families=("causal_lm",))
+        "none", "Load the frozen base model (the LLM, the UNet or the DiT transformer) in 8-bit or 4-bit to cut "
+        "its memory to about a half or a quarter; the adapter trains on top in full precision (QLoRA). "
+        "bitsandbytes: 8-bit (LLM.int8) or 4-bit NF4, CUDA only. torchao: 8-bit integer weights, also on the "
+        "CPU. Adapter LoRA only; no merged export. `none` keeps full weights.",
+        group="advanced", families=QUANTIZABLE_FAMILIES)
+    quantization_backend: Literal["bitsandbytes", "torchao"] = setting(
+        "bitsandbytes", "Library that quantizes the base (model.quantization). bitsandbytes: 8-bit and 4-bit "
+        "NF4, needs a CUDA GPU, the usual QLoRA choice. torchao: 8-bit integer weights (image families), "
+        "runs on the CPU too; PEFT cannot train LoRA over torchao's 4-bit weights. (quanto is not offered: "
+        "diffusers has deprecated it and it is not installed.)", group="advanced", families=QUANTIZABLE_FAMILIES)
+    fp8_base: bool = setting(
+        False, "Hold the frozen UNet / transformer weights in float8 (torchao) to save about half their memory "
+        "with less loss than 8-bit integers. Needs an NVIDIA GPU with float8 support (Ada, Hopper or newer); "
+        "refused on the CPU. Not together with model.quantization.", group="advanced", families=IMAGE_FAMILIES)
+    quantize_via: Literal["auto", "cpu", "accelerator"] = setting(
+        "auto", "Where torchao quantizes the weights while the model loads (model.fp8_base, or "
+        "model.quantization with torchao). cpu: in system RAM, then the small result moves to the GPU "
+        "(slower start, lowest VRAM peak). accelerator: on the GPU as each weight arrives (faster, but the "
+        "full-precision weights pass through VRAM, which can run out on 24 GB with Flux-sized models). auto: "
+        "cpu. bitsandbytes always quantizes on the GPU.", group="advanced", families=IMAGE_FAMILIES)
 
     def problems(self, cfg) -> list[tuple[str, str]]:
         out = []
@@ -72,4 +92,35 @@ class ModelSection(Section):
         elif self.path.lower().endswith(".gguf"):
             out.append(("model.path", "a .gguf file is an inference-only format and cannot be trained; "
                         "point to the original Hugging Face model folder (config.json + .safetensors)"))
+        return out + self._quantization_problems(cfg)
+
+    def _quantization_problems(self, cfg) -> list[tuple[str, str]]:
+        """How a quantized base (model.quantization / fp8_base) fits the family and the adapter."""
+        out, field = [], "model.fp8_base" if self.fp8_base else "model.quantization"
+        if self.quantization != "none" and self.family not in QUANTIZABLE_FAMILIES:
+            return [("model.quantization", f"'{self.family}' cannot load a quantized base; families that can: "
+                     + ", ".join(QUANTIZABLE_FAMILIES) + ". Set 'none'")]
+        if self.fp8_base and self.quantization != "none":
+            out.append(("model.fp8_base", "choose float8 weights or model.quantization, not both"))
+        if self.quantization == "none" and not self.fp8_base:
+            return out
+        if self.quantization_backend == "torchao" and self.family not in IMAGE_FAMILIES and self.quantization != "none":
+            out.append(("model.quantization_backend", f"{self.family} loads its quantized base through "
+                        "bitsandbytes only (torchao is wired for the image families); choose 'bitsandbytes'"))
+        if self.quantization_backend == "torchao" and self.quantization == "4bit":
+            out.append(("model.quantization", "torchao's 4-bit weights cannot carry a trained LoRA (PEFT trains "
+                        "on its 8-bit ones only); choose '8bit' or model.quantization_backend 'bitsandbytes'"))
+        if (self.quantize_via == "cpu" and self.quantization != "none" and not self.fp8_base
+                and self.quantization_backend == "bitsandbytes"):
+            out.append(("model.quantize_via", "bitsandbytes quantizes on the GPU as the weights load; 'cpu' "
+                        "applies to torchao (model.quantization_backend 'torchao' or model.fp8_base). Use 'auto'"))
+        if cfg.adapter.type == "full":
+            out.append((field, "a quantized base cannot be fully fine-tuned: use a LoRA adapter (QLoRA) or "
+                        "load full weights"))
+        elif self.family in IMAGE_FAMILIES and (cfg.adapter.type != "lora" or cfg.adapter.backend == "lycoris"):
+            out.append((field, f"on a quantized UNet / transformer only PEFT's LoRA trains (adapter.type 'lora', "
+                        f"backend 'auto' or 'peft'); got {cfg.adapter.type} / {cfg.adapter.backend}"))
+        if cfg.adapter.merge_after_training:
+            out.append(("adapter.merge_after_training", "cannot fold an adapter into a 4/8-bit base: turn it "
+                        "off and merge the saved adapter into the full-precision model afterwards"))
         return out

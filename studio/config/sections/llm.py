@@ -15,8 +15,6 @@ DATA_SUFFIXES = {"sft": (".jsonl",), "pretrain": (".txt", ".jsonl")}
 def llm_problems(cfg) -> list[tuple[str, str]]:
     """Problems (field path, message) of a causal LM config; fills `model.variant` when empty."""
     if cfg.model.family != "causal_lm":
-        if cfg.model.quantization != "none":
-            return [("model.quantization", "only the causal_lm family loads a quantized base; set 'none'")]
         return []
     problems: list[tuple[str, str]] = []
     if not cfg.model.variant:
@@ -31,12 +29,6 @@ def llm_problems(cfg) -> list[tuple[str, str]]:
         if suffix and suffix not in allowed:
             problems.append((f"data.{key}", f"model.variant '{cfg.model.variant}' reads {' or '.join(allowed)} "
                              f"files (or a folder of them for pretraining); got a '{suffix}' file"))
-    if cfg.model.quantization != "none" and cfg.adapter.type == "full":
-        problems.append(("model.quantization", "a quantized base cannot be fully fine-tuned: use a LoRA "
-                         "adapter (QLoRA) or set model.quantization to 'none'"))
-    if cfg.model.quantization != "none" and cfg.adapter.merge_after_training:
-        problems.append(("adapter.merge_after_training", "cannot fold an adapter into a 4/8-bit base: turn it "
-                         "off and merge the saved adapter into the full-precision model afterwards"))
     unusual = [name for name in cfg.adapter.target_modules if name not in LLM_TARGET_MODULES]
     if unusual:
         cfg.notes.append(f"adapter.target_modules {unusual} are not among the usual causal LM layers "

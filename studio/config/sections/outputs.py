@@ -1,9 +1,18 @@
 """`checkpointing`, `evaluation`, `logging` and `sampling` sections (FIELDS §10-§13)."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
-from studio.config.fields import Section, setting
+from pydantic import model_validator
+
+from studio.config.fields import IMAGE_FAMILIES, Section, setting
+from studio.config.preflight import looks_like_hub_id
+from studio.config.trackers import TRACKERS, missing_trackers
+
+TrackerName = Literal[tuple(TRACKERS)]  # type: ignore[valid-type]
+DEFAULT_PROJECT = "training-studio"
+CLIP_HINT = "a local folder or a hub id `user/name` with a CLIPModel and its processor"
 
 
 class CheckpointingSection(Section):
@@ -40,6 +49,36 @@ class EvaluationSection(Section):
                                            le=1000, group="advanced")
     early_stopping_threshold: float = setting(0.005, "Smallest drop of eval loss that counts as an "
                                               "improvement.", ge=0.0, le=1.0, group="advanced")
+    evaluation_type: Literal["none", "clip"] = setting(
+        "none", "An extra measure at each evaluation. `clip`: render the sample prompts (sampling.prompts, "
+        "with their seeds) and score each image against its prompt with a CLIP model: 100 x the cosine "
+        "similarity of their embeddings, logged as `clip_score` (the mean over prompts) next to the eval "
+        "loss. It tracks prompt adherence; it says little with only a few prompts. Works without "
+        "held-out data too.", families=IMAGE_FAMILIES)
+    clip_model: str = setting(
+        "openai/clip-vit-large-patch14", "The CLIP model of the `clip` evaluation: a local folder or a hub id "
+        "holding a transformers CLIPModel and its processor. The default is the usual CLIP-score model "
+        "(about 1.7 GB, downloaded once).", families=IMAGE_FAMILIES, widget="path", group="advanced")
+
+    def problems(self, cfg) -> list[tuple[str, str]]:
+        if self.evaluation_type != "clip":
+            return []
+        out = []
+        if cfg.model.family not in IMAGE_FAMILIES:
+            out.append(("evaluation.evaluation_type", f"'clip' scores images; {cfg.model.family} does not make "
+                        f"images (image families: {', '.join(IMAGE_FAMILIES)})"))
+        if not cfg.sampling.prompts:
+            out.append(("evaluation.evaluation_type", "'clip' scores the images of the sample prompts: add "
+                        "sampling.prompts"))
+        if self.strategy == "no":
+            out.append(("evaluation.evaluation_type", "'clip' runs at evaluations: set evaluation.strategy to "
+                        "'steps' or 'epoch'"))
+        path = self.clip_model.strip()
+        if not path:
+            out.append(("evaluation.clip_model", f"required with evaluation_type 'clip': {CLIP_HINT}"))
+        elif not looks_like_hub_id(path) and not Path(path).expanduser().exists():
+            out.append(("evaluation.clip_model", f"not found: {path} ({CLIP_HINT})"))
+        return out
 
 
 class LoggingSection(Section):
@@ -48,8 +87,30 @@ class LoggingSection(Section):
                                  ge=1, le=100_000)
     log_dir: str = setting("", "TensorBoard folder. Empty = `runs/` inside the run folder.",
                            group="advanced", widget="path")
-    tensorboard: bool = setting(True, "Write TensorBoard event files (loss, learning rate, gradient norm).",
+    report_to: list[TrackerName] = setting(
+        None, "Where loss, learning rate, gradient norms and evaluation metrics are sent (through "
+        "accelerate's trackers), besides the progress file the Monitor reads. TensorBoard writes event files "
+        "into the run folder. Weights & Biases (`pip install wandb`), MLflow (`pip install mlflow-skinny`) "
+        "and Comet (`pip install comet-ml`) are optional installs, used only when chosen; they read their "
+        "keys from their usual environment variables (WANDB_API_KEY, COMET_API_KEY, MLFLOW_TRACKING_TOKEN), "
+        "which job.env_file can set. Empty: no tracker. (Replaces the former `logging.tensorboard` switch, "
+        "still accepted: false drops TensorBoard from this list.)",
+        default_factory=lambda: ["tensorboard"], group="advanced")
+    tracker_project: str = setting(
+        "", f"Project the run is filed under in W&B and Comet, and the experiment name in MLflow. Empty = "
+        f"`{DEFAULT_PROJECT}`. The run itself is named after job.run_name, else the job name.", group="advanced")
+    trackers_offline: bool = setting(
+        False, "W&B and Comet keep the run on this machine instead of uploading it: W&B in `wandb/` of the "
+        "run folder (upload later with `wandb sync`), Comet as a zip in `comet/` (`comet upload`). For "
+        "machines without internet or an API key.", group="advanced")
+    wandb_entity: str = setting("", "W&B user or team the run goes to. Empty = your default entity.",
                                 group="advanced")
+    mlflow_tracking_uri: str = setting(
+        "", "Where MLflow records the run: a tracking server (`http://host:5000`) or a folder (`file:/path`). "
+        "Empty = MLFLOW_TRACKING_URI when set, else the `mlruns/` folder inside the run folder (view with "
+        "`mlflow ui --backend-store-uri "
+        "RUN_DIR/mlruns`); MLflow keeps such folders working but adds new features to servers and `sqlite:` "
+        "databases only.", group="advanced")
     log_level: Literal["debug", "info", "warning", "error"] = setting(
         "info", "How much the trainer prints to the console log.", group="advanced")
     log_heavy_every: int = setting(50, "Every this many steps, record the gradient norm of each adapted layer "
@@ -66,10 +127,31 @@ class LoggingSection(Section):
                                        "shape among the buckets.", group="advanced")
 
 
+    @model_validator(mode="before")
+    @classmethod
+    def _tensorboard_switch(cls, data):
+        """Configs written before `report_to` had `tensorboard: true|false`; it adds or drops TensorBoard."""
+        if not isinstance(data, dict) or "tensorboard" not in data:
+            return data
+        data = dict(data)
+        legacy = data.pop("tensorboard")
+        if not isinstance(legacy, bool):
+            raise ValueError(f"logging.tensorboard (replaced by logging.report_to) takes true or false, not "
+                             f"{legacy!r}")
+        chosen = data.get("report_to", ["tensorboard"])
+        if isinstance(chosen, list):
+            chosen = [t for t in chosen if t != "tensorboard"]
+            data["report_to"] = ["tensorboard", *chosen] if legacy else chosen
+        return data
+
     def problems(self, cfg) -> list[tuple[str, str]]:
+        out = []
         if self.track_microbatches and not self.step_profiling:
-            return [("logging.track_microbatches", "needs logging.step_profiling")]
-        return []
+            out.append(("logging.track_microbatches", "needs logging.step_profiling"))
+        if len(set(self.report_to)) < len(self.report_to):
+            out.append(("logging.report_to", "names a tracker twice"))
+        out += [("logging.report_to", message) for message in missing_trackers(self.report_to)]
+        return out
 
 class SamplePrompt(Section):
     prompt: str = setting(..., "What to generate.")

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Literal
 
 from studio.config.fields import IMAGE_FAMILIES, Section, setting
-from studio.config.optimizers import CATALOGUE
+from studio.config.optimizers import CATALOGUE, spec
 from studio.config.sections.flow import FlowLossSettings
 from studio.registry.families import family_ids
 
@@ -73,9 +73,39 @@ class OptimizerSection(Section):
                                   ge=0.0, lt=1.0, group="advanced")
     eps: float | None = setting(None, "Override the optimizer's epsilon (empty = default).", gt=0.0,
                                 le=1.0, group="advanced")
+    implementation: Literal["auto", "foreach", "fused"] = setting(
+        "auto", "How PyTorch's own optimizers (adamw, adam, sgd_nesterov, ...) run their update. `auto`: "
+        "PyTorch's choice (`foreach` on GPUs). `foreach`: a few batched kernels over all weights. `fused`: "
+        "one kernel per group of weights, usually the fastest on a GPU. Same result within rounding; "
+        "optimizers from other packages refuse a choice other than `auto`.", group="advanced")
     args: str = setting("", "Extra optimizer arguments as `key=value` pairs separated by spaces or "
                         "commas, e.g. `d_coef=0.5 safeguard_warmup=true` for Prodigy. Numbers, booleans "
                         "and plain words only.", group="advanced")
+    fused_backward_pass: bool = setting(
+        False, "Step each weight's optimizer inside the backward pass, as soon as its gradient is ready, and "
+        "free that gradient at once: the gradients of the whole network never sit in memory together. Worth "
+        "it for full fine-tunes (a gradient per weight of the model); adapters' gradients are small. Same "
+        "result as the usual step. Not with gradient accumulation, clipping by total norm "
+        "(training.max_grad_norm must be 0), schedule-free optimizers or several processes; per-layer "
+        "gradient norms (logging.log_heavy_every) are not recorded.", group="advanced")
+
+    def problems(self, cfg) -> list[tuple[str, str]]:
+        if not self.fused_backward_pass:
+            return []
+        out, field = [], "optimizer.fused_backward_pass"
+        if cfg.training.gradient_accumulation_steps > 1:
+            out.append((field, "steps inside every backward pass, so it cannot add up gradients over batches: "
+                        "set training.gradient_accumulation_steps to 1 (raise the batch size instead)"))
+        if cfg.training.max_grad_norm > 0:
+            out.append((field, "each weight steps before the other gradients exist, so the total gradient norm "
+                        "cannot be clipped: set training.max_grad_norm to 0"))
+        if spec(self.name).schedule_free:
+            out.append((field, f"'{self.name}' keeps two weight sequences switched for the whole network; "
+                        "choose an optimizer without schedule-free averaging"))
+        if cfg.distributed.num_processes * cfg.distributed.num_machines > 1:
+            out.append((field, "several processes average gradients after backward, and this steps inside "
+                        "it: train on one process (distributed.num_processes = 1)"))
+        return out
 
 
 class SchedulerSection(Section):

@@ -9,6 +9,7 @@ from studio.queue import QueueError
 from studio.ui import train_actions as act
 from studio.ui.compare import SWEEP_AXES, overlay_frame, parse_axis, sweep_configs
 from studio.ui.jobs import get_job, job_choices
+from studio.ui.step_plot import STEP_AXIS, StepPlot, plot_update
 
 
 def overlay(ctx, job_ids) -> tuple:
@@ -18,7 +19,7 @@ def overlay(ctx, job_ids) -> tuple:
         return gr.update(value=None), "Pick two or more runs to compare their loss curves."
     missing = [f"#{j.id}" for j in jobs if not (frame["run"] == f"#{j.id} {j.name}").any()]
     note = f" ({', '.join(missing)}: no logged loss yet)" if missing else ""
-    return frame, f"{len(jobs)} run(s) on one chart{note}."
+    return plot_update(frame, "run"), f"{len(jobs)} run(s) on one chart{note}."
 
 
 def queue_sweep(ctx, preset: str, prefix: str, *axis_texts) -> tuple:
@@ -56,8 +57,7 @@ def build_compare_panel(ctx) -> None:
                                info="Training loss per run; eval loss as its own series where the run has one.")
             redraw = gr.Button("Redraw", size="sm", elem_id="compare-redraw", scale=0, min_width=100)
         words = gr.Markdown(elem_id="compare-message")
-        plot = gr.LinePlot(x="step", y="loss", color="run", title="Loss by run", height=300,
-                           elem_id="compare-plot", x_title="optimizer step")
+        plot = StepPlot(y="loss", color="run", title="Loss by run", height=300, elem_id="compare-plot", **STEP_AXIS)
     runs.focus(lambda: gr.update(choices=job_choices(ctx.store)), None, [runs], show_progress="hidden")
     runs.change(lambda ids: overlay(ctx, ids), [runs], [plot, words], show_progress="hidden")
     redraw.click(lambda ids: overlay(ctx, ids), [runs], [plot, words], show_progress="hidden")

@@ -9,11 +9,13 @@ import gradio as gr
 
 from studio.queue import Job, QueueError
 from studio.runfolder.control import request
+from studio.runfolder.layout import TENSORBOARD_DIR
 from studio.ui.context import StudioContext
 from studio.ui.download_panel import build_download_panel
-from studio.ui.jobs import default_job_id, get_job, job_choices
+from studio.ui.jobs import default_job_id, get_job, job_choices, picker_update
 from studio.ui.live import (RunFeed, console_text, loss_frame, lr_frame, progress_html, read_new_console,
                             read_new_progress)
+from studio.ui.step_plot import STEP_AXIS, StepPlot, plot_update
 from studio.ui.tensorboard import delete_event_files, event_files
 
 
@@ -44,7 +46,7 @@ class MonitorTab:
 
 def log_dir_of(job: Job) -> Path:
     configured = ((job.config.get("logging") or {}).get("log_dir") or "").strip()
-    return Path(configured).expanduser() if configured else Path(job.run_dir) / "runs"
+    return Path(configured).expanduser() if configured else Path(job.run_dir) / TENSORBOARD_DIR
 
 
 def tensorboard_status(ctx: StudioContext, job: Job | None) -> str:
@@ -79,10 +81,10 @@ def monitor_tick(ctx: StudioContext, job_id, feed: RunFeed, everything: bool = F
     """One timer tick: the job list when it changed, then whatever the run appended since the last tick."""
     choices = job_choices(ctx.store)
     signature = repr(choices)
+    picked = job_id
     if job_id not in [c[1] for c in choices]:
         job_id = default_job_id(ctx.store)
-    choice_update = gr.skip() if signature == feed.choices_signature and job_id == feed.job_id else \
-        gr.update(choices=choices, value=job_id)
+    choice_update = picker_update(choices, picked, job_id, signature != feed.choices_signature)
     job = get_job(ctx.store, job_id)
     if job is None:
         return [choice_update, "<div class='studio-status'>No job yet: add one in the Train tab.</div>",
@@ -93,7 +95,7 @@ def monitor_tick(ctx: StudioContext, job_id, feed: RunFeed, everything: bool = F
     feed.choices_signature = signature
     new_steps = read_new_progress(feed) or fresh
     new_console = read_new_console(feed) or fresh
-    plots = [loss_frame(feed), lr_frame(feed)] if new_steps else [gr.skip(), gr.skip()]
+    plots = [plot_update(loss_frame(feed), "series"), plot_update(lr_frame(feed))] if new_steps else [gr.skip(), gr.skip()]
     text = console_text(feed, everything) if new_console else gr.skip()
     recent = "\n".join(f"- {e}" for e in reversed(feed.events[-12:])) or "*No events yet.*"
     return [choice_update, progress_html(feed, job.status), *plots, text, "**Events**\n\n" + recent, feed,
@@ -167,10 +169,9 @@ def build_monitor_tab(ctx: StudioContext) -> MonitorTab:
     status = gr.HTML(elem_id="monitor-progress")
     message = gr.Markdown(elem_id="monitor-message")
     with gr.Row():
-        loss_plot = gr.LinePlot(x="step", y="loss", color="series", title="Loss", elem_id="monitor-loss",
-                                height=260, x_title="optimizer step")
-        lr_plot = gr.LinePlot(x="step", y="learning rate", title="Learning rate", elem_id="monitor-lr",
-                              height=260, x_title="optimizer step")
+        loss_plot = StepPlot(y="loss", color="series", title="Loss", elem_id="monitor-loss", height=260,
+                             **STEP_AXIS)
+        lr_plot = StepPlot(y="learning rate", title="Learning rate", elem_id="monitor-lr", height=260, **STEP_AXIS)
     with gr.Row(equal_height=False):
         console = gr.Textbox(label="Console (tail of console.log)", lines=14, max_lines=14, autoscroll=True,
                              interactive=False, elem_id="monitor-console", scale=3,

@@ -11,7 +11,7 @@ from studio.queue import Job, QueueError, queue_script
 from studio.ui.context import StudioContext
 from studio.ui.download_panel import build_download_panel
 from studio.ui.tabs.compare_panel import build_compare_panel
-from studio.ui.jobs import LastProgress, default_job_id, get_job, job_choices, queue_frame, styled
+from studio.ui.jobs import LastProgress, default_job_id, get_job, job_choices, picker_update, queue_frame, styled
 
 EMPTY = "The queue is empty: configure a job in **Train** and press **Add to queue** (or *Start now*)."
 # Which actions make sense in which status (FIELDS §20, §21.1: a running job cannot be removed).
@@ -78,6 +78,10 @@ BUTTONS = (("stop", "Stop", "stop"), ("resume", "Resume", "secondary"), ("retry"
            ("clone", "Clone into form", "primary"))
 
 
+def _sentence(line: str) -> str:
+    return f"{line[:1].upper()}{line[1:]}." if line else ""
+
+
 def queue_refresh(ctx: StudioContext, progress: LastProgress, job_id, last_signature: str) -> list:
     """Table (only when it changed), selection, the selected job's details and buttons, the script."""
     frame = queue_frame(ctx.store, progress)
@@ -87,9 +91,8 @@ def queue_refresh(ctx: StudioContext, progress: LastProgress, job_id, last_signa
     selected = picked or get_job(ctx.store, default_job_id(ctx.store))
     unchanged = signature == last_signature
     table = gr.skip() if unchanged else gr.update(value=styled(frame), visible=not frame.empty)
-    # Resending an unchanged picker would race with the user's own pick (a tick in flight carries the old one).
-    picker = gr.skip() if unchanged and picked is not None else \
-        gr.update(choices=choices, value=selected.id if selected else None)
+    picker = picker_update(choices, picked.id if picked else None, selected.id if selected else None,
+                           not unchanged)
     states = [gr.update(interactive=selected is not None and selected.status in ALLOWED[a]) for a, _, _ in BUTTONS]
     script_text = queue_script(ctx.store)
     script_path = ctx.home / "queue_script.sh"
@@ -99,7 +102,7 @@ def queue_refresh(ctx: StudioContext, progress: LastProgress, job_id, last_signa
             picker,
             selected.run_dir if selected else "", job_detail(selected),
             json.dumps(selected.config, indent=2) if selected else "", script_text, str(script_path),
-            ctx.worker_state(), signature, *states]
+            _sentence(ctx.worker_state()), signature, *states]
 
 
 def save_setting(ctx: StudioContext, key: str, value) -> str:

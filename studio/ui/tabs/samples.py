@@ -14,7 +14,7 @@ import pandas as pd
 from PIL import Image
 
 from studio.ui.context import StudioContext
-from studio.ui.jobs import default_job_id, get_job, job_choices
+from studio.ui.jobs import default_job_id, get_job, job_choices, picker_update
 
 AUDIO_SLOTS = 8
 ALL = "all"
@@ -89,6 +89,7 @@ def _read_samples(ctx: StudioContext, job_id) -> tuple[int | None, list[dict]]:
 
 def samples_refresh(ctx: StudioContext, job_id, step_value, prompt_value, last_signature: str) -> list:
     """Updates for SamplesTab.outputs; nothing is resent while the samples and filters are unchanged."""
+    picked = job_id
     job_id, samples = _read_samples(ctx, job_id)
     steps = [ALL] + sorted({str(m.get("step")) for m in samples}, key=lambda s: int(s) if s.isdigit() else 0)
     prompts = [ALL] + sorted({str(m.get("prompt", "")) for m in samples})
@@ -109,7 +110,7 @@ def samples_refresh(ctx: StudioContext, job_id, step_value, prompt_value, last_s
     else:
         words = f"{len(shown)} of {len(samples)} sample(s)" + (
             f" · “{prompt_value}” across steps" if prompt_value != ALL and step_value == ALL else "")
-    return [gr.update(choices=job_choices(ctx.store), value=job_id), gr.update(choices=steps, value=step_value),
+    return [picker_update(job_choices(ctx.store), picked, job_id, True), gr.update(choices=steps, value=step_value),
             gr.update(choices=prompts, value=prompt_value), words,
             gr.update(value=images, visible=bool(images)), gr.update(visible=bool(audio)),
             *[audio_update(ctx, audio[i] if i < len(audio) else None) for i in range(AUDIO_SLOTS)],

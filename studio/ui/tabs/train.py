@@ -10,7 +10,10 @@ from studio.config import ConfigError
 from studio.queue import QueueError
 from studio.ui import train_actions as act
 from studio.ui.context import StudioContext
-from studio.ui.estimates import ESTIMATE_PATHS, estimate, summary_markdown
+from studio.ui.field_checks import all_shown, wire_field_checks
+from studio.ui.machine_commands import build_machine_commands
+from studio.config.vram import GPU_SIZES_GB
+from studio.ui.estimates import ESTIMATE_PATHS, VRAM_PATHS, estimate, fit_to_gpu, summary_markdown
 from studio.ui.form_spec import config_from_values, default_values, field_specs, get_path, same_ui_value
 from studio.ui.forms import (CONTEXT_PATHS, SchemaForm, build_form, error_updates, value_updates,
                              visibility_updates)
@@ -82,6 +85,13 @@ def build_train_tab(ctx: StudioContext) -> TrainTab:
                                          "to write them into the selected custom preset when queueing.")
             gr.Markdown("### This job")
             summary = gr.Markdown(summary_markdown(estimate(base), base), elem_id="train-summary")
+            build_machine_commands(form)  # several machines: the command for each
+            with gr.Row(equal_height=True):
+                gpu_pick = gr.Dropdown(choices=[f"{g} GB" for g in GPU_SIZES_GB], value=None, label="My GPU has",
+                                       elem_id="train-gpu-pick", scale=2,
+                                       info="Pick your card's memory (VRAM) and fit the settings to it, from "
+                                            "the memory estimate.")
+                fit_btn = gr.Button("Fit to this GPU", size="sm", elem_id="train-gpu-fit", scale=1)
             with gr.Row():
                 preview_btn = gr.Button("Preview config", size="sm", elem_id="train-preview-btn")
                 add_btn = gr.Button("Add to queue", variant="primary", size="sm", elem_id="train-add")
@@ -92,7 +102,9 @@ def build_train_tab(ctx: StudioContext) -> TrainTab:
                         save_name, save_desc, save_btn, delete_btn)
     wire_config_files(ctx, tab, *config_files, vis)
     _wire_live(tab)
-    _wire_queueing(ctx, tab, preview, preview_box, preview_btn, add_btn, start_btn, temporary)
+    shown = wire_field_checks(form)
+    _wire_gpu_fit(tab, gpu_pick, fit_btn, vis)
+    _wire_queueing(ctx, tab, preview, preview_box, preview_btn, add_btn, start_btn, temporary, shown)
     return tab
 
 
@@ -156,7 +168,7 @@ def _wire_live(tab: TrainTab) -> None:
             return gr.skip()
         return summary_markdown(estimate(config), config)
 
-    for path in ESTIMATE_PATHS:
+    for path in dict.fromkeys(ESTIMATE_PATHS + VRAM_PATHS):
         if form.has(path):
             form.component(path).input(summary, form.components, tab.summary, trigger_mode="always_last",
                                        show_progress="hidden")
@@ -178,8 +190,25 @@ def _wire_live(tab: TrainTab) -> None:
             summary, form.components, tab.summary)
 
 
+def _wire_gpu_fit(tab: TrainTab, gpu_pick, fit_btn, vis: dict) -> None:
+    """The VRAM picker (issue #19): the chosen card's size and the settings that fit it go into the form."""
+    def fit(gpu, base, *values):
+        if not gpu:
+            return [gr.skip()] * len(tab.load_outputs) + ["Pick your GPU's memory first."]
+        try:
+            config = config_from_values(list(values))
+        except ConfigError as err:
+            return [gr.skip()] * len(tab.load_outputs) + [act.problems_markdown(err.by_field)]
+        fitted, message = fit_to_gpu(config, float(str(gpu).split()[0]))
+        if fitted is None:
+            return [gr.skip()] * len(tab.load_outputs) + [message]
+        return [*tab.load_updates(fitted, base), message]
+
+    fit_btn.click(fit, [gpu_pick, tab.base, *tab.form.components], tab.load_outputs + [tab.message]).then(**vis)
+
+
 def _wire_queueing(ctx: StudioContext, tab: TrainTab, preview, preview_box, preview_btn, add_btn, start_btn,
-                   temporary) -> None:
+                   temporary, shown) -> None:
     form = tab.form
 
     def show_preview(base, *values):
@@ -190,14 +219,16 @@ def _wire_queueing(ctx: StudioContext, tab: TrainTab, preview, preview_box, prev
         if edits:
             parts.append(f"{len(edits)} edit(s) vs the preset: " + ", ".join(f"`{p}`" for p in edits))
         return [text, gr.update(open=True), "\n\n".join(p for p in parts if p),
-                *error_updates(form, checked.problems)]
+                *error_updates(form, checked.problems), all_shown(checked.problems)]
 
-    preview_btn.click(show_preview, [tab.base, *form.components], [preview, preview_box, tab.message, *form.components])
+    preview_btn.click(show_preview, [tab.base, *form.components],
+                      [preview, preview_box, tab.message, *form.components, shown])
 
     def queue(start_now, preset_name, keep_temporary, base, *values):
         checked = act.check_values(values)
         if not checked.ok:
-            return [act.problems_markdown(checked.problems), gr.skip(), *error_updates(form, checked.problems)]
+            return [act.problems_markdown(checked.problems), gr.skip(), *error_updates(form, checked.problems),
+                    all_shown(checked.problems)]
         new_base = gr.skip()
         try:
             message = act.add_to_queue(ctx.store, checked, start_now=start_now)
@@ -207,7 +238,7 @@ def _wire_queueing(ctx: StudioContext, tab: TrainTab, preview, preview_box, prev
                 new_base = act.preset_config(preset_name) if "updated" in note else new_base
         except (ConfigError, QueueError) as err:
             problems = err.by_field if isinstance(err, ConfigError) else {}
-            return [act.error_message(err), gr.skip(), *error_updates(form, problems)]
+            return [act.error_message(err), gr.skip(), *error_updates(form, problems), all_shown(problems)]
         edits = act.edited_paths(base, checked.config.model_dump(mode="json"))
         if edits and keep_temporary:
             message += f"\n\nWith {len(edits)} temporary edit(s): " + ", ".join(f"`{p}`" for p in edits[:12])
@@ -216,9 +247,9 @@ def _wire_queueing(ctx: StudioContext, tab: TrainTab, preview, preview_box, prev
         state = ctx.worker_state()
         if "this app" not in state:
             message += f"\n\nNote: {state}."
-        return [message, new_base, *error_updates(form, {})]
+        return [message, new_base, *error_updates(form, {}), all_shown({})]
 
     inputs = [tab.preset, temporary, tab.base, *form.components]
-    outputs = [tab.message, tab.base, *form.components]
+    outputs = [tab.message, tab.base, *form.components, shown]
     add_btn.click(lambda *a: queue(False, *a), inputs, outputs)
     tab.started = start_btn.click(lambda *a: queue(True, *a), inputs, outputs)
