@@ -11,6 +11,7 @@ Every random draw comes from the CPU generator the trainer passes in (exact resu
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 
@@ -41,9 +42,10 @@ class FlowFamily(FlowExportMixin, ImageFamilyMixin, ModelFamily):
         self.noise_scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(path, subfolder="scheduler", **kw)
         self.tokenizers, self.text_encoders = [], []
         for tok_dir, tok_cls, enc_dir, enc_cls in self.text_parts:
-            self.tokenizers.append(getattr(transformers, tok_cls).from_pretrained(path, subfolder=tok_dir, **kw))
+            (tok_src, tok_sub), (enc_src, enc_sub) = self.text_sources(path, tok_dir, enc_dir, enc_cls)
+            self.tokenizers.append(getattr(transformers, tok_cls).from_pretrained(tok_src, subfolder=tok_sub, **kw))
             self.text_encoders.append(getattr(transformers, enc_cls).from_pretrained(
-                path, subfolder=enc_dir, dtype=self.dtype, **weights))
+                enc_src, subfolder=enc_sub, dtype=self.dtype, **weights))
         self.vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=self.vae_dtype, **weights)
         self.transformer = getattr(diffusers, self.transformer_class).from_pretrained(
             path, subfolder="transformer", torch_dtype=self.dtype, **weights,
@@ -59,12 +61,25 @@ class FlowFamily(FlowExportMixin, ImageFamilyMixin, ModelFamily):
         self.place_encoders(vae=not (self.cache and self.cache.serves_latents),
                             text=not (self.cache and self.cache.serves_text))
 
+    def text_sources(self, path: str, tok_dir: str, enc_dir: str, enc_cls: str) -> tuple[tuple, tuple]:
+        """Where one tokenizer and its text encoder load from, each as (folder or hub id, subfolder): the
+        base's sub-folders, except a T5 given by `model.t5_model_path` (its own folder; the tokenizer stays
+        the base folder's when that has one)."""
+        t5 = self.cfg.model.t5_model_path.strip()
+        if not t5 or enc_cls != "T5EncoderModel":
+            return (path, tok_dir), (path, enc_dir)
+        t5 = resolve_model_path(t5)
+        base_tok = Path(path) / tok_dir
+        keep_base_tok = base_tok.is_dir() or not Path(path).is_dir()  # a hub base: its tokenizer folder
+        return ((path, tok_dir) if keep_base_tok else (t5, "")), (t5, "")
+
     def checked_model_path(self) -> str:
         """`model.path` resolved, after the folder checks of the config (a ValueError naming the field)."""
         from studio.config.sections.flow import model_folder_problems
 
         path = resolve_model_path(self.cfg.model.path)
-        problems = model_folder_problems(self.cfg.model.family, path, self.cfg.model.variant)
+        problems = model_folder_problems(self.cfg.model.family, path, self.cfg.model.variant,
+                                         self.cfg.model.t5_model_path)
         if problems:
             raise ValueError("; ".join(f"{field}: {msg}" for field, msg in problems))
         self.model_path = path
@@ -82,7 +97,11 @@ class FlowFamily(FlowExportMixin, ImageFamilyMixin, ModelFamily):
         from studio.data.image_cache import LATENTS, model_identity
 
         folders = ("vae",) if part == LATENTS else tuple(enc for _, _, enc, _ in self.text_parts)
-        return model_identity(self.cfg, resolve_model_path(self.cfg.model.path), folders)
+        identity = model_identity(self.cfg, resolve_model_path(self.cfg.model.path), folders)
+        t5 = self.cfg.model.t5_model_path.strip()
+        if part != LATENTS and t5:  # the T5 read from its own folder is part of what made the embeddings
+            identity += "-t5-" + model_identity(self.cfg, resolve_model_path(t5), ("",))
+        return identity
 
     def place_encoders(self, vae: bool, text: bool) -> None:
         self.encoders_on_device = (vae, text)

@@ -13,6 +13,7 @@ Traits:
   kohya_keys        its ComfyUI single file uses kohya keys (LyCORIS writes them for every adapter type)
   llm_adapter       a trainable LLM adapter sits between text encoder and denoiser (`adapter.freeze_llm_adapter`)
   custom_variants   `model.variant` may also name a fine-tune outside `variants` (the UI lets one be typed)
+  t5_encoder        one text encoder is T5, which `model.t5_model_path` can load from a folder of its own
 """
 from __future__ import annotations
 
@@ -64,11 +65,11 @@ FAMILIES: dict[str, FamilyRow] = {row.id: row for row in (
               traits=_SD_TRAITS, defaults={"data": {"resolution": 1024}, **_IMAGE_DEFAULTS},
               model_parts=_SD_PARTS + ("text_encoder_2", "tokenizer_2"), pipeline="StableDiffusionXLPipeline"),
     FamilyRow("sd3", "images", "studio.families.tiny_flow:write_sd3", "studio.families.sd3:Sd3Family",
-              traits=frozenset({"kohya_keys"}),
+              traits=frozenset({"kohya_keys", "t5_encoder"}),
               defaults={"data": {"resolution": 1024}, **_IMAGE_DEFAULTS,
                         "sampling": {"default_steps": 28, "default_guidance": 7.0}}),
     FamilyRow("flux", "images", "studio.families.tiny_flow:write_flux", "studio.families.flux:FluxFamily",
-              variants=("dev", "schnell"), traits=frozenset({"kohya_keys"}), demo={"model": {"variant": "dev"}},
+              variants=("dev", "schnell"), traits=frozenset({"kohya_keys", "t5_encoder"}), demo={"model": {"variant": "dev"}},
               defaults={"data": {"resolution": 1024}, **_IMAGE_DEFAULTS,
                         "sampling": {"default_steps": 28, "default_guidance": 3.5}}),
     FamilyRow("zimage", "images", "studio.families.tiny_zimage:write_zimage", "studio.families.zimage:ZImageFamily",

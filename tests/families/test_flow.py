@@ -200,6 +200,43 @@ def test_missing_t5_is_named(tmp_path):
     assert "text_encoder_2" in _problems(err)["model.path"]
 
 
+@pytest.mark.parametrize("family", FLOW)
+def test_t5_from_its_own_folder(family, tmp_path):
+    """model.t5_model_path: a base folder without T5 trains with the T5 of another folder, which then
+    gives the same text embeddings as the base's own; the cache knows the T5 came from elsewhere; a
+    path that is not a T5 folder is named before loading."""
+    from studio.families.base import build_family
+
+    enc, tok = ("text_encoder_3", "tokenizer_3") if family == "sd3" else ("text_encoder_2", "tokenizer_2")
+    base = tmp_path / "no-t5"
+    shutil.copytree(_tiny(family), base)
+    shared = tmp_path / "t5-xxl"
+    shutil.move(str(base / enc), shared)
+    shutil.move(str(base / tok), tmp_path / "t5-tokenizer")
+    for name in (tmp_path / "t5-tokenizer").iterdir():  # a T5 download with its tokenizer beside it
+        shutil.copy(name, shared / name.name)
+    with pytest.raises(ConfigError) as err:  # without the setting the missing T5 is named
+        load_config({"model": {"family": family, "path": str(base)}})
+    assert "T5" in _problems(err)["model.path"]
+
+    def encoded(path: Path, t5: str = "") -> tuple[dict, str]:
+        cfg = _cfg(family, model={"path": str(path), "t5_model_path": t5}, data={"cache_mode": "off"})
+        fam = build_family(cfg, torch.device("cpu"), torch.float32)
+        fam.load()
+        return fam.encode_text(["a red fox"]), fam.cache_identity("text")
+
+    own, own_id = encoded(_tiny(family))
+    borrowed, borrowed_id = encoded(base, str(shared))
+    for name, value in own.items():
+        assert torch.equal(value, borrowed[name]), name
+    assert borrowed_id != own_id and "-t5-" in borrowed_id
+
+    for bad, words in ((tmp_path / "missing", "does not exist"), (_tiny(family) / "vae", "not a T5 encoder")):
+        with pytest.raises(ConfigError) as err:
+            load_config({"model": {"family": family, "path": str(base), "t5_model_path": str(bad)}})
+        assert words in _problems(err)["model.t5_model_path"]
+
+
 @pytest.mark.parametrize("family", ALL)
 def test_bucket_sizes_must_fill_whole_patches(family):
     with pytest.raises(ConfigError) as err:

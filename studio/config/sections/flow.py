@@ -33,7 +33,10 @@ REQUIRED_PARTS = {
     "anima": ("transformer", "vae", "scheduler", "text_encoder", "tokenizer", "t5_tokenizer", "text_conditioner"),
 }
 INDEX_FILES = ("modular_model_index.json", "model_index.json")  # a modular pipeline's index first
-T5_PARTS = ("text_encoder_3", "tokenizer_3", "text_encoder_2", "tokenizer_2")
+# Each family's T5 (encoder, tokenizer) sub-folders: SD3's third encoder, Flux's second.
+T5_PARTS = {"sd3": ("text_encoder_3", "tokenizer_3"), "flux": ("text_encoder_2", "tokenizer_2")}
+
+
 WeightingScheme = Literal["logit_normal", "mode", "cosmap", "sigma_sqrt", "none"]
 
 
@@ -76,8 +79,31 @@ def flow_problems(cfg) -> list[tuple[str, str]]:
         problems.append(("model.variant", f"'{cfg.model.variant}' is not a Flux variant; allowed: dev, schnell"))
     path = cfg.model.path.strip()
     if path and not path.startswith("tiny:"):
-        problems += model_folder_problems(family, path, cfg.model.variant)
-    return problems
+        problems += model_folder_problems(family, path, cfg.model.variant, cfg.model.t5_model_path)
+    return problems + t5_folder_problems(cfg.model.t5_model_path)
+
+
+def t5_folder_problems(t5_path: str) -> list[tuple[str, str]]:
+    """`model.t5_model_path`: a local folder must hold a transformers T5 encoder (a hub id is left to the
+    loader)."""
+    t5_path = t5_path.strip()
+    if not t5_path:
+        return []
+    root = Path(t5_path).expanduser()
+    if not root.exists():
+        if t5_path.startswith(("/", ".", "~")) or t5_path.count("/") != 1:
+            return [("model.t5_model_path", f"{t5_path} does not exist; give a folder holding a T5 encoder "
+                     "(config.json + .safetensors) or a hub id like `org/name`")]
+        return []
+    config = root / "config.json"
+    try:
+        model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type", "")
+    except (OSError, json.JSONDecodeError):
+        return [("model.t5_model_path", f"{root} has no readable config.json: not a transformers model folder "
+                 "(point at the T5 encoder's own folder, e.g. a download's text_encoder_2 / text_encoder_3)")]
+    if "t5" not in str(model_type):
+        return [("model.t5_model_path", f"{root} holds a '{model_type}' model, not a T5 encoder")]
+    return []
 
 
 def _bucket_problems(cfg) -> list[tuple[str, str]]:
@@ -97,9 +123,10 @@ def _bucket_problems(cfg) -> list[tuple[str, str]]:
     return out
 
 
-def model_folder_problems(family: str, path: str, variant: str = "") -> list[tuple[str, str]]:
-    """Read a local diffusers folder's `model_index.json`: right pipeline, every part present, variant
-    matching the transformer. A hub id or a missing path is left to the preflight and the loader."""
+def model_folder_problems(family: str, path: str, variant: str = "", t5_path: str = "") -> list[tuple[str, str]]:
+    """Read a local diffusers folder's `model_index.json`: right pipeline, every part present (the T5
+    parts may be missing when `t5_path` gives them), variant matching the transformer. A hub id or a
+    missing path is left to the preflight and the loader."""
     root = Path(path).expanduser()
     if root.suffix == ".safetensors":
         return [("model.path", f"{family} trains from a diffusers folder or hub id; single .safetensors "
@@ -120,8 +147,10 @@ def model_folder_problems(family: str, path: str, variant: str = "") -> list[tup
         return [("model.path", f"{root} holds a {found or 'unknown'} model, not {PIPELINES[family]} "
                  f"as model.family '{family}' needs{hint}")]
     missing = [p for p in REQUIRED_PARTS[family] if not (root / p).is_dir() or info.get(p, [None])[0] is None]
+    if t5_path.strip():  # the T5 encoder comes from model.t5_model_path; its tokenizer from there too if need be
+        missing = [p for p in missing if p not in T5_PARTS.get(family, ())]
     if missing:
-        t5 = [p for p in missing if p in T5_PARTS and (family == "flux" or p.endswith("_3"))]
+        t5 = [p for p in missing if p in T5_PARTS.get(family, ())]
         what = "the T5 text encoder " if t5 else "the Qwen3 text encoder " if (
             family == "anima" and "text_encoder" in missing) else ""
         return [("model.path", f"{root} lacks {what}sub-folder(s) {', '.join(missing)}, which {family} training "

@@ -56,6 +56,13 @@ class ModelSection(Section):
         "auto", "Where to train. `auto` picks CUDA, then Apple MPS, then CPU. `cuda` or `mps` insist on that "
         "device: the job stops before loading anything when it is not there, instead of running on the "
         "CPU. `cpu` trains on the CPU even when a GPU is present.", group="advanced")
+    t5_model_path: str = setting(
+        "", "Where to load the T5 text encoder from when it is not in the base model's folder: a local folder "
+        "or hub id of a transformers T5 encoder (config.json + weights, e.g. another download's "
+        "`text_encoder_2` / `text_encoder_3` folder). Lets several SD3 / Flux models share one copy of the "
+        "~9.5 GB T5-XXL, or a base folder shipped without it. Its tokenizer comes from the base folder, "
+        "else from this folder. Empty = the base model's own T5.", group="advanced",
+        families=family_ids(trait="t5_encoder"), widget="path")
     tokenizer_path: str = setting("", "Tokenizer folder when it differs from the model's own (custom or "
                                   "extended tokenizer). Empty = use the model's.", group="advanced",
                                   families=("causal_lm",), widget="path")
