@@ -74,3 +74,17 @@ def _fresh_accelerate_state():
         from accelerate.state import AcceleratorState
 
         AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def checked_single_file(records: list[dict]) -> tuple[Path, list[str]]:
+    """A run's adapter and single file were both saved and loaded back through diffusers' `load_lora_weights`:
+    the single file's path and keys."""
+    from safetensors import safe_open
+
+    saved = {r["format"]: r for r in records if r.get("event") == "saved"}
+    assert set(saved) == {"peft", "kohya"}
+    for fmt in ("peft", "kohya"):
+        assert saved[fmt]["verified"] is True and saved[fmt]["loader"] == "diffusers load_lora_weights", saved[fmt]
+    single = Path(saved["kohya"]["path"])
+    with safe_open(str(single), framework="pt") as f:
+        return single, list(f.keys())

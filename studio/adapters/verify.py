@@ -31,7 +31,7 @@ EFFECT_TOL = 1e-3
 NOISE_FLOOR = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}
 HALF = (torch.float16, torch.bfloat16)
 LORA_PARAMS = ("lora_down.weight", "lora_up.weight", "alpha", "dora_scale", "lora_A.weight", "lora_B.weight",
-               "lora_magnitude_vector", "lora_magnitude_vector.weight")
+               "lora_magnitude_vector", "lora_magnitude_vector.weight", "lora.down.weight", "lora.up.weight")
 
 
 @dataclass
@@ -177,8 +177,11 @@ def loader_for(handle, fmt: str, file: Path) -> str:
 
 
 def _param(key: str) -> str:
+    """The parameter part of a key: `lora_A.weight`, `alpha`, or `lora.down.weight` (Z-Image's ComfyUI file)."""
     parts = key.split(".")
-    return ".".join(parts[-2:]) if parts[-1] == "weight" else parts[-1]
+    if parts[-1] != "weight":
+        return parts[-1]
+    return ".".join(parts[-3:] if len(parts) > 2 and parts[-3] == "lora" else parts[-2:])
 
 
 def _has_lora_loader(family) -> bool:

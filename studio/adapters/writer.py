@@ -133,6 +133,25 @@ def kohya_tensors(handle, states: dict) -> dict[str, torch.Tensor]:
     return out
 
 
+def scaled_lora_layers(handle, states: dict, layout: str) -> dict[str, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+    """Per component, each PEFT LoRA layer's (down (r, in), up (out, r) * alpha / rank): the factors of a single
+    file that folds the scale into up (Anima's and Z-Image's ComfyUI files). Anything but plain PEFT LoRA without
+    biases, or layers the family's layout cannot name (`kohya_unsupported`), raise UnsupportedExport."""
+    if handle.impl.KOHYA_KEYS or handle.kind != "lora" or handle.cfg.adapter.bias != "none":
+        raise UnsupportedExport(f"{layout} holds plain LoRA layers (got {handle.kind} on {handle.backend}); "
+                                "use adapter_model.safetensors")
+    out: dict[str, dict[str, tuple[torch.Tensor, torch.Tensor]]] = {}
+    for name, sd in states.items():
+        reason = handle.family.kohya_unsupported(name, handle.targets[name].modules)
+        if reason:
+            raise UnsupportedExport(reason)
+        for path, layer in peft_backend.tuner_layers(handle.components[name]):
+            if peft_backend.ADAPTER_NAME in getattr(layer, "r", {}):
+                scale = float(layer.scaling[peft_backend.ADAPTER_NAME])
+                out.setdefault(name, {})[path] = (sd[f"{path}.lora_A.weight"], sd[f"{path}.lora_B.weight"] * scale)
+    return out
+
+
 def write_kohya(handle, path: Path, states: dict | None = None, step: int | None = None) -> Path:
     states = states if states is not None else handle.component_state_dicts()
     tensors = kohya_tensors(handle, states)

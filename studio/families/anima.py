@@ -29,7 +29,6 @@ from pathlib import Path
 
 import torch
 
-from studio.adapters.formats import UnsupportedExport
 from studio.adapters.loader_warnings import capture_loader_warnings
 from studio.families.flow import FlowFamily
 from studio.families.paths import resolve_model_path
@@ -213,25 +212,12 @@ class AnimaFamily(FlowFamily):
 
     def single_file_tensors(self, handle, states: dict) -> dict[str, torch.Tensor]:
         """The ComfyUI file: `diffusion_model.<original path>.lora_A/lora_B.weight`, alpha / rank in lora_B."""
-        from studio.adapters import peft_backend
+        from studio.adapters.writer import scaled_lora_layers
 
-        if handle.impl.KOHYA_KEYS or handle.kind != "lora" or handle.cfg.adapter.bias != "none":
-            raise UnsupportedExport(f"the ComfyUI file for Anima holds plain LoRA layers (got {handle.kind} on "
-                                    f"{handle.backend}); use adapter_model.safetensors")
-        out = {}
-        for name, sd in states.items():
-            reason = self.kohya_unsupported(name, handle.targets[name].modules)
-            if reason:
-                raise UnsupportedExport(reason)
-            scalings = {path: float(layer.scaling[peft_backend.ADAPTER_NAME])
-                        for path, layer in peft_backend.tuner_layers(handle.components[name])
-                        if peft_backend.ADAPTER_NAME in getattr(layer, "r", {})}
-            for key, value in sd.items():
-                path, _, param = key.partition(".lora_")
-                native = original_module_path(name, path)
-                value = value * scalings[path] if param == "B.weight" else value
-                out[f"{native}.lora_{param}"] = value
-        return out
+        layers = scaled_lora_layers(handle, states, "the ComfyUI file for Anima")
+        return {f"{original_module_path(name, path)}.lora_{param}.weight": value
+                for name, parts in layers.items() for path, factors in parts.items()
+                for param, value in zip("AB", factors)}
 
     def kohya_unsupported(self, component: str, modules: list[str]) -> str:
         bad = [m for m in modules if not _round_trips(component, m)]

@@ -5,7 +5,9 @@ pipeline negates it (`noise_pred = -noise_pred`), so `predict` does too and the 
 
 Captions have their own token counts (the pipeline keeps only real tokens), so they are stored padded to
 `MAX_TOKENS` with their lengths, and cut back to them before the transformer sees them.
-No single (kohya) file: the adapter is written in diffusers' layout (`load_lora_weights`)."""
+Files: the adapter in diffusers' layout (`load_lora_weights`), and the single file in the layout ComfyUI loads
+(`diffusion_model.<original layer>.lora.down/lora.up.weight`, q / k / v fused into `attention.qkv`:
+zimage_export.py), read back through the pipeline's `load_lora_weights` (diffusers' own Z-Image converter)."""
 from __future__ import annotations
 
 import torch
@@ -20,7 +22,10 @@ class ZImageFamily(FlowFamily):
     pipeline_class = "ZImagePipeline"
     transformer_class = "ZImageTransformer2DModel"
     text_parts = (("tokenizer", "AutoTokenizer", "text_encoder", "AutoModel"),)
-    kohya_prefixes: dict[str, str] = {}  # no single-file layout written for Z-Image
+    # Single file: `single_file_tensors` (the ComfyUI layout). The name also prefixes LyCORIS' own keys.
+    kohya_prefixes = {"transformer": "diffusion_model"}
+    architecture = "z-image"
+    base_version = "z-image"
 
     def use_flash_attn(self) -> None:
         self.transformer.set_attention_backend("flash")  # its attention goes through diffusers' dispatcher
@@ -28,6 +33,23 @@ class ZImageFamily(FlowFamily):
     def default_targets(self, component: str = "transformer") -> list[str]:
         # attention of the main layers and of the noise / caption refiners
         return ["attention.to_q", "attention.to_k", "attention.to_v", "attention.to_out.0"]
+
+    def single_file_tensors(self, handle, states: dict) -> dict[str, torch.Tensor]:
+        """The ComfyUI file: original layer names, q / k / v fused, alpha / rank in up (zimage_export.py)."""
+        from studio.adapters.writer import scaled_lora_layers
+        from studio.families.zimage_export import comfy_tensors
+
+        layers = scaled_lora_layers(handle, states, "the ComfyUI file for Z-Image")
+        return comfy_tensors(layers.get("transformer", {}))
+
+    def kohya_unsupported(self, component: str, modules: list[str]) -> str:
+        from studio.families.zimage_export import unreadable
+
+        bad = unreadable(modules)
+        if not bad:
+            return ""
+        return (f"{len(bad)} adapted layers have no name in the ComfyUI layout diffusers reads back "
+                f"(e.g. {', '.join(bad[:3])}); use adapter_model.safetensors")
 
     def prompt_embeds(self, pipe, captions: list[str], device) -> dict[str, torch.Tensor]:
         embeds, _ = pipe.encode_prompt(captions, device=device, do_classifier_free_guidance=False,

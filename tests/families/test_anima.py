@@ -140,16 +140,10 @@ def test_both_files_are_checked_and_change_the_pipeline_alike(lora_run):
     """adapter_model.safetensors loads with the pipeline's `load_lora_weights` and changes its output; the
     ComfyUI-layout file, read back by the same loader (diffusers' Anima converter), gives the same output
     within 1e-3 of the adapter's effect."""
-    from safetensors import safe_open
+    from tests.conftest import checked_single_file
 
     freeze, run, records = lora_run
-    saved = {r["format"]: r for r in records if r.get("event") == "saved"}
-    assert set(saved) == {"peft", "kohya"}
-    for fmt in ("peft", "kohya"):
-        assert saved[fmt]["verified"] is True and saved[fmt]["loader"] == "diffusers load_lora_weights", saved[fmt]
-    single = Path(saved["kohya"]["path"])
-    with safe_open(str(single), framework="pt") as f:
-        keys = list(f.keys())
+    single, keys = checked_single_file(records)
     assert keys and all(k.startswith("diffusion_model.") and (k.endswith(".lora_A.weight") or
                                                               k.endswith(".lora_B.weight")) for k in keys)
     assert any(".blocks.0.self_attn.q_proj." in k for k in keys)  # the original (ComfyUI) module names

@@ -281,18 +281,21 @@ def test_training_reads_cached_latents_and_every_text_encoders_output(family, tm
 
 
 @pytest.mark.slow
-def test_layers_the_single_file_cannot_carry_are_named_at_export(tmp_path):
-    """PEFT LoRA on Flux's single-block MLP: diffusers would misread those `lora_transformer_` keys, so no
-    single file is written and the run says why; the diffusers-layout adapter is still written and checked."""
+@pytest.mark.parametrize("family, layer", [("flux", "proj_mlp"), ("zimage", "all_final_layer.2-1.linear")])
+def test_layers_the_single_file_cannot_carry_are_named_at_export(family, layer, tmp_path):
+    """PEFT LoRA on a layer whose single-file name diffusers cannot read back (Flux's single-block MLP under
+    `lora_transformer_`; Z-Image's final layer, whose original name its converter does not map): no single file
+    is written and the run names the layer; the diffusers-layout adapter is still written and checked."""
     from studio.commands.train import run_training
     from studio.runfolder import read_progress
 
-    cfg = _cfg("flux", job={"output_dir": str(tmp_path)}, training={"max_steps": 1},
-               adapter={"target_modules": ["attn.to_q", "proj_mlp"]})
+    first = "attn.to_q" if family == "flux" else "attention.to_q"
+    cfg = _cfg(family, job={"output_dir": str(tmp_path)}, training={"max_steps": 1},
+               adapter={"target_modules": [first, layer]})
     assert run_training(cfg, tmp_path) == 0
     records = read_progress(tmp_path)[0]
     warnings = [r["message"] for r in records if r.get("event") == "warning"]
-    assert any("kohya file not written" in w and "proj_mlp" in w for w in warnings), warnings
+    assert any("kohya file not written" in w and layer in w for w in warnings), warnings
     saved = [r for r in records if r.get("event") == "saved"]
     assert [r["format"] for r in saved] == ["peft"] and saved[0]["verified"] is True
     assert not list(tmp_path.glob("*_kohya.safetensors"))
@@ -325,30 +328,67 @@ def test_cli_names_a_flux_folder_given_as_sd3_before_loading(tmp_path):
 
 
 @pytest.mark.slow
-def test_zimage_adapter_loads_in_its_pipeline(tmp_path):
-    """Z-Image: the run folder's adapter loads with `ZImagePipeline.load_lora_weights` and changes its
-    output; the run writes no single file and says nothing failed."""
+def test_zimage_files_are_checked_and_change_the_pipeline_alike(tmp_path):
+    """Z-Image: the run folder's adapter loads with `ZImagePipeline.load_lora_weights` and changes its output;
+    the ComfyUI-layout single file (original layer names, q / k / v fused into `attention.qkv`), read back by
+    the same loader (diffusers' Z-Image converter), gives the same output within 1e-3 of the adapter's effect."""
     from diffusers import ZImagePipeline
 
     from studio.commands.train import run_training
     from studio.runfolder import read_progress
+    from tests.conftest import checked_single_file
 
     cfg = _cfg("zimage", job={"output_dir": str(tmp_path)})
     assert run_training(cfg, tmp_path) == 0
-    saved = [r for r in read_progress(tmp_path)[0] if r.get("event") == "saved"]
-    assert [r["format"] for r in saved] == ["peft"] and saved[0]["verified"] is True
-    assert not list(tmp_path.glob("*_kohya.safetensors"))
+    single, keys = checked_single_file(read_progress(tmp_path)[0])
+    assert keys and all(k.startswith("diffusion_model.") and k.endswith((".lora.down.weight", ".lora.up.weight"))
+                        for k in keys)
+    assert "diffusion_model.layers.0.attention.qkv.lora.down.weight" in keys  # the original (ComfyUI) names
+    assert "diffusion_model.noise_refiner.0.attention.out.lora.up.weight" in keys
+    assert not any(".to_q." in k or ".to_out." in k for k in keys)
 
-    def output(lora: bool):
+    def output(weight_name: str | None = None):
         pipe = ZImagePipeline.from_pretrained(str(_tiny("zimage")))
         pipe.set_progress_bar_config(disable=True)
-        if lora:
-            pipe.load_lora_weights(str(tmp_path))
+        if weight_name:
+            pipe.load_lora_weights(str(tmp_path), weight_name=weight_name)
         return pipe("a red circle", num_inference_steps=2, height=64, width=64, guidance_scale=0.0,
                     output_type="latent", generator=torch.Generator().manual_seed(0)).images
 
-    base, adapted = output(False), output(True)
-    assert (adapted - base).norm() > 1e-4 * base.norm()
+    base, peft, from_single = output(), output("adapter_model.safetensors"), output(single.name)
+    effect = (peft - base).norm()
+    assert effect > 1e-4 * base.norm(), "the adapter does not change the output"
+    assert (from_single - peft).norm() <= 1e-3 * effect
+
+
+def test_zimage_fused_qkv_is_the_three_separate_loras():
+    """LoRAs on to_q and to_v (scale folded in; to_k without one) become one LoRA on the fused `attention.qkv`
+    whose change is the three changes stacked (k's rows zero), and diffusers' converter splits it back into
+    three LoRAs with the same changes."""
+    from diffusers.loaders.lora_conversion_utils import _convert_non_diffusers_z_image_lora_to_diffusers
+
+    from studio.families.zimage_export import comfy_tensors
+
+    gen = torch.Generator().manual_seed(0)
+    dim, ranks = 6, {"to_q": 2, "to_v": 3}
+    layers = {f"layers.1.attention.{p}": (torch.randn(r, dim, generator=gen), torch.randn(dim, r, generator=gen))
+              for p, r in ranks.items()}
+    layers["layers.1.attention.to_out.0"] = (torch.randn(2, dim, generator=gen), torch.randn(dim, 2, generator=gen))
+    out = comfy_tensors(layers)
+    stem = "diffusion_model.layers.1.attention."
+    assert set(out) == {stem + f"{n}.lora.{d}.weight" for n in ("qkv", "out") for d in ("down", "up")}
+    fused = out[stem + "qkv.lora.up.weight"] @ out[stem + "qkv.lora.down.weight"]
+    deltas = {p: up @ down for p, (down, up) in layers.items()}
+    q, v = deltas["layers.1.attention.to_q"], deltas["layers.1.attention.to_v"]
+    assert fused.shape == (3 * dim, dim)
+    assert torch.allclose(fused, torch.cat([q, torch.zeros(dim, dim), v]), atol=1e-6)
+    assert torch.equal(out[stem + "out.lora.up.weight"], layers["layers.1.attention.to_out.0"][1])
+    back = _convert_non_diffusers_z_image_lora_to_diffusers(dict(out))
+    for proj, want in (("to_q", q), ("to_k", torch.zeros(dim, dim)), ("to_v", v), ("to_out.0", None)):
+        name = f"transformer.layers.1.attention.{proj}"
+        got = back[f"{name}.lora_B.weight"] @ back[f"{name}.lora_A.weight"]
+        want = deltas["layers.1.attention.to_out.0"] if want is None else want
+        assert torch.allclose(got, want, atol=1e-6), proj
 
 
 @pytest.mark.slow
