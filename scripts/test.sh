@@ -20,7 +20,9 @@ if [ ! -x /usr/bin/chromium ]; then
   fi
 fi
 
-.venv/bin/python -m pytest "$@"
+# Two workers (pytest-xdist), one per core here; whole files go to one worker, so a module's shared
+# fixtures (a trained run checked by several tests) are built once. Each worker has its own STUDIO_HOME.
+.venv/bin/python -m pytest -n 2 --dist loadfile "$@"
 rc=$?
 if [ "$rc" -eq 5 ]; then
   echo "error: pytest collected no tests" >&2

@@ -21,7 +21,11 @@ def pytest_configure(config):
     # The tiny models are too small to gain from two threads, and with the trainer subprocess, the
     # app and the browser sharing 2 cores, oversubscribed threads made steps ~100x slower here.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    os.environ.setdefault("STUDIO_HOME", tempfile.mkdtemp(prefix="studio-test-home-"))
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:  # pytest -n: each worker writes its own tiny models (two writers of one folder would race)
+        os.environ["STUDIO_HOME"] = tempfile.mkdtemp(prefix=f"studio-test-home-{worker}-")
+    else:
+        os.environ.setdefault("STUDIO_HOME", tempfile.mkdtemp(prefix="studio-test-home-"))
     config.addinivalue_line("markers", "slow: trains a tiny model end to end (still part of the default run)")
     config.addinivalue_line("markers", "browser: drives the UI in headless Chromium")
 
