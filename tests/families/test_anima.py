@@ -4,7 +4,6 @@ ComfyUI-layout file through diffusers' own converter), bad input is named before
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 from pathlib import Path
@@ -14,6 +13,7 @@ import torch
 
 from studio.config import ConfigError, deep_merge, finalize_job, load_config
 from studio.registry.families import demo_config
+from tests.families.fixed_batch import assert_loss_falls, fixed_batch
 
 FAST = {"training": {"max_steps": 3, "batch_size": 2, "gradient_accumulation_steps": 1, "learning_rate": 0.02,
                      "seed": 5},
@@ -54,21 +54,9 @@ def test_loss_falls_on_a_fixed_batch(freeze):
     fam = _loaded(cfg)
     handle = inject_adapter(fam, cfg)
     assert set(handle.components) == ({"transformer"} if freeze else {"transformer", "text_conditioner"})
-    data = fam.train_dataset("train")
-    batch = fam.collate([data[0], data[1]])
-    batch["latents"] = fam.encode_images(batch.pop("pixel_values"))
-    batch.update(fam.encode_text(batch["caption"]))
+    batch = fixed_batch(fam)
     conditioner_before = {k: v.clone() for k, v in fam.text_conditioner.state_dict().items() if "lora_B" in k}
-    opt = torch.optim.AdamW(handle.trainable_params(), lr=0.01)
-    losses = []
-    for _ in range(12):  # same noise and timesteps every step: only the adapter changes the loss
-        loss = fam.loss(batch, torch.Generator().manual_seed(7))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    assert all(math.isfinite(v) for v in losses)
-    assert losses[-1] < 0.9 * losses[0], losses
+    assert_loss_falls(fam, handle, batch)
     after = fam.text_conditioner.state_dict()
     moved = [k for k, v in conditioner_before.items() if not torch.equal(v, after[k])]
     assert bool(moved) == (not freeze)  # the LLM adapter trains only when it is not frozen

@@ -3,7 +3,6 @@ quantize_via): torchao's int8 weights train a LoRA on the CPU for real and its f
 diffusers; what needs CUDA (bitsandbytes through diffusers, float8) is refused before anything loads."""
 from __future__ import annotations
 
-import math
 import os
 
 import pytest
@@ -11,6 +10,7 @@ import torch
 
 from studio.config import ConfigError
 from tests.train.fast_image import image_cfg
+from tests.families.fixed_batch import assert_loss_falls, fixed_batch
 
 INT8 = {"model": {"quantization": "8bit", "quantization_backend": "torchao"}}
 _cfg = image_cfg
@@ -38,20 +38,8 @@ def test_int8_base_holds_quantized_weights_and_the_lora_learns(family):
     full, _ = _loaded(_cfg(family, {"data": {"cache_mode": "off"}}))
     assert not any(isinstance(getattr(m, "weight", None), TorchAOBaseTensor) for m in full.trainable_module().modules())
     assert all(p.dtype == torch.float32 for p in handle.trainable_params())  # the adapter trains in full precision
-    data = fam.train_dataset("train")
-    batch = fam.collate([data[0], data[1]])
-    batch["latents"] = fam.encode_images(batch.pop("pixel_values"))
-    batch.update(fam.encode_text(batch["caption"]))
-    opt = torch.optim.AdamW(handle.trainable_params(), lr=0.01)
-    losses = []
-    for _ in range(12):
-        loss = fam.loss(batch, torch.Generator().manual_seed(7))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    assert all(math.isfinite(v) for v in losses)
-    assert losses[-1] < 0.9 * losses[0], losses
+    batch = fixed_batch(fam)
+    assert_loss_falls(fam, handle, batch)
 
 
 @pytest.mark.slow
