@@ -53,9 +53,10 @@ def check_device(cfg) -> None:
                             "'cuda', 'auto' or 'cpu'")])
     from studio.config.sections.runtime import engine_problems
 
-    problems = device_problems(cfg, job_device_type(cfg))
+    device_type = job_device_type(cfg)
+    problems = device_problems(cfg, device_type)
     # a speed engine this machine cannot run (memory.*): refused before anything loads
-    problems += engine_problems(cfg, cuda=choice in ("auto", "cuda") and torch.cuda.is_available())
+    problems += engine_problems(cfg, cuda=device_type == "cuda")
     if problems:
         raise ConfigError(problems)
 

@@ -9,7 +9,6 @@ import logging
 import math
 import time
 from contextlib import nullcontext
-from functools import partial
 from pathlib import Path
 
 import torch
@@ -65,7 +64,7 @@ class Loop:
         # checkpointing recomputes attention and must pick the kernel the forward used.
         self.attention = attention_kernel(self.cfg)
         self.profiler = make_profiler(self.cfg, run_dir, acc.device) if self.main else NoProfile()
-        self.saved_activations = partial(saved_activations, self.cfg, acc.device)  # memory.activation_offload
+        self.saved_activations = saved_activations(self.cfg, acc.device)  # memory.activation_offload
         self.clip_scorer = None  # evaluation_type clip: loaded before the first step, so a bad model fails early
         if self.main and self.cfg.evaluation.evaluation_type == "clip":
             from studio.train.clip_score import ClipScorer

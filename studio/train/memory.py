@@ -3,16 +3,18 @@ pass moved to system RAM (`memory.activation_offload`, torch's `save_on_cpu`).""
 from __future__ import annotations
 
 from contextlib import nullcontext
+from functools import partial
 
 import torch
 
 
 def saved_activations(cfg, device: torch.device):
-    """Context for the forward pass: tensors autograd keeps for backward go to CPU memory and come back
-    when backward needs them (pinned memory on CUDA for faster copies); a no-op when the setting is off."""
+    """A factory of the context for the forward pass: tensors autograd keeps for backward go to CPU memory
+    and come back when backward needs them (pinned memory on CUDA for faster copies); a no-op context
+    when the setting is off. Decided once, entered every step."""
     if not cfg.memory.activation_offload:
-        return nullcontext()
-    return torch.autograd.graph.save_on_cpu(pin_memory=device.type == "cuda")
+        return nullcontext
+    return partial(torch.autograd.graph.save_on_cpu, pin_memory=device.type == "cuda")
 
 
 class FusedBackwardOptimizer(torch.optim.Optimizer):

@@ -69,8 +69,8 @@ def test_activation_offload_saves_for_backward_on_the_cpu_and_needs_checkpointin
     from studio.train.memory import saved_activations
 
     on = _cfg("sd15", {"memory": {"activation_offload": True}})
-    assert isinstance(saved_activations(on, torch.device("cuda")), torch.autograd.graph.save_on_cpu)
-    assert not isinstance(saved_activations(_cfg("sd15"), torch.device("cuda")), torch.autograd.graph.save_on_cpu)
+    assert isinstance(saved_activations(on, torch.device("cuda"))(), torch.autograd.graph.save_on_cpu)
+    assert not isinstance(saved_activations(_cfg("sd15"), torch.device("cuda"))(), torch.autograd.graph.save_on_cpu)
     with pytest.raises(ConfigError) as err:
         _cfg("sd15", {"memory": {"activation_offload": True, "gradient_checkpointing": False}})
     assert "gradient_checkpointing" in err.value.by_field["memory.activation_offload"]
