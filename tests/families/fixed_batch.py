@@ -6,6 +6,16 @@ import math
 
 import torch
 
+# A few CPU steps of a tiny image family: plain LoRA, constant lr, nothing saved, sampled or evaluated.
+FAST = {"training": {"max_steps": 3, "batch_size": 2, "gradient_accumulation_steps": 1, "learning_rate": 0.02,
+                     "seed": 5},
+        "adapter": {"type": "lora", "rank": 4, "alpha": 8, "dropout": 0.0},
+        "scheduler": {"name": "constant", "warmup_steps": 0, "warmup_ratio": 0.0},
+        "memory": {"mixed_precision": "no", "gradient_checkpointing": False},
+        "dataloader": {"num_workers": 0}, "checkpointing": {"save_strategy": "no"},
+        "evaluation": {"strategy": "no"}, "logging": {"logging_steps": 1, "tensorboard": False},
+        "sampling": {"prompts": [], "every_steps": 0, "at_end": False}}
+
 
 def fixed_batch(fam) -> dict:
     """Two training items with their latents (no VAE noise) and text encodings computed once."""

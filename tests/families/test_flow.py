@@ -13,19 +13,11 @@ import torch
 
 from studio.config import ConfigError, deep_merge, finalize_job, load_config
 from studio.registry.families import demo_config
-from tests.families.fixed_batch import assert_loss_falls, fixed_batch
+from tests.families.fixed_batch import FAST, assert_loss_falls, fixed_batch
 
 FLOW = ("sd3", "flux")  # the families with a kohya-style single file
 ALL = (*FLOW, "zimage")
 PIPELINES = {"sd3": "StableDiffusion3Pipeline", "flux": "FluxPipeline", "zimage": "ZImagePipeline"}
-FAST = {"training": {"max_steps": 3, "batch_size": 2, "gradient_accumulation_steps": 1, "learning_rate": 0.02,
-                     "seed": 5},
-        "adapter": {"type": "lora", "rank": 4, "alpha": 8, "dropout": 0.0},
-        "scheduler": {"name": "constant", "warmup_steps": 0, "warmup_ratio": 0.0},
-        "memory": {"mixed_precision": "no", "gradient_checkpointing": False},
-        "dataloader": {"num_workers": 0}, "checkpointing": {"save_strategy": "no"},
-        "evaluation": {"strategy": "no"}, "logging": {"logging_steps": 1, "tensorboard": False},
-        "sampling": {"prompts": [], "every_steps": 0, "at_end": False}}
 
 
 def _cfg(family: str, **extra):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from studio.config import deep_merge, finalize_job, load_config
 from studio.registry.families import demo_config
-from tests.families.test_flow import FAST as FLOW_FAST
+from tests.families.fixed_batch import FAST as FLOW_FAST
 
 FAST = deep_merge(FLOW_FAST, {"model": {"device": "cpu"}})
 
