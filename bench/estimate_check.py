@@ -20,7 +20,7 @@ TOLERANCE = 0.15
 def model_of(name: str, spec: dict):
     from accelerate import init_empty_weights
 
-    from studio.config.vram import model_from_shapes
+    from studio.config.model_shapes import model_from_shapes
 
     with init_empty_weights():
         if name == "sdxl":

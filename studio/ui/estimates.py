@@ -142,7 +142,7 @@ VRAM_PATHS = ("model.path", "model.quantization", "model.variant", "adapter.type
 def _job_and_model(config: dict):
     from studio.config.errors import ConfigError
     from studio.config.loader import validate
-    from studio.config.vram import model_for
+    from studio.config.model_shapes import model_for
 
     try:
         cfg = validate(config)
