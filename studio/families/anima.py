@@ -72,18 +72,24 @@ class AnimaFamily(FlowFamily):
     def load(self) -> None:
         from diffusers import AnimaModularPipeline
 
+        from studio.families.single_file import is_single_file
+
         torch_resize_fallback()
-        path = self.checked_model_path()
+        self.checked_model_path()
         kw = {"revision": self.cfg.model.revision or None}
         variant = {"variant": self.cfg.model.weight_variant or None}
-        pipe = AnimaModularPipeline.from_pretrained(path, **kw)
+        pipe = AnimaModularPipeline.from_pretrained(self.parts_path(), **kw)
         pipe.load_components(names=["tokenizer", "t5_tokenizer", "scheduler"])
-        pipe.load_components(names=["text_encoder", "text_conditioner", "transformer"], dtype=self.dtype, **variant)
+        single = is_single_file(resolve_model_path(self.cfg.model.path))  # the DiT file of model.path
+        pipe.load_components(names=["text_encoder", "text_conditioner"] + ([] if single else ["transformer"]),
+                             dtype=self.dtype, **variant)
         pipe.load_components(names=["vae"], dtype=self.vae_dtype, **variant)
         self.tokenizer, self.t5_tokenizer = pipe.tokenizer, pipe.t5_tokenizer
         self.noise_scheduler = pipe.scheduler
         self.text_encoders = [pipe.text_encoder]
-        self.text_conditioner, self.transformer, self.vae = pipe.text_conditioner, pipe.transformer, pipe.vae
+        self.text_conditioner, self.vae = pipe.text_conditioner, pipe.vae
+        self.transformer = (self.load_transformer(variant | kw, {}, conditioner=self.text_conditioner) if single
+                            else pipe.transformer)
         for module in (self.vae, self.transformer, self.text_conditioner, *self.text_encoders):
             module.requires_grad_(False)
             module.eval()
@@ -95,11 +101,24 @@ class AnimaFamily(FlowFamily):
         self.place_encoders(vae=not (self.cache and self.cache.serves_latents),
                             text=not (self.cache and self.cache.serves_text))
 
+    def load_transformer(self, weights: dict, options: dict, conditioner=None) -> torch.nn.Module:
+        """The DiT from `model.path`; from a single file, the file's LLM adapter also goes into
+        `conditioner` (diffusers keeps it as the separate `text_conditioner`)."""
+        from studio.families.single_file import is_single_file, load_llm_adapter, load_transformer
+
+        path = resolve_model_path(self.cfg.model.path)
+        if not is_single_file(path):
+            return super().load_transformer(weights, options)
+        model, adapter = load_transformer(self.transformer_class, path, self.parts_path(), self.dtype, options,
+                                          self.cfg.model.revision or None)
+        load_llm_adapter(conditioner, adapter, path)
+        return model
+
     def cache_identity(self, part: str) -> str:
         from studio.data.image_cache import LATENTS, model_identity
 
         folders = ("vae",) if part == LATENTS else ("text_encoder", "tokenizer", "t5_tokenizer")
-        return model_identity(self.cfg, resolve_model_path(self.cfg.model.path), folders)
+        return model_identity(self.cfg, self.parts_path(), folders)
 
     def adapter_components(self, text_encoders: bool = False) -> dict[str, torch.nn.Module]:
         parts = {"transformer": self.transformer}
@@ -230,11 +249,16 @@ class AnimaFamily(FlowFamily):
         from diffusers import AnimaTextConditioner, CosmosTransformer3DModel
 
         kw = {"torch_dtype": self.dtype}
-        if not path:
-            kw.update(revision=self.cfg.model.revision or None, variant=self.cfg.model.weight_variant or None)
-        src = str(path or resolve_model_path(self.cfg.model.path))
-        out = {"transformer": CosmosTransformer3DModel.from_pretrained(src, subfolder="transformer", **kw),
-               "text_conditioner": AnimaTextConditioner.from_pretrained(src, subfolder="text_conditioner", **kw)}
+        if not path:  # the trained base: model.path (a folder or the single file) and its parts
+            weights = {"revision": self.cfg.model.revision or None, "variant": self.cfg.model.weight_variant or None}
+            conditioner = AnimaTextConditioner.from_pretrained(self.parts_path(), subfolder="text_conditioner",
+                                                               **kw, **weights)
+            out = {"transformer": self.load_transformer(weights, {}, conditioner=conditioner),
+                   "text_conditioner": conditioner}
+        else:  # a merged folder the studio wrote
+            out = {"transformer": CosmosTransformer3DModel.from_pretrained(str(path), subfolder="transformer", **kw),
+                   "text_conditioner": AnimaTextConditioner.from_pretrained(str(path), subfolder="text_conditioner",
+                                                                            **kw)}
         for net in out.values():
             net.requires_grad_(False)
             net.eval()

@@ -32,11 +32,11 @@ class FlowFamily(FlowExportMixin, ImageFamilyMixin, ModelFamily):
 
     # ---- loading ----------------------------------------------------------------------------------
     def load(self) -> None:
-        import diffusers
         import transformers
         from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler
 
-        path = self.checked_model_path()
+        self.checked_model_path()
+        path = self.parts_path()  # the folder or hub id of the VAE, text encoders, tokenizers and scheduler
         kw = {"revision": self.cfg.model.revision or None}
         weights = {"variant": self.cfg.model.weight_variant or None, **kw}
         self.noise_scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(path, subfolder="scheduler", **kw)
@@ -47,9 +47,7 @@ class FlowFamily(FlowExportMixin, ImageFamilyMixin, ModelFamily):
             self.text_encoders.append(getattr(transformers, enc_cls).from_pretrained(
                 enc_src, subfolder=enc_sub, dtype=self.dtype, **weights))
         self.vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=self.vae_dtype, **weights)
-        self.transformer = getattr(diffusers, self.transformer_class).from_pretrained(
-            path, subfolder="transformer", torch_dtype=self.dtype, **weights,
-            **diffusers_load_options(self.cfg, self.device, self.dtype))
+        self.transformer = self.load_transformer(weights, diffusers_load_options(self.cfg, self.device, self.dtype))
         for module in (self.vae, self.transformer, *self.text_encoders):
             module.requires_grad_(False)
             module.eval()
@@ -60,6 +58,30 @@ class FlowFamily(FlowExportMixin, ImageFamilyMixin, ModelFamily):
         self.cache = attach_image_cache(self)
         self.place_encoders(vae=not (self.cache and self.cache.serves_latents),
                             text=not (self.cache and self.cache.serves_text))
+
+    def parts_path(self) -> str:
+        """Where everything but the transformer loads from: `model.path` itself, or for a single transformer
+        file `model.extras_path` (empty: the repository diffusers infers from the file)."""
+        from studio.families.single_file import extras_source, is_single_file
+
+        path = resolve_model_path(self.cfg.model.path)
+        return extras_source(self.cfg, path) if is_single_file(path) else path
+
+    def load_transformer(self, weights: dict, options: dict) -> torch.nn.Module:
+        """The trained network: `model.path`'s `transformer` sub-folder, or the single file read by
+        diffusers' `from_single_file` (studio/families/single_file.py). `weights`: revision / variant;
+        `options`: quantization and placement (studio/families/quantize.py)."""
+        import diffusers
+
+        from studio.families.single_file import is_single_file, load_transformer
+
+        path = resolve_model_path(self.cfg.model.path)
+        if not is_single_file(path):
+            return getattr(diffusers, self.transformer_class).from_pretrained(
+                path, subfolder="transformer", torch_dtype=self.dtype, **weights, **options)
+        model, _ = load_transformer(self.transformer_class, path, self.parts_path(), self.dtype, options,
+                                    self.cfg.model.revision or None)
+        return model
 
     def text_sources(self, path: str, tok_dir: str, enc_dir: str, enc_cls: str) -> tuple[tuple, tuple]:
         """Where one tokenizer and its text encoder load from, each as (folder or hub id, subfolder): the
@@ -79,7 +101,7 @@ class FlowFamily(FlowExportMixin, ImageFamilyMixin, ModelFamily):
 
         path = resolve_model_path(self.cfg.model.path)
         problems = model_folder_problems(self.cfg.model.family, path, self.cfg.model.variant,
-                                         self.cfg.model.t5_model_path)
+                                         self.cfg.model.t5_model_path, self.cfg.model.extras_path)
         if problems:
             raise ValueError("; ".join(f"{field}: {msg}" for field, msg in problems))
         self.model_path = path
@@ -97,7 +119,7 @@ class FlowFamily(FlowExportMixin, ImageFamilyMixin, ModelFamily):
         from studio.data.image_cache import LATENTS, model_identity
 
         folders = ("vae",) if part == LATENTS else tuple(enc for _, _, enc, _ in self.text_parts)
-        identity = model_identity(self.cfg, resolve_model_path(self.cfg.model.path), folders)
+        identity = model_identity(self.cfg, self.parts_path(), folders)
         t5 = self.cfg.model.t5_model_path.strip()
         if part != LATENTS and t5:  # the T5 read from its own folder is part of what made the embeddings
             identity += "-t5-" + model_identity(self.cfg, resolve_model_path(t5), ("",))

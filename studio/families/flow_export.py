@@ -75,15 +75,15 @@ class FlowExportMixin:
     def load_base_components(self, path: str | None = None) -> dict[str, torch.nn.Module]:
         import diffusers
 
-        from studio.families.paths import resolve_model_path
         from studio.families.quantize import diffusers_load_options, place_network
 
-        kw = {"torch_dtype": self.dtype}
         if not path:  # the trained base, quantized as in training (model.quantization): like with like
-            kw.update(revision=self.cfg.model.revision or None, variant=self.cfg.model.weight_variant or None,
-                      **diffusers_load_options(self.cfg, self.device, self.dtype))
-        src = str(path or resolve_model_path(self.cfg.model.path))
-        transformer = getattr(diffusers, self.transformer_class).from_pretrained(src, subfolder="transformer", **kw)
+            transformer = self.load_transformer(
+                {"revision": self.cfg.model.revision or None, "variant": self.cfg.model.weight_variant or None},
+                diffusers_load_options(self.cfg, self.device, self.dtype))
+        else:  # a merged folder the studio wrote
+            transformer = getattr(diffusers, self.transformer_class).from_pretrained(
+                str(path), subfolder="transformer", torch_dtype=self.dtype)
         transformer.requires_grad_(False)
         transformer.eval()
         place_network(transformer, self.device, self.dtype)

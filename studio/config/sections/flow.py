@@ -78,8 +78,12 @@ def flow_problems(cfg) -> list[tuple[str, str]]:
     if family == "flux" and cfg.model.variant not in ("", "dev", "schnell"):
         problems.append(("model.variant", f"'{cfg.model.variant}' is not a Flux variant; allowed: dev, schnell"))
     path = cfg.model.path.strip()
+    if cfg.model.extras_path.strip() and not path.lower().endswith(".safetensors"):
+        problems.append(("model.extras_path", "is used only when model.path is a single .safetensors transformer "
+                         "file; a folder or hub id brings its own parts: leave it empty"))
     if path and not path.startswith("tiny:"):
-        problems += model_folder_problems(family, path, cfg.model.variant, cfg.model.t5_model_path)
+        problems += model_folder_problems(family, path, cfg.model.variant, cfg.model.t5_model_path,
+                                          cfg.model.extras_path)
     return problems + t5_folder_problems(cfg.model.t5_model_path)
 
 
@@ -123,28 +127,36 @@ def _bucket_problems(cfg) -> list[tuple[str, str]]:
     return out
 
 
-def model_folder_problems(family: str, path: str, variant: str = "", t5_path: str = "") -> list[tuple[str, str]]:
+def model_folder_problems(family: str, path: str, variant: str = "", t5_path: str = "", extras: str = "",
+                          field: str = "model.path") -> list[tuple[str, str]]:
     """Read a local diffusers folder's `model_index.json`: right pipeline, every part present (the T5
-    parts may be missing when `t5_path` gives them), variant matching the transformer. A hub id or a
-    missing path is left to the preflight and the loader."""
+    parts may be missing when `t5_path` gives them), variant matching the transformer. A single
+    transformer file is read from its header, and the folder of its other parts (`extras`) checked the
+    same way. A hub id or a missing path is left to the preflight and the loader."""
     root = Path(path).expanduser()
-    if root.suffix == ".safetensors":
-        return [("model.path", f"{family} trains from a diffusers folder or hub id; single .safetensors "
-                 "checkpoints are not supported for it (convert with diffusers' from_single_file first)")]
+    if root.suffix.lower() == ".safetensors" and root.is_file():
+        from studio.config.single_file import file_problems
+
+        problems = file_problems(family, str(root), variant, extras)
+        if extras.strip() and not extras.startswith("tiny:"):
+            problems += model_folder_problems(family, extras, "", t5_path, field="model.extras_path")
+        return problems
+    if root.suffix.lower() == ".safetensors" and field == "model.extras_path":
+        return [(field, f"{root.name}: give the diffusers folder or hub id of the other parts, not a file")]
     if not root.is_dir():
         return []
     index = next((root / name for name in INDEX_FILES if (root / name).is_file()), None)
     if index is None:
-        return [("model.path", f"{root} has no model_index.json: not a diffusers pipeline folder")]
+        return [(field, f"{root} has no model_index.json: not a diffusers pipeline folder")]
     try:
         info = json.loads(index.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:
-        return [("model.path", f"{index} cannot be read: {err}")]
+        return [(field, f"{index} cannot be read: {err}")]
     found = str(info.get("_class_name", ""))
     if found != PIPELINES[family]:
         other = next((f for f, cls in PIPELINES.items() if cls == found), None)
         hint = f" (set model.family '{other}')" if other else ""
-        return [("model.path", f"{root} holds a {found or 'unknown'} model, not {PIPELINES[family]} "
+        return [(field, f"{root} holds a {found or 'unknown'} model, not {PIPELINES[family]} "
                  f"as model.family '{family}' needs{hint}")]
     missing = [p for p in REQUIRED_PARTS[family] if not (root / p).is_dir() or info.get(p, [None])[0] is None]
     if t5_path.strip():  # the T5 encoder comes from model.t5_model_path; its tokenizer from there too if need be
@@ -153,7 +165,7 @@ def model_folder_problems(family: str, path: str, variant: str = "", t5_path: st
         t5 = [p for p in missing if p in T5_PARTS.get(family, ())]
         what = "the T5 text encoder " if t5 else "the Qwen3 text encoder " if (
             family == "anima" and "text_encoder" in missing) else ""
-        return [("model.path", f"{root} lacks {what}sub-folder(s) {', '.join(missing)}, which {family} training "
+        return [(field, f"{root} lacks {what}sub-folder(s) {', '.join(missing)}, which {family} training "
                  "needs")]
     return _variant_problems(family, root, variant)
 

@@ -5,6 +5,7 @@ from typing import Literal
 
 from studio.config.fields import ALL_FAMILIES, TRAINABLE_FAMILIES, IMAGE_FAMILIES, Section, setting
 from studio.registry.families import FAMILIES, family_ids
+from studio.config.sections.flow import FLOW_FAMILIES
 
 # Families whose frozen base can load quantized (diffusers / transformers quantization configs).
 QUANTIZABLE_FAMILIES = (*IMAGE_FAMILIES, *family_ids(data="text"))
@@ -34,8 +35,10 @@ class ModelSection(Section):
     family: Family = setting("sd15", "Model architecture. Decides which settings apply and how the model "
                              "is loaded, trained and sampled.")
     path: str = setting("", "Base model: a local diffusers/transformers folder, a Hugging Face hub id "
-                        "(e.g. `stable-diffusion-v1-5/stable-diffusion-v1-5`), a single `.safetensors` "
-                        "checkpoint (SD/SDXL), or `tiny:<family>` for the built-in offline test model.",
+                        "(e.g. `stable-diffusion-v1-5/stable-diffusion-v1-5`), a single `.safetensors` file "
+                        "(an SD/SDXL checkpoint; for SD3, Flux, Z-Image and Anima the transformer file as its "
+                        "makers ship it, with model.extras_path), or `tiny:<family>` for the built-in offline "
+                        "test model.",
                         widget="path")
     variant: str = setting("", "Family variant. ACE-Step: turbo / base / sft. Causal LM: sft (chat "
                            "fine-tuning) or pretrain (plain text). Empty for image families.",
@@ -63,6 +66,12 @@ class ModelSection(Section):
         "~9.5 GB T5-XXL, or a base folder shipped without it. Its tokenizer comes from the base folder, "
         "else from this folder. Empty = the base model's own T5.", group="advanced",
         families=family_ids(trait="t5_encoder"), widget="path")
+    extras_path: str = setting(
+        "", "Only when model.path is a single transformer .safetensors file (SD3, Flux, Z-Image, Anima): the "
+        "diffusers folder or hub id its other parts come from (VAE, text encoders, tokenizers, scheduler) and "
+        "that describes the transformer (its config). Empty = the repository diffusers infers from the file, "
+        "e.g. black-forest-labs/FLUX.1-dev, downloaded on first use; give a local folder to stay offline.",
+        group="advanced", families=FLOW_FAMILIES, widget="path")
     tokenizer_path: str = setting("", "Tokenizer folder when it differs from the model's own (custom or "
                                   "extended tokenizer). Empty = use the model's.", group="advanced",
                                   families=("causal_lm",), widget="path")
