@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("index", type=int)
     p = sub.add_parser("script", help="write a bash script with the exact commands of the pending jobs")
     p.add_argument("--out", default="", help="file to write (default: print it)")
+    p.add_argument("--gpus", default=None, help="plan for this GPU pool (`auto` or ids like `0,1,2,3`): jobs "
+                   "run in waves side by side on disjoint GPUs; default: the queue.gpus setting")
     sub.add_parser("restore", help="replace a damaged queue database with its backup (queue.db.bak); the "
                    "damaged file is kept as queue.db.damaged-<time>")
     p = sub.add_parser("settings", help="show or change queue settings: " + ", ".join(SETTINGS_DEFAULTS))
@@ -183,7 +185,7 @@ def _dispatch(store: JobStore, args: argparse.Namespace) -> int:
     if op == "script":
         from studio.queue.script import queue_script
 
-        text = queue_script(store)
+        text = queue_script(store, args.gpus)  # a bad pool is a QueueError: exit 1, named
         if args.out:
             with open(args.out, "w", encoding="utf-8") as f:
                 f.write(text)

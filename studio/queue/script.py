@@ -4,6 +4,12 @@ Each job gets exactly what the worker would do at launch: write its config, clea
 run the same command line with the same environment, and append the output to console.log.
 A failed job does not stop the script (like the queue). The script does not update the queue's
 database: it is for running the jobs elsewhere, or reading what the queue will run.
+
+With a GPU pool (`queue.gpus`, or `queue script --gpus`) the jobs run in waves: the worker's own rule
+(studio/queue/gpus.py `schedule`, first fit in queue order with reservation) picks the jobs that start
+together on disjoint GPUs, each with `CUDA_VISIBLE_DEVICES` and its own main process port as the worker
+gives them; the next wave starts when the whole wave has ended (bash cannot start a job the moment one
+GPU frees, as the worker does). A job that can never fit the pool is left out with the reason.
 """
 from __future__ import annotations
 
@@ -13,13 +19,14 @@ import sys
 from pathlib import Path
 
 from studio import runfolder
-from studio.queue import commands
+from studio.queue import commands, gpus
 from studio.queue.store import Job, JobStore
 
 _EOF = "STUDIO_CONFIG_EOF"
 
 
-def _job_block(job: Job, use_uv: bool) -> list[str]:
+def _job_block(job: Job, use_uv: bool, gpu_ids: list[str] = (), port: int | None = None,
+               background: bool = False) -> list[str]:
     run_dir = Path(job.run_dir)
     config_path = run_dir / runfolder.CONFIG_FILE
     python = "python" if use_uv else sys.executable
@@ -27,30 +34,66 @@ def _job_block(job: Job, use_uv: bool) -> list[str]:
     if use_uv:
         argv = ["uv", "run", *argv]
     q = shlex.quote
+    where = f", GPUs {','.join(gpu_ids)}" if gpu_ids else ""
     lines = [
-        f"# job {job.id} '{job.name}' ({job.kind}, {job.launch})",
+        f"# job {job.id} '{job.name}' ({job.kind}, {job.launch}{where})",
         f"mkdir -p {q(str(run_dir))} && cd {q(job.cwd)}",
     ]
     if job.launch == "retry":  # the worker archives the previous attempt the same way
         dest = q(str(run_dir / runfolder.ATTEMPTS_DIR / f"{job.attempts}_script"))
         lines.append(f"mkdir -p {dest} && mv {q(str(run_dir))}/checkpoint-* {q(str(run_dir / runfolder.PROGRESS_FILE))}"
                      f" {dest}/ 2>/dev/null")
-    config = json.dumps(commands.launch_config(job.config, job.launch), indent=2, sort_keys=True)
+    config = json.dumps(commands.launch_config(job.config, job.launch, list(gpu_ids), port), indent=2,
+                        sort_keys=True)
+    env = f"STUDIO_JOB_NONCE=script-{job.id} " + (f"CUDA_VISIBLE_DEVICES={','.join(gpu_ids)} " if gpu_ids else "")
+    run = (env + " ".join(q(a) for a in argv) + f" >> {q(str(run_dir / runfolder.CONSOLE_FILE))} 2>&1"
+           + f" || echo \"job {job.id} '{job.name}' failed\" >&2")
     lines += [
         f"rm -f {q(str(run_dir / runfolder.STOP_FILE))}",
         f"cat > {q(str(config_path))} <<'{_EOF}'",
         config,
         _EOF,
-        f"STUDIO_JOB_NONCE=script-{job.id} " + " ".join(q(a) for a in argv)
-        + f" >> {q(str(run_dir / runfolder.CONSOLE_FILE))} 2>&1 || echo \"job {job.id} '{job.name}' failed\" >&2",
+        f"( {run} ) &" if background else run,
         "",
     ]
     return lines
 
 
-def queue_script(store: JobStore) -> str:
-    """Bash script with the exact commands of the pending jobs, in queue order."""
+def waves(pending: list[Job], pool: list[str], cpu_jobs: int) -> tuple[list[list[tuple[Job, list[str]]]], list]:
+    """The pending jobs as waves of jobs that start together on disjoint GPUs (the worker's rule applied
+    to an idle machine, again for what is left), and the jobs that can never fit, with the reason."""
+    out, refused, remaining = [], [], list(pending)
+    while remaining:
+        plan = gpus.schedule(remaining, [], pool, cpu_jobs)
+        refused += plan.refuse
+        if not plan.start:
+            break
+        out.append(plan.start)
+        done = {job.id for job, _ in plan.start} | {job.id for job, _ in plan.refuse}
+        remaining = [job for job in remaining if job.id not in done]
+    return out, refused
+
+
+def _ports(wave: list[tuple[Job, list[str]]]) -> dict[int, int]:
+    """A main process port per multi-process training job of a wave, none shared (as the worker does)."""
+    taken, out = set(), {}
+    for job, _ in wave:
+        d = job.distributed
+        if job.kind != "train" or int(d.get("num_processes") or 1) < 2 or int(d.get("num_machines") or 1) > 1:
+            continue
+        port = int(d.get("main_process_port") or 29500)
+        while port in taken:
+            port += 1
+        taken.add(port)
+        out[job.id] = port
+    return out
+
+
+def queue_script(store: JobStore, gpu_pool: str | None = None) -> str:
+    """Bash script with the exact commands of the pending jobs, in queue order. `gpu_pool`: the pool to
+    plan for (`auto`, `0,1,2,3`); None reads the `queue.gpus` setting; no pool: one job after another."""
     use_uv = bool(store.get_setting("queue.use_uv"))
+    pool = gpus.parse_pool(gpu_pool if gpu_pool is not None else store.get_setting("queue.gpus"))
     lines = [
         "#!/usr/bin/env bash",
         "# Generated by `python -m studio queue script`: the pending jobs of the studio queue, in order.",
@@ -61,6 +104,18 @@ def queue_script(store: JobStore) -> str:
     pending = store.list(("pending",))
     if not pending:
         lines.append("# (no pending jobs)")
-    for job in pending:
-        lines += _job_block(job, use_uv)
+    elif pool is None:
+        for job in pending:
+            lines += _job_block(job, use_uv)
+    else:
+        planned, refused = waves(pending, pool, store.get_setting("queue.cpu_jobs"))
+        lines.append(f"# GPU pool {','.join(pool) or '(none: this machine has no CUDA GPU)'}: the jobs run in "
+                     "waves; each wave's jobs run side by side and the next starts when all have ended.")
+        for n, wave in enumerate(planned, 1):
+            ports = _ports(wave)
+            lines += [f"# ---- wave {n} ----", ""]
+            for job, ids in wave:
+                lines += _job_block(job, use_uv, ids, ports.get(job.id), background=True)
+            lines += ["wait", ""]
+        lines += [f"# job {job.id} '{job.name}' left out: {why}" for job, why in refused]
     return "\n".join(lines) + "\n"

@@ -131,3 +131,36 @@ def test_summary_table_columns(home, config_file):
     header, row = table.splitlines()
     assert header.split() == ["job", "status", "duration", "final", "loss", "output", "folder"]
     assert "1 sum" in row and "completed" in row and "0.1235" in row and str(home / "runs" / "sum") in row
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_script_with_a_gpu_pool_runs_waves_on_disjoint_gpus(home, config_file, tmp_path, capsys):
+    """With a pool the script follows the worker's rule: two 1-GPU jobs side by side, the 2-GPU job (queued
+    between them) first when both GPUs are free, each job with its GPUs and a port of its own; a job that
+    can never fit is left out with the reason. Run with `python` swapped for a recorder."""
+    main(["add", str(config_file), "--name", "big", "--set", "distributed.num_processes=2"])
+    main(["add", str(config_file), "--name", "a"])
+    main(["add", str(config_file), "--name", "b"])
+    main(["add", str(config_file), "--name", "huge", "--set", "distributed.num_processes=3"])
+    main(["add", str(config_file), "--name", "cpu", "--set", "model.device=cpu"])
+    main(["settings", "use_uv=true"])
+    out = tmp_path / "queue.sh"
+    assert main(["script", "--gpus", "0,1", "--out", str(out)]) == 0
+    text = out.read_text()
+    subprocess.run(["bash", "-n", str(out)], check=True)
+    waves = [w.split("\nwait\n")[0] for w in text.split("# ---- wave ")[1:]]
+    names = [re.findall(r"# job \d+ '(\w+)'", w) for w in waves]
+    assert names == [["big", "cpu"], ["a", "b"]], names  # first fit in queue order; the CPU job needs no GPU
+    assert "job 4 'huge' left out: it asks for 3 GPUs" in text
+    assert main(["script", "--gpus", "0,0"]) == 1 and "queue.gpus" in capsys.readouterr().err
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()  # the recorder: which GPUs the job sees and which it was given in its config
+    (bin_dir / "uv").write_text("#!/bin/sh\necho \"gpus=${CUDA_VISIBLE_DEVICES:-none} $*\"\n")
+    (bin_dir / "uv").chmod(0o755)
+    subprocess.run(["bash", str(out)], check=True, env={"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path)})
+    seen = {name: (home / "runs" / name / "console.log").read_text().split()[0] for name in ("big", "a", "b", "cpu")}
+    assert seen == {"big": "gpus=0,1", "a": "gpus=0", "b": "gpus=1", "cpu": "gpus=none"}, seen
+    launched = json.loads((home / "runs" / "big" / "config.json").read_text())["distributed"]
+    assert launched["gpu_ids"] == "0,1" and launched["main_process_port"] == 29500
+    assert not (home / "runs" / "huge" / "console.log").exists()
