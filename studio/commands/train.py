@@ -175,8 +175,15 @@ def _train(cfg, run_dir: Path, progress, progress_bar: bool):
     set_seed(cfg.training.seed)  # the same on every rank: identical adapter init and noise streams
     accelerator = _accelerator(cfg, run_dir)
     main = accelerator.is_main_process
-    progress.event(Event.LOADING, message=f"loading {cfg.model.family} model from {cfg.model.path}")
-    trainer = build_trainer(cfg, accelerator)
+    # Trackers start before the model loads: one that cannot (W&B online without an API key) ends the job
+    # in seconds, naming logging.report_to, instead of after minutes of loading.
+    start_trackers(accelerator, cfg, run_dir)  # logging.report_to, main process only
+    try:
+        progress.event(Event.LOADING, message=f"loading {cfg.model.family} model from {cfg.model.path}")
+        trainer = build_trainer(cfg, accelerator)
+    except BaseException:
+        finish_trackers(accelerator)
+        raise
     progress.total = trainer.total_steps
     if main:
         ckpt.clean_incomplete(run_dir)
@@ -191,7 +198,6 @@ def _train(cfg, run_dir: Path, progress, progress_bar: bool):
     pusher = CheckpointPusher(cfg, progress) if main and CheckpointPusher.wanted(cfg) else None
     loop = Loop(trainer, run_dir, progress, bar=bar, on_checkpoint=pusher and pusher.push)
     try:
-        start_trackers(accelerator, cfg, run_dir)  # logging.report_to, main process only
         resume = health.resume_point(run_dir, cfg.checkpointing.resume_from, cfg.checkpointing.auto_resume)
         if resume:
             loop.resume(resume)

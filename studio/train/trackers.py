@@ -61,7 +61,16 @@ def start_trackers(accelerator, cfg, run_dir: Path) -> None:
         if uri.startswith("file:"):  # MLflow 3 keeps its folder store but asks to opt in to it
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         mlflow.set_tracking_uri(uri)
-    accelerator.init_trackers(cfg.logging.tracker_project or DEFAULT_PROJECT)
+    try:
+        accelerator.init_trackers(cfg.logging.tracker_project or DEFAULT_PROJECT)
+    except Exception as err:  # noqa: BLE001 - each tracker library raises its own (wandb's UsageError, ...)
+        finish_trackers(accelerator)
+        keys = [key for name, key in (("wandb", "WANDB_API_KEY"), ("comet_ml", "COMET_API_KEY"))
+                if name in cfg.logging.report_to]
+        hint = (f"; set {' / '.join(keys)} (e.g. in job.env_file) or turn on logging.trackers_offline"
+                if keys and not cfg.logging.trackers_offline else "")
+        raise RuntimeError(f"logging.report_to: a tracker could not start ({type(err).__name__}: "
+                           f"{str(err).splitlines()[0][:200]}){hint}") from None
     params = flat_settings(cfg.model_dump(mode="json"))
     for tracker in accelerator.trackers:
         if tracker.name != "tensorboard":

@@ -175,3 +175,18 @@ def test_two_processes_report_once(tmp_path):
     assert sorted(_tensorboard_scalars(run_dir / "runs")["train/loss"]) == [1, 2]
     (run_file,) = (run_dir / "wandb").glob("offline-run-*/run-*.wandb")
     assert [row["_step"] for row in _wandb_history(run_file) if "train/loss" in row] == [1, 2]
+
+
+def test_wandb_online_without_a_key_fails_before_the_model_loads(tmp_path):
+    """A tracker that cannot start ends the job before any model is loaded, naming the field and the way
+    out (the key, or offline mode)."""
+    run_dir = tmp_path / "run"
+    env = {**_offline_env(tmp_path), "HOME": str(tmp_path), "WANDB_API_KEY": "", "WANDB_MODE": ""}
+    result = run_studio("train", PRESET, "--set", f"job.output_dir={run_dir}", *SHORT,
+                        "--set", 'logging.report_to=["wandb"]', env=env, timeout=600)
+    assert result.returncode != 0
+    records = read_progress(run_dir)
+    failed = [r for r in records if r.get("event") == "error"]
+    assert failed and "logging.report_to" in failed[-1]["message"], records[-3:]
+    assert "WANDB_API_KEY" in failed[-1]["message"] and "logging.trackers_offline" in failed[-1]["message"]
+    assert not [r for r in records if r.get("event") == "loading"]  # no model was loaded first
