@@ -77,6 +77,11 @@ class ModelFamily(ABC):
     def loss(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
         """Scalar training loss. All randomness (noise, timesteps) comes from `generator`."""
 
+    def loss_weight(self, batch: dict) -> int:
+        """How much this batch's mean loss counts in the eval loss over the whole split: its items (rows)
+        by default, so each held-out item counts once whatever the batch size."""
+        return len(next(iter(batch.values())))
+
     def eval_metrics(self, loss: float) -> dict[str, float]:
         """Extra evaluation metrics derived from the mean eval loss (e.g. perplexity)."""
         return {}

@@ -137,6 +137,14 @@ class CausalLmFamily(CausalLmExportMixin, ModelFamily):
         batch = {k: on_device(v, self.device) for k, v in batch.items()}
         return self.model(**batch, use_cache=False).loss
 
+    def loss_weight(self, batch: dict) -> int:
+        """The tokens `loss` averages over (labels after the one-token shift, ignored ones left out): the eval
+        loss is then the mean over every held-out token, the same padded or packed (a packed row holds
+        several examples) and for any batch size."""
+        from studio.data.chat import IGNORE_INDEX
+
+        return int((batch["labels"][..., 1:] != IGNORE_INDEX).sum())
+
     def eval_metrics(self, loss: float) -> dict:
         return {"perplexity": round(math.exp(min(loss, 50.0)), 4)}  # capped: exp overflows past ~709
 

@@ -23,7 +23,7 @@ def evaluate(t) -> dict:
     for batch in t.eval_loader:  # this rank's slice of each eval batch
         with t.accelerator.autocast(), attention():
             loss = t.family.loss(batch, gen)
-        n = len(next(iter(batch.values())))
+        n = t.family.loss_weight(batch)  # items, or the LM's labelled tokens
         total, count = total + float(loss) * n, count + n
     module.train()
     total, count = sum_over_ranks(t.accelerator, torch.tensor([total, float(count)], dtype=torch.float64)).tolist()

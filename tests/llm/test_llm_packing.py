@@ -1,6 +1,7 @@
 """data.packing: padding-free batches give the padded batch's loss, and packed examples never see each other."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from studio.data.chat import IGNORE_INDEX, tokenize_conversation
@@ -77,3 +78,27 @@ def test_a_packed_run_trains_and_evaluates(tmp_path, tiny_llm):
     losses = [r["loss"] for r in records if "event" not in r and "loss" in r]
     assert losses and all(torch.isfinite(torch.tensor(losses)))
     assert [r for r in records if r.get("event") == "eval"]
+
+
+def test_eval_loss_is_the_token_mean_padded_or_packed(tiny_llm):
+    """The eval loss over a split is the mean over its labelled tokens: padded batches of 2 + 1 items and
+    the same items packed give one value (before, a packed row counted as one item)."""
+    from types import SimpleNamespace
+
+    from accelerate import Accelerator
+
+    from studio.train.evaluate import evaluate
+
+    means = {}
+    for packing in (False, True):
+        fam = family(packing)
+        examples = items(fam)
+        loader = [fam.collate(examples[:2]), fam.collate(examples[2:])]
+        t = SimpleNamespace(family=fam, cfg=fam.cfg, eval_loader=loader, accelerator=Accelerator(cpu=True))
+        means[packing] = evaluate(t)["eval_loss"]
+        with torch.no_grad():  # the token mean, computed from each example alone
+            losses = [fam.loss(fam.collate([e]), torch.Generator()) for e in examples]
+        tokens = [fam.loss_weight(fam.collate([e])) for e in examples]
+        expected = sum(float(v) * n for v, n in zip(losses, tokens)) / sum(tokens)
+        assert means[packing] == pytest.approx(expected, rel=1e-5)
+    assert means[True] == pytest.approx(means[False], rel=1e-5)
