@@ -29,9 +29,20 @@ def _safetensors_problem(path: Path) -> str | None:
     return None
 
 
-def model_problems(family: str, path_text: str) -> list[tuple[str, str]]:
-    """Problems of a local SD/SDXL model path (light: safetensors reads the header only); hub ids and
-    tiny: models are not checked here."""
+def model_problems(family: str, path_text: str, extras: str = "") -> list[tuple[str, str]]:
+    """Problems of a local SD/SDXL model path (light: safetensors reads the header only) and, for a single
+    checkpoint file, of the folder it takes its config and missing parts from (`model.extras_path`); hub ids
+    and tiny: models are not checked here."""
+    problems = _local_problems(family, path_text, "model.path")
+    if extras.strip() and Path(path_text).expanduser().is_file():
+        if Path(extras).expanduser().is_file():
+            return problems + [("model.extras_path", f"{Path(extras).name}: give the diffusers folder or hub id "
+                                "of the model's other parts, not a file")]
+        problems += _local_problems(family, extras, "model.extras_path")
+    return problems
+
+
+def _local_problems(family: str, path_text: str, field: str) -> list[tuple[str, str]]:
     path = Path(path_text).expanduser()
     parts = FAMILIES[family].model_parts if family in FAMILIES else ()
     if path_text.startswith("tiny:") or not path.exists() or not parts:
@@ -39,12 +50,12 @@ def model_problems(family: str, path_text: str) -> list[tuple[str, str]]:
     expected = _expected(parts)
     if path.is_file():
         if path.suffix.lower() != SINGLE_FILE:
-            return [("model.path", f"{path.name} is not a model {family} can load; expected {expected}")]
+            return [(field, f"{path.name} is not a model {family} can load; expected {expected}")]
         problem = _safetensors_problem(path)
-        return [("model.path", f"{path.name} {problem}; expected {expected}")] if problem else []
+        return [(field, f"{path.name} {problem}; expected {expected}")] if problem else []
     missing = [p for p in parts if not (path / p).is_dir()]
     if missing:
-        return [("model.path", f"{path} lacks {', '.join(missing)}; expected {expected}")]
+        return [(field, f"{path} lacks {', '.join(missing)}; expected {expected}")]
     return []
 
 

@@ -55,7 +55,7 @@ def preflight_problems(cfg, kind: str = "train") -> list[tuple[str, str]]:
     from studio.config.outdir import folder_problems, reuse_problems
 
     problems = path_problems(cfg.data.path, cfg.data.eval_path, cfg.model.path, cfg.checkpointing.resume_from)
-    problems += model_problems(cfg.model.family, cfg.model.path)
+    problems += model_problems(cfg.model.family, cfg.model.path, getattr(cfg.model, "extras_path", ""))
     problems += folder_problems(cfg.job.output_dir, [("data.path", cfg.data.path),
                                                       ("data.eval_path", cfg.data.eval_path)])
     if kind == "train":

@@ -82,14 +82,13 @@ class SdFamily(SdExportMixin, ImageFamilyMixin, ModelFamily):  # data hooks: ima
             te.to(self.device if text else "cpu", dtype=self.dtype)
 
     def _load_single_file(self, path: str) -> None:
-        from diffusers import DDPMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
+        from diffusers import DDPMScheduler
 
         if quantized(self.cfg):
             raise ValueError("model.quantization: a single .safetensors checkpoint loads as a whole pipeline, "
                              "which is not quantized here; convert it to a diffusers folder first "
                              "(pipe.save_pretrained) or load full weights")
-        cls = StableDiffusionXLPipeline if self.is_xl else StableDiffusionPipeline
-        pipe = cls.from_single_file(path, torch_dtype=torch.float32)
+        pipe = self._single_file_pipeline(path, torch.float32)
         self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
         self.tokenizers = [pipe.tokenizer] + ([pipe.tokenizer_2] if self.is_xl else [])
         self.text_encoders = [pipe.text_encoder] + ([pipe.text_encoder_2] if self.is_xl else [])

@@ -16,6 +16,13 @@ _ARCHITECTURE = {"sd15": "stable-diffusion-v1", "sdxl": "stable-diffusion-xl-v1-
 _BASE_VERSION = {"sd15": "sd_v1", "sdxl": "sdxl_base_v1-0"}
 
 
+# The networks a single SD / SDXL checkpoint may hold, with the key prefix that shows it does (the LDM
+# layout's); one it lacks comes from model.extras_path. (SD 1.5's CLIP and SDXL's CLIP-L share a slot.)
+_SINGLE_FILE_PARTS = (("vae", ("diffusers", "AutoencoderKL"), "first_stage_model."),
+                      ("text_encoder", ("transformers", "CLIPTextModel"), ("cond_stage_model.", "conditioner.embedders.0.")),
+                      ("text_encoder_2", ("transformers", "CLIPTextModelWithProjection"), "conditioner.embedders.1."))
+
+
 class SdExportMixin:
     lora_loader_name = "diffusers load_lora_weights"  # how export checks name `load_lora_file`
     @property
@@ -69,7 +76,7 @@ class SdExportMixin:
         src = str(path or resolve_model_path(self.cfg.model.path))
         with_te = self.cfg.adapter.train_text_encoder or path is not None
         if src.endswith(".safetensors"):
-            pipe = self._single_file_pipeline(src)
+            pipe = self._single_file_pipeline(src, self.dtype)
             out = {"unet": pipe.unet, "text_encoder": pipe.text_encoder}
             if self.is_xl:
                 out["text_encoder_2"] = pipe.text_encoder_2
@@ -93,11 +100,33 @@ class SdExportMixin:
             place_network(module, self.device, module.dtype)
         return out
 
-    def _single_file_pipeline(self, path: str):
-        from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+    def _single_file_pipeline(self, path: str, dtype: torch.dtype):
+        """The pipeline of a single checkpoint file, read by diffusers' `from_single_file`; with
+        `model.extras_path` its config (and the VAE / text encoders the file lacks) come from that folder."""
+        import diffusers
+        import transformers
 
-        cls = StableDiffusionXLPipeline if self.is_xl else StableDiffusionPipeline
-        return cls.from_single_file(path, torch_dtype=self.dtype)
+        from studio.config.single_file import header
+        from studio.families.paths import resolve_model_path
+
+        cls = diffusers.StableDiffusionXLPipeline if self.is_xl else diffusers.StableDiffusionPipeline
+        options, extras = {"torch_dtype": dtype}, self.cfg.model.extras_path.strip()
+        if extras:
+            options["config"] = base = resolve_model_path(extras)
+            keys = header(path)
+            for part, (library, name), prefix in _SINGLE_FILE_PARTS[:3 if self.is_xl else 2]:
+                if not any(k.startswith(prefix) for k in keys):  # not in the checkpoint: the folder's
+                    lib = diffusers if library == "diffusers" else transformers
+                    precision = {"torch_dtype" if lib is diffusers else "dtype": dtype}
+                    options[part] = getattr(lib, name).from_pretrained(base, subfolder=part, **precision)
+        try:
+            return cls.from_single_file(path, **options)
+        except Exception as err:  # noqa: BLE001 - diffusers' SingleFileComponentError and its download errors
+            field = "model.extras_path" if extras else "model.path"
+            raise ValueError(f"{field}: {Path(path).name} could not be read as a {cls.__name__} checkpoint"
+                             f"{' with the parts of ' + extras if extras else ''} ({str(err).splitlines()[0][:200]})"
+                             + ("" if extras else "; a checkpoint without its VAE or text encoders, or a machine "
+                                "offline, needs model.extras_path (the diffusers folder of that model)")) from None
 
     def verification_inputs(self) -> dict:
         gen = torch.Generator().manual_seed(20240601)

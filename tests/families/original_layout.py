@@ -153,3 +153,51 @@ def anima_original(transformer: dict[str, torch.Tensor], llm_adapter: dict[str, 
         out[f"net.{key}"] = value
     out.update({f"net.llm_adapter.{k}": v for k, v in llm_adapter.items()})
     return out
+
+
+# ---- SD 1.5 / SDXL: the LDM UNet of CompVis / Stability checkpoints ------------------------------------
+_RESNET = (("in_layers.0", "norm1"), ("in_layers.2", "conv1"), ("out_layers.0", "norm2"), ("out_layers.3", "conv2"),
+           ("emb_layers.1", "time_emb_proj"), ("skip_connection", "conv_shortcut"))
+_UNET_TOP = (("time_embed.0", "time_embedding.linear_1"), ("time_embed.2", "time_embedding.linear_2"),
+             ("label_emb.0.0", "add_embedding.linear_1"), ("label_emb.0.2", "add_embedding.linear_2"),
+             ("input_blocks.0.0", "conv_in"), ("out.0", "conv_norm_out"), ("out.2", "conv_out"))
+
+
+def unet_original(state: dict[str, torch.Tensor], config: dict) -> dict[str, torch.Tensor]:
+    """A diffusers UNet2DConditionModel's weights in the LDM layout (`model.diffusion_model.*`), for any
+    number of levels and layers per block: the inverse of diffusers' `convert_ldm_unet_checkpoint`."""
+    n, levels = config["layers_per_block"], len(config["block_out_channels"])
+    prefixes = []  # (original prefix, diffusers prefix, is a resnet)
+    for i in range(levels):
+        for j in range(n):
+            prefixes += [(f"input_blocks.{1 + i * (n + 1) + j}.0.", f"down_blocks.{i}.resnets.{j}.", True),
+                         (f"input_blocks.{1 + i * (n + 1) + j}.1.", f"down_blocks.{i}.attentions.{j}.", False)]
+        prefixes.append((f"input_blocks.{(i + 1) * (n + 1)}.0.op.", f"down_blocks.{i}.downsamplers.0.conv.", False))
+        up_attn = any(k.startswith(f"up_blocks.{i}.attentions.") for k in state)
+        for j in range(n + 1):
+            prefixes += [(f"output_blocks.{i * (n + 1) + j}.0.", f"up_blocks.{i}.resnets.{j}.", True),
+                         (f"output_blocks.{i * (n + 1) + j}.1.", f"up_blocks.{i}.attentions.{j}.", False)]
+        prefixes.append((f"output_blocks.{i * (n + 1) + n}.{2 if up_attn else 1}.", f"up_blocks.{i}.upsamplers.0.", False))
+    prefixes += [("middle_block.0.", "mid_block.resnets.0.", True), ("middle_block.1.", "mid_block.attentions.0.", False),
+                 ("middle_block.2.", "mid_block.resnets.1.", True)]
+    out = {}
+    for key, value in state.items():
+        new = key
+        for old, hf in _UNET_TOP:
+            if key.startswith(hf + "."):
+                new = old + key[len(hf):]
+        for old, hf, resnet in prefixes:
+            if key.startswith(hf):
+                rest = key[len(hf):]
+                if resnet:
+                    for o, h in _RESNET:
+                        rest = rest.replace(h, o) if rest.startswith(h) else rest
+                new = old + rest
+        out["model.diffusion_model." + new] = value
+    return out
+
+
+def clip_original(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """SD 1.5's CLIP text encoder as its checkpoints hold it: transformers' names under
+    `cond_stage_model.transformer.text_model.` (transformers 5 saves them without the `text_model.` level)."""
+    return {f"cond_stage_model.transformer.text_model.{k.removeprefix('text_model.')}": v for k, v in state.items()}

@@ -15,7 +15,8 @@ from safetensors.torch import save_file
 from studio.config import ConfigError, deep_merge, finalize_job, load_config
 from studio.registry.families import demo_config
 from tests.families.fixed_batch import FAST
-from tests.families.original_layout import anima_original, flux_original, sd3_original, zimage_original
+from tests.families.original_layout import (anima_original, clip_original, flux_original, sd3_original, unet_original,
+                                            zimage_original)
 
 FAMILIES = ("flux", "sd3", "zimage", "anima")
 CLASSES = {"flux": "FluxTransformer2DModel", "sd3": "SD3Transformer2DModel", "zimage": "ZImageTransformer2DModel",
@@ -120,17 +121,19 @@ def test_family_loads_its_transformer_from_the_file(family, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_run_from_a_flux_file_trains_and_its_exports_verify(tmp_path):
+@pytest.mark.parametrize("family", ["flux", "sd15"])
+def test_a_run_from_a_single_file_trains_and_its_exports_verify(family, tmp_path):
     """The whole job from a single file: LoRA trains, the adapter and the ComfyUI file are verified against
     the base loaded the same way (the file), and the run records the file as its base."""
     from studio.commands.train import run_training
     from studio.runfolder import read_progress
 
-    file = _write("flux", tmp_path / "flux1-tiny.safetensors")
+    file = tmp_path / f"{family}-tiny.safetensors"
+    _write(family, file) if family == "flux" else _sd_checkpoint(family, file)
     run = tmp_path / "run"
     run.mkdir()
-    cfg = _cfg("flux", job={"output_dir": str(run)},
-               model={"path": str(file), "extras_path": str(_tiny("flux"))})
+    cfg = _cfg(family, job={"output_dir": str(run)},
+               model={"path": str(file), "extras_path": str(_tiny(family))})
     assert run_training(cfg, run) == 0, read_progress(run)[0][-3:]
     saved = {r["format"]: r for r in read_progress(run)[0] if r.get("event") == "saved"}
     assert set(saved) == {"peft", "kohya"}
@@ -138,7 +141,54 @@ def test_a_run_from_a_flux_file_trains_and_its_exports_verify(tmp_path):
         assert record["verified"] is True and record["effect_error"] <= 1e-3, record
     args = json.loads((run / "training_args.json").read_text())
     model = args["config"]["model"]
-    assert model["path"] == str(file) and model["extras_path"] == str(_tiny("flux"))
+    assert model["path"] == str(file) and model["extras_path"] == str(_tiny(family))
+
+
+def _sd_checkpoint(family: str, path: Path) -> dict[str, torch.Tensor]:
+    """A reseeded UNet (and, SD 1.5, text encoder) written as an LDM checkpoint without its VAE; returns the
+    diffusers-named UNet weights it holds."""
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    folder = _tiny(family)
+    torch.manual_seed(3)
+    unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(str(folder), subfolder="unet"))
+    state = {k: v.contiguous() for k, v in unet.state_dict().items()}
+    original = unet_original(state, dict(unet.config))
+    if family == "sd15":
+        te = CLIPTextModel.from_pretrained(str(folder), subfolder="text_encoder")
+        for p in te.parameters():
+            p.data.add_(0.02 * torch.randn_like(p))
+        original.update(clip_original({k: v.contiguous() for k, v in te.state_dict().items()}))
+        state["text_encoder"] = te.state_dict()
+    save_file({k: v for k, v in original.items()}, str(path))
+    return state
+
+
+@pytest.mark.parametrize("family", ["sd15", "sdxl"])
+def test_sd_checkpoint_loads_offline_with_the_parts_of_a_folder(family, tmp_path):
+    """An LDM checkpoint (UNet, SD 1.5 also its CLIP) with model.extras_path: the UNet and text encoder are
+    the file's, the VAE (absent from the file) and the config the folder's, for training and for the export
+    check's fresh base alike."""
+    from diffusers import AutoencoderKL
+
+    from studio.families.base import build_family
+
+    file = tmp_path / f"{family}.safetensors"
+    expected = _sd_checkpoint(family, file)
+    te_expected = expected.pop("text_encoder", None)
+    cfg = _cfg(family, model={"path": str(file), "extras_path": str(_tiny(family))}, data={"cache_mode": "off"})
+    fam = build_family(cfg, torch.device("cpu"), torch.float32)
+    fam.load()
+    loaded = fam.unet.state_dict()
+    assert set(loaded) == set(expected) and all(torch.equal(loaded[k], expected[k]) for k in loaded)
+    if te_expected is not None:
+        te = fam.text_encoders[0].state_dict()
+        assert set(te) == set(te_expected) and all(torch.equal(te[k], v) for k, v in te_expected.items())
+    folder_vae = AutoencoderKL.from_pretrained(str(_tiny(family)), subfolder="vae").state_dict()
+    assert all(torch.equal(v, folder_vae[k]) for k, v in fam.vae.state_dict().items())
+    fresh = fam.load_base_components()["unet"].state_dict()  # the export check's base: the file again
+    assert all(torch.equal(fresh[k], expected[k]) for k in expected)
 
 
 # ---- bad input, named before loading ----------------------------------------------------------------
@@ -217,3 +267,17 @@ def test_the_default_parts_are_the_repository_diffusers_infers():
     assert default_extras("sd3", sd35m) == "stabilityai/stable-diffusion-3.5-medium"
     assert default_extras("sd3", flux) is None  # not an SD3 release diffusers knows
     assert default_extras("anima", {}) == "circlestone-labs/Anima-Base-v1.0-Diffusers"
+
+
+def test_sd_extras_folder_is_checked_before_loading(tmp_path):
+    from studio.config.preflight import preflight_problems
+
+    file = tmp_path / "sd15.safetensors"
+    _sd_checkpoint("sd15", file)
+    cfg = _cfg("sd15", model={"path": str(file), "extras_path": str(_tiny("flux"))})
+    problems = dict(preflight_problems(cfg))
+    assert "lacks unet" in problems["model.extras_path"], problems
+    cfg = _cfg("sd15", model={"path": str(file), "extras_path": str(file)})
+    assert "not a file" in dict(preflight_problems(cfg))["model.extras_path"]
+    assert "model.extras_path" not in dict(preflight_problems(
+        _cfg("sd15", model={"path": str(file), "extras_path": str(_tiny("sd15"))})))

@@ -78,9 +78,6 @@ def flow_problems(cfg) -> list[tuple[str, str]]:
     if family == "flux" and cfg.model.variant not in ("", "dev", "schnell"):
         problems.append(("model.variant", f"'{cfg.model.variant}' is not a Flux variant; allowed: dev, schnell"))
     path = cfg.model.path.strip()
-    if cfg.model.extras_path.strip() and not path.lower().endswith(".safetensors"):
-        problems.append(("model.extras_path", "is used only when model.path is a single .safetensors transformer "
-                         "file; a folder or hub id brings its own parts: leave it empty"))
     if path and not path.startswith("tiny:"):
         problems += model_folder_problems(family, path, cfg.model.variant, cfg.model.t5_model_path,
                                           cfg.model.extras_path)

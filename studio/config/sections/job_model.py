@@ -5,7 +5,6 @@ from typing import Literal
 
 from studio.config.fields import ALL_FAMILIES, TRAINABLE_FAMILIES, IMAGE_FAMILIES, Section, setting
 from studio.registry.families import FAMILIES, family_ids
-from studio.config.sections.flow import FLOW_FAMILIES
 
 # Families whose frozen base can load quantized (diffusers / transformers quantization configs).
 QUANTIZABLE_FAMILIES = (*IMAGE_FAMILIES, *family_ids(data="text"))
@@ -67,11 +66,12 @@ class ModelSection(Section):
         "else from this folder. Empty = the base model's own T5.", group="advanced",
         families=family_ids(trait="t5_encoder"), widget="path")
     extras_path: str = setting(
-        "", "Only when model.path is a single transformer .safetensors file (SD3, Flux, Z-Image, Anima): the "
-        "diffusers folder or hub id its other parts come from (VAE, text encoders, tokenizers, scheduler) and "
-        "that describes the transformer (its config). Empty = the repository diffusers infers from the file, "
-        "e.g. black-forest-labs/FLUX.1-dev, downloaded on first use; give a local folder to stay offline.",
-        group="advanced", families=FLOW_FAMILIES, widget="path")
+        "", "Only when model.path is a single .safetensors file: the diffusers folder or hub id that describes "
+        "its network (the config) and supplies the parts the file lacks. SD3, Flux, Z-Image, Anima: the file "
+        "is the transformer; VAE, text encoders, tokenizers and scheduler come from here. SD / SDXL: the "
+        "checkpoint's own VAE and text encoders are used when it has them, else this folder's. Empty = the "
+        "repository diffusers infers from the file (e.g. black-forest-labs/FLUX.1-dev), downloaded on first "
+        "use; give a local folder to stay offline.", group="advanced", families=IMAGE_FAMILIES, widget="path")
     tokenizer_path: str = setting("", "Tokenizer folder when it differs from the model's own (custom or "
                                   "extended tokenizer). Empty = use the model's.", group="advanced",
                                   families=("causal_lm",), widget="path")
@@ -108,6 +108,9 @@ class ModelSection(Section):
         elif self.path.lower().endswith(".gguf"):
             out.append(("model.path", "a .gguf file is an inference-only format and cannot be trained; "
                         "point to the original Hugging Face model folder (config.json + .safetensors)"))
+        if self.extras_path.strip() and not self.path.strip().lower().endswith(".safetensors"):
+            out.append(("model.extras_path", "is used only when model.path is a single .safetensors file; a "
+                        "folder or hub id brings its own parts: leave it empty"))
         return out + self._quantization_problems(cfg)
 
     def _quantization_problems(self, cfg) -> list[tuple[str, str]]:
