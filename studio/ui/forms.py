@@ -38,6 +38,8 @@ def variant_choices(family: str) -> dict[str, Any]:
     variants = row.variants if row else ()
     return {"choices": [("default", ""), *((v, v) for v in variants)],
             "allow_custom_value": bool(row and "custom_variants" in row.traits)}
+# The class of a section's row of small fields: laid out two per line (see app.py's CSS).
+PAIRS = "studio-pairs"
 _INFO_KINDS = ("choice", "multichoice", "bool", "tristate", "autobool", "int", "float", "text", "tags", "numlist")
 
 
@@ -149,12 +151,16 @@ def build_form(values: dict[str, Any], sections: tuple[str, ...] | None = None, 
 
 def _place(specs: list[FieldSpec], values: dict, made: dict, prefix: str, shown: dict[str, bool],
            family: str) -> None:
-    """Two columns of small widgets; wide ones (tables, JSON) on their own row."""
+    """Two columns of small widgets; wide ones (tables, JSON) on their own row. The small ones share one
+    row whose form is a two-column grid (app.py's CSS, `PAIRS`): a row per pair would add two layout
+    nodes per pair (the row and Gradio's form around its fields), a third of the page's config, and the
+    browser walks the whole tree at load and on every event. The grid also closes the gap a hidden
+    field used to leave beside its partner."""
     small = [s for s in specs if s.kind not in ("table", "json")]
     wide = [s for s in specs if s.kind in ("table", "json")]
-    for i in range(0, len(small), 2):
-        with gr.Row(equal_height=False):
-            for spec in small[i:i + 2]:
+    if small:
+        with gr.Row(equal_height=False, elem_classes=[PAIRS]):
+            for spec in small:
                 made[spec.path] = make_component(spec, values.get(spec.path, spec.default), prefix,
                                                  shown[spec.path], family)
     for spec in wide:
