@@ -43,20 +43,6 @@ CSS = """
 """
 
 
-# Opening Preprocess with an empty dataset path presses its "Copy from the Train tab" button; on the first
-# opening the tab's content is still being built: wait for it (up to 15 s).
-PREPROCESS_FOLLOWS_TRAIN = """() => {
-  let tries = 0;
-  const go = () => {
-    const box = document.querySelector('#pre-data-path input, #pre-data-path textarea');
-    const copy = document.querySelector('#pre-copy');
-    if (!box || !copy) { if (tries++ < 150) setTimeout(go, 100); return; }
-    if (!box.value) copy.click();
-  };
-  go();
-}"""
-
-
 def studio_theme():
     """Gradio's Soft theme with the system's fonts: its web fonts were 200 KB of the first page."""
     import gradio as gr
@@ -130,7 +116,7 @@ def build_app(ctx, serving: dict):
             with gr.Tab("Train", id="train", elem_id="tab-train") as train_tab:
                 train = build_train_tab(ctx)
             with gr.Tab("Preprocess", id="preprocess", elem_id="tab-preprocess") as pre_tab:
-                build_preprocess_tab(ctx, train, pre_tab)  # built when first opened
+                build_preprocess_tab(ctx, train, pre_tab)  # built when first opened; it follows the Train tab
             with gr.Tab("Queue", id="queue", elem_id="tab-queue") as queue_tab:
                 queue = build_queue_tab(ctx)
             with gr.Tab("Monitor", id="monitor", elem_id="tab-monitor") as monitor_tab:
@@ -141,9 +127,6 @@ def build_app(ctx, serving: dict):
                 play = build_playground_tab(ctx)
             with gr.Tab("Environment", id="environment", elem_id="tab-environment") as env_tab:
                 build_environment_tab(ctx, serving)
-        # Preprocess follows the Train tab: opened with no dataset path, it copies Train's dataset and model
-        # (on the first opening, once its content is there).
-        pre_tab.select(None, js=PREPROCESS_FOLLOWS_TRAIN)
         _wire_across_tabs(ctx, tabs, train, queue, monitor, samples)
         # Only the visible tab polls: timers cost a request per tick per open browser. The browser switches
         # the timers itself (no request); the opened tab's own refresh then fills it.

@@ -21,6 +21,20 @@ from studio.ui.tabs.dataset_upload import build_upload_panel, connect_panel, pre
 from studio.ui.tabs.train import TrainTab
 
 SECTIONS = ("model", "data")
+# On each opening: the tab is (to be) built (the hidden box turns true) and, with an empty dataset path,
+# "Copy from the Train tab" is pressed: Preprocess follows the Train tab. On the first opening the content
+# is still being built: wait for it (up to 15 s).
+OPEN_AND_FOLLOW = """() => {
+  let tries = 0;
+  const follow = () => {
+    const box = document.querySelector('#pre-data-path input, #pre-data-path textarea');
+    const copy = document.querySelector('#pre-copy');
+    if (!box || !copy) { if (tries++ < 150) setTimeout(follow, 100); return; }
+    if (!box.value) copy.click();
+  };
+  follow();
+  return true;
+}"""
 
 
 def _merged_config(train_values: list, own_specs, own_values: list) -> dict:
@@ -48,7 +62,7 @@ def build_preprocess_tab(ctx: StudioContext, train: TrainTab, tab: gr.Tab) -> No
     set the same value: no change). The first page leaves out this tab's 200 components and their
     events, which the browser would otherwise set up before showing anything."""
     opened = gr.Checkbox(False, visible=False, elem_id="pre-opened")
-    tab.select(None, None, [opened], js="() => true")
+    tab.select(None, None, [opened], js=OPEN_AND_FOLLOW)
 
     @gr.render(triggers=[opened.change])
     def lay_out():
