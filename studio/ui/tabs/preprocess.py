@@ -59,7 +59,7 @@ def _job_name(config: dict) -> str:
 def build_preprocess_tab(ctx: StudioContext, train: TrainTab, tab: gr.Tab) -> None:
     """The tab's content is built the first time `tab` is opened, in the browser that opens it: a
     hidden box turns true on the first select and its change renders the content, once (later selects
-    set the same value: no change). The first page leaves out this tab's 200 components and their
+    set the same value: no change). The first page leaves out this tab's hundred components and their
     events, which the browser would otherwise set up before showing anything."""
     opened = gr.Checkbox(False, visible=False, elem_id="pre-opened")
     tab.select(None, None, [opened], js=OPEN_AND_FOLLOW)
