@@ -23,9 +23,9 @@ CSS = """
 .field-error .info, .field-error [data-testid="block-info"] + div { color: #b91c1c !important; }
 .studio-hidden { display: none !important; }
 /* a form section's small fields, two per line (studio/ui/forms.py: PAIRS) */
-.studio-pairs > .form { display: grid !important; grid-template-columns: repeat(2, minmax(0, 1fr)); }
-.studio-pairs > .form > :last-child:nth-child(odd) { grid-column: 1 / -1; }  /* a last field alone: full width */
-@media (max-width: 640px) { .studio-pairs > .form { grid-template-columns: minmax(0, 1fr); } }
+.studio-pairs .form { display: grid !important; grid-template-columns: repeat(2, minmax(0, 1fr)); }
+.studio-pairs .form > :last-child:nth-child(odd) { grid-column: 1 / -1; }  /* a last field alone: full width */
+@media (max-width: 640px) { .studio-pairs .form { grid-template-columns: minmax(0, 1fr); } }
 #train-machines pre, #train-machines code { white-space: pre-wrap !important; overflow-wrap: anywhere; }
 .studio-hint { opacity: .8; font-size: .92em; }
 .studio-status { font-size: 1.02em; margin: 4px 0; }
