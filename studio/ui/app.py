@@ -22,6 +22,10 @@ CSS = """
 .field-error { box-shadow: 0 0 0 2px #dc2626 !important; border-radius: 8px; }
 .field-error .info, .field-error [data-testid="block-info"] + div { color: #b91c1c !important; }
 .studio-hidden { display: none !important; }
+/* a form section's small fields, two per line (studio/ui/forms.py: PAIRS) */
+.studio-pairs .form { display: grid !important; grid-template-columns: repeat(2, minmax(0, 1fr)); }
+.studio-pairs .form > :last-child:nth-child(odd) { grid-column: 1 / -1; }  /* a last field alone: full width */
+@media (max-width: 640px) { .studio-pairs .form { grid-template-columns: minmax(0, 1fr); } }
 #train-machines pre, #train-machines code { white-space: pre-wrap !important; overflow-wrap: anywhere; }
 .studio-hint { opacity: .8; font-size: .92em; }
 .studio-status { font-size: 1.02em; margin: 4px 0; }
@@ -112,7 +116,7 @@ def build_app(ctx, serving: dict):
             with gr.Tab("Train", id="train", elem_id="tab-train") as train_tab:
                 train = build_train_tab(ctx)
             with gr.Tab("Preprocess", id="preprocess", elem_id="tab-preprocess") as pre_tab:
-                connect_preprocess = build_preprocess_tab(ctx)
+                build_preprocess_tab(ctx, train, pre_tab)  # built when first opened; it follows the Train tab
             with gr.Tab("Queue", id="queue", elem_id="tab-queue") as queue_tab:
                 queue = build_queue_tab(ctx)
             with gr.Tab("Monitor", id="monitor", elem_id="tab-monitor") as monitor_tab:
@@ -123,17 +127,14 @@ def build_app(ctx, serving: dict):
                 play = build_playground_tab(ctx)
             with gr.Tab("Environment", id="environment", elem_id="tab-environment") as env_tab:
                 build_environment_tab(ctx, serving)
-        connect_preprocess(train)
-        # Preprocess follows the Train tab: opened with no dataset path, it copies Train's dataset and model.
-        pre_tab.select(None, js="() => { const b = document.querySelector('#pre-data-path input, #pre-data-path "
-                                "textarea'); if (b && !b.value) document.querySelector('#pre-copy')?.click(); }")
         _wire_across_tabs(ctx, tabs, train, queue, monitor, samples)
-        # Only the visible tab polls: timers cost a request per tick per open browser.
+        # Only the visible tab polls: timers cost a request per tick per open browser. The browser switches
+        # the timers itself (no request); the opened tab's own refresh then fills it.
         timers = [queue.timer, monitor.timer, samples.timer, play.timer]
         for tab, active in ((pre_tab, None), (train_tab, None), (queue_tab, queue.timer),
                             (monitor_tab, monitor.timer), (samples_tab, samples.timer), (play_tab, play.timer),
                             (env_tab, None)):
-            event = tab.select(lambda a=active: [gr.Timer(active=t is a) for t in timers], None, timers)
+            event = tab.select(None, None, timers, js=timers_js([t is active for t in timers]))
             if active is queue.timer:
                 event.then(queue.refresh, [queue.job, gr.State("")], queue.refresh_outputs, show_progress="hidden")
             elif active is monitor.timer:
@@ -147,8 +148,10 @@ def build_app(ctx, serving: dict):
                            if "queued" in (m or "") else [gr.skip()] * (1 + len(timers)), [train.message],
                            [tabs, *timers]).then(monitor.tick, monitor.inputs, monitor.outputs,
                                                  show_progress="hidden")
-        demo.load(queue.refresh, [queue.job, gr.State("")], queue.refresh_outputs, show_progress="hidden")
-        demo.load(queue.load_settings, None, queue.settings_outputs, show_progress="hidden")
+        # Nothing else runs at page load: each tab fills itself when opened (Queue, Monitor, Samples and
+        # Playground above; the queue options when their section is unfolded). Every event the page runs
+        # costs the browser a walk over the whole interface per component it ever touched (Gradio's
+        # loading-status bookkeeping), so the first view runs none it does not show.
         demo.load(None, js=WATCH_FIELDS)  # the Train form's checks while editing (studio/ui/field_checks.py)
     # The studio offers no API page: leave its events out of the API description that Gradio writes into
     # the first page (3.2 MB of its 3.8 MB: every event listing each form field as a parameter). They
@@ -156,6 +159,12 @@ def build_app(ctx, serving: dict):
     for fn in demo.fns.values():
         fn.api_visibility = "undocumented" if fn.api_visibility == "public" else fn.api_visibility
     return demo
+
+
+def timers_js(active: list[bool]) -> str:
+    """A browser-side handler that switches the timers on and off (`active`, in the outputs' order)."""
+    updates = ", ".join(f"{{__type__: 'update', active: {'true' if a else 'false'}}}" for a in active)
+    return f"() => [{updates}]"
 
 
 def _wire_across_tabs(ctx, tabs, train, queue, monitor, samples) -> None:
@@ -179,9 +188,13 @@ def _wire_across_tabs(ctx, tabs, train, queue, monitor, samples) -> None:
     queue.clone_btn.click(clone_into_form, [queue.job], [*train.load_outputs, train.message, tabs]).then(
         lambda *c: visibility_updates(form, *context_values(form, c)), train.context_components(),
         form.components + form.box_list)
-    # The job picked in the Queue tab is the one Monitor and Samples show.
-    queue.job.change(lambda j: (j, j) if j is not None else (gr.skip(), gr.skip()), [queue.job],
-                     [monitor.job, samples.job], show_progress="hidden")
+    # The job the user picks in the Queue tab is the one Monitor and Samples show (set in the browser, no
+    # request; each refreshes when opened). A pick the Queue's refresh makes by itself is not passed on:
+    # Monitor and Samples make the same one on their own.
+    follow = dict(fn=None, inputs=[queue.job], outputs=[monitor.job, samples.job],
+                  js="(j) => (j === null || j === undefined || j === '') ? [undefined, undefined] : [j, j]")
+    queue.job.input(**follow)
+    queue.row_picked.then(**follow)
 
 
 def launch(ctx, serving: dict, **extra):

@@ -38,6 +38,8 @@ def variant_choices(family: str) -> dict[str, Any]:
     variants = row.variants if row else ()
     return {"choices": [("default", ""), *((v, v) for v in variants)],
             "allow_custom_value": bool(row and "custom_variants" in row.traits)}
+# The class of a form section: its small fields are laid out two per line (see app.py's CSS).
+PAIRS = "studio-pairs"
 _INFO_KINDS = ("choice", "multichoice", "bool", "tristate", "autobool", "int", "float", "text", "tags", "numlist")
 
 
@@ -132,12 +134,12 @@ def build_form(values: dict[str, Any], sections: tuple[str, ...] | None = None, 
         essentials = [s for s in members if s.group != "advanced"]
         advanced = [s for s in members if s.group == "advanced"]
         title = SECTION_TITLES.get(section, section.replace("_", " ").capitalize())
-        with gr.Accordion(title, open=section in open_sections and bool(essentials),
+        with gr.Accordion(title, open=section in open_sections and bool(essentials), elem_classes=[PAIRS],
                           elem_id=f"{prefix}-section-{section}", visible=any(shown[s.path] for s in members)) as box:
             _place(essentials, values, made, prefix, shown, context[0])
             if advanced:
                 with gr.Accordion(f"More {title.lower()} settings" if essentials else "Settings", open=not essentials,
-                                  elem_id=f"{prefix}-advanced-{section}",
+                                  elem_id=f"{prefix}-advanced-{section}", elem_classes=[PAIRS],
                                   visible=any(shown[s.path] for s in advanced)) as adv:
                     _place(advanced, values, made, prefix, shown, context[0])
                 form.box_paths.append((adv, [s.path for s in advanced]))
@@ -149,14 +151,16 @@ def build_form(values: dict[str, Any], sections: tuple[str, ...] | None = None, 
 
 def _place(specs: list[FieldSpec], values: dict, made: dict, prefix: str, shown: dict[str, bool],
            family: str) -> None:
-    """Two columns of small widgets; wide ones (tables, JSON) on their own row."""
+    """Two columns of small widgets; wide ones (tables, JSON) on their own row. The small ones share the
+    form Gradio puts around consecutive fields, a two-column grid (app.py's CSS for the sections' class
+    `PAIRS`): a row per pair would add two layout nodes per pair (the row and its form), a third of the
+    page's config, and the browser walks the whole tree at load and on every event. The grid also
+    closes the gap a hidden field used to leave beside its partner."""
     small = [s for s in specs if s.kind not in ("table", "json")]
     wide = [s for s in specs if s.kind in ("table", "json")]
-    for i in range(0, len(small), 2):
-        with gr.Row(equal_height=False):
-            for spec in small[i:i + 2]:
-                made[spec.path] = make_component(spec, values.get(spec.path, spec.default), prefix,
-                                                 shown[spec.path], family)
+    for spec in small:  # Gradio groups them in one form: the section's PAIRS class makes it the grid
+        made[spec.path] = make_component(spec, values.get(spec.path, spec.default), prefix, shown[spec.path],
+                                         family)
     for spec in wide:
         made[spec.path] = make_component(spec, values.get(spec.path, spec.default), prefix, shown[spec.path])
 

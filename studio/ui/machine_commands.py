@@ -50,8 +50,8 @@ def build_machine_commands(form: SchemaForm) -> gr.Markdown:
         text = machines_markdown(list(values))
         return gr.update(value=text, visible=bool(text))
 
-    for path in WATCHED:
-        if form.has(path):
-            form.component(path).change(redraw, form.components, block, trigger_mode="always_last",
-                                        show_progress="hidden")
+    # One event for the five settings: a preset load changes them all at once, one redraw (not five).
+    triggers = [form.component(path).change for path in WATCHED if form.has(path)]
+    if triggers:
+        gr.on(triggers, redraw, form.components, block, trigger_mode="always_last", show_progress="hidden")
     return block

@@ -139,7 +139,7 @@ def delete_events(ctx: StudioContext, job_id) -> str:
 
 
 def _tensorboard_panel(ctx: StudioContext, job: gr.Dropdown) -> gr.Markdown:
-    with gr.Accordion("TensorBoard", open=False, elem_id="monitor-tensorboard"):
+    with gr.Accordion("TensorBoard", open=False, elem_id="monitor-tensorboard") as box:
         status = gr.Markdown(elem_id="monitor-tb-status")
         with gr.Row():
             launch = gr.Button("Launch TensorBoard", size="sm", variant="primary", elem_id="monitor-tb-launch")
@@ -155,6 +155,7 @@ def _tensorboard_panel(ctx: StudioContext, job: gr.Dropdown) -> gr.Markdown:
     delete.click(lambda: gr.update(visible=True), None, confirm)
     no.click(lambda: gr.update(visible=False), None, confirm)
     yes.click(lambda j: (delete_events(ctx, j), gr.update(visible=False)), [job], [status, confirm])
+    box.expand(lambda j: tensorboard_status(ctx, get_job(ctx.store, j)), [job], [status], show_progress="hidden")
     return status
 
 
@@ -193,7 +194,9 @@ def build_monitor_tab(ctx: StudioContext) -> MonitorTab:
     inputs = [job, feed, everything]
     timer.tick(tick, inputs, outputs, show_progress="hidden").then(None, js=FOLLOW_CONSOLE)
     everything.change(lambda f, e: console_text(f, e), [feed, everything], [console], show_progress="hidden")
-    job.change(tick, inputs, outputs, show_progress="hidden").then(
+    # A pick by the user; a job set from elsewhere (the Queue tab, the tick's own fallback) is read by the
+    # next tick (the tab's refresh when it is opened): one tick, not a second one chained on `change`.
+    job.input(tick, inputs, outputs, show_progress="hidden").then(
         lambda j: tensorboard_status(ctx, get_job(ctx.store, j)), [job], [tb_status])
     for button, what in ((stop_btn, "STOP"), (save_btn, "SAVE"), (sample_btn, "SAMPLE")):
         button.click(lambda j, w=what: control_request(ctx, j, w), [job], [message])

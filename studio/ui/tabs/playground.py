@@ -171,7 +171,7 @@ def build_playground_tab(ctx: StudioContext) -> PlaygroundTab:
                         allow_custom_value=True)  # a request just queued has no folder (no choice) yet
     summary = gr.Markdown(elem_id="play-summary")
     views = gr.State([])
-    gr.render(inputs=[views])(show_results)
+    gr.render(inputs=[views], triggers=[views.change])(show_results)  # not at page load: nothing to show yet
     timer = gr.Timer(2.0, active=False)
     signature = gr.State("")
 

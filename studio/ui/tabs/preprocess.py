@@ -21,6 +21,20 @@ from studio.ui.tabs.dataset_upload import build_upload_panel, connect_panel, pre
 from studio.ui.tabs.train import TrainTab
 
 SECTIONS = ("model", "data")
+# On each opening: the tab is (to be) built (the hidden box turns true) and, with an empty dataset path,
+# "Copy from the Train tab" is pressed: Preprocess follows the Train tab. On the first opening the content
+# is still being built: wait for it (up to 15 s).
+OPEN_AND_FOLLOW = """() => {
+  let tries = 0;
+  const follow = () => {
+    const box = document.querySelector('#pre-data-path input, #pre-data-path textarea');
+    const copy = document.querySelector('#pre-copy');
+    if (!box || !copy) { if (tries++ < 150) setTimeout(follow, 100); return; }
+    if (!box.value) copy.click();
+  };
+  follow();
+  return true;
+}"""
 
 
 def _merged_config(train_values: list, own_specs, own_values: list) -> dict:
@@ -42,9 +56,20 @@ def _job_name(config: dict) -> str:
     return "cache-" + (re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-.") or "data")
 
 
-def build_preprocess_tab(ctx: StudioContext):
-    """Lay the tab out; returns `connect(train_tab)`, called once the Train tab (built after this
-    one, to its right) exists."""
+def build_preprocess_tab(ctx: StudioContext, train: TrainTab, tab: gr.Tab) -> None:
+    """The tab's content is built the first time `tab` is opened, in the browser that opens it: a
+    hidden box turns true on the first select and its change renders the content, once (later selects
+    set the same value: no change). The first page leaves out this tab's hundred components and their
+    events, which the browser would otherwise set up before showing anything."""
+    opened = gr.Checkbox(False, visible=False, elem_id="pre-opened")
+    tab.select(None, None, [opened], js=OPEN_AND_FOLLOW)
+
+    @gr.render(triggers=[opened.change])
+    def lay_out():
+        _lay_out(ctx, train)
+
+
+def _lay_out(ctx: StudioContext, train: TrainTab) -> None:
     gr.Markdown("Scan a dataset for unusable files before training, and build its cache (latents and text "
                 "embeddings) as a queued job, so training starts straight away. Settings not shown here "
                 "(precision, device…) are taken from the Train tab.", elem_classes=["studio-hint"])
@@ -70,13 +95,10 @@ def build_preprocess_tab(ctx: StudioContext):
         return visibility_updates(form, *values)
 
     context_comps = [form.component(p) for p, _ in CONTEXT_PATHS if p in own_paths]
-    for comp in context_comps:
-        comp.input(visibility, context_comps, form.components + form.box_list)
+    if context_comps:  # one event for them all (each event weighs on the browser at load)
+        gr.on([comp.input for comp in context_comps], visibility, context_comps, form.components + form.box_list)
 
-    def connect(train: TrainTab) -> None:
-        _connect(ctx, train, form, copy_btn, scan_btn, queue_btn, state_btn, message, bad_files, state, panel)
-
-    return connect
+    _connect(ctx, train, form, copy_btn, scan_btn, queue_btn, state_btn, message, bad_files, state, panel)
 
 
 def _connect(ctx: StudioContext, train: TrainTab, form, copy_btn, scan_btn, queue_btn, state_btn, message,

@@ -36,6 +36,7 @@ class QueueTab:
     signature: gr.State  # the table last sent to this browser (unchanged tables are not resent)
     settings_outputs: list
     load_settings: object  # () -> the queue options' current values
+    row_picked: object = None  # the event of a click on a table row (it sets `job`)
 
 
 def job_detail(job: Job | None) -> str:
@@ -119,15 +120,15 @@ def save_setting(ctx: StudioContext, key: str, value) -> str:
     return f"Saved `{key}` = {value}."
 
 
-def _queue_options() -> tuple[tuple[str, gr.components.Component], ...]:
-    with gr.Accordion("Queue options", open=False):
+def _queue_options() -> tuple[gr.Accordion, tuple[tuple[str, gr.components.Component], ...]]:
+    with gr.Accordion("Queue options", open=False, elem_id="queue-options") as box:
         use_uv = gr.Checkbox(label="Use `uv run` in the queue script", elem_id="queue-use-uv",
                              info="Only changes the command prefix of the generated script; turn it off "
                                   "for a plain pip/virtualenv setup.")
-        auto_resume = gr.Checkbox(label="Resume interrupted jobs automatically",
+        auto_resume = gr.Checkbox(label="Resume interrupted jobs automatically", elem_id="queue-auto-resume",
                                   info="Jobs cut short by a crash or a reboot continue from their checkpoint "
                                        "when the worker starts.")
-        grace = gr.Number(label="Stop grace (seconds)", precision=0,
+        grace = gr.Number(label="Stop grace (seconds)", precision=0, elem_id="queue-stop-grace",
                           info="After Stop, how long a job may take to save and exit before it is ended.")
         pool = gr.Textbox(label="GPU pool", elem_id="queue-gpus", placeholder="empty: one job at a time",
                           info="GPUs the queue hands out: `auto` (every CUDA device) or numbers like `0,1,2,3`. "
@@ -135,8 +136,8 @@ def _queue_options() -> tuple[tuple[str, gr.components.Component], ...]:
                                "a job never waits behind one queued after it. Empty: one job at a time.")
         cpu_jobs = gr.Number(label="CPU jobs at once", precision=0, minimum=1, elem_id="queue-cpu-jobs",
                              info="With a GPU pool: how many jobs that use no GPU run at the same time.")
-    return (("queue.use_uv", use_uv), ("queue.auto_resume_interrupted", auto_resume), ("queue.stop_grace_s", grace),
-            ("queue.gpus", pool), ("queue.cpu_jobs", cpu_jobs))
+    return box, (("queue.use_uv", use_uv), ("queue.auto_resume_interrupted", auto_resume),
+                 ("queue.stop_grace_s", grace), ("queue.gpus", pool), ("queue.cpu_jobs", cpu_jobs))
 
 
 def build_queue_tab(ctx: StudioContext) -> QueueTab:
@@ -161,7 +162,7 @@ def build_queue_tab(ctx: StudioContext) -> QueueTab:
         script = gr.Code(language="shell", interactive=False, max_lines=40, elem_id="queue-script")
         download = gr.DownloadButton("Download queue_script.sh", size="sm", elem_id="queue-script-download")
     build_compare_panel(ctx)
-    settings = _queue_options()
+    options_box, settings = _queue_options()
     timer = gr.Timer(2.0, active=False)
     signature = gr.State("")
 
@@ -178,11 +179,27 @@ def build_queue_tab(ctx: StudioContext) -> QueueTab:
         row = evt.row_value or []
         return int(row[0]) if row else gr.skip()
 
-    table.select(pick_row, None, job).then(refresh, [job, signature], outputs, show_progress="hidden")
-    for action, button in buttons.items():
-        if action != "clone":  # wired in app.py: it fills the Train tab
-            button.click(lambda j, a=action: run_action(ctx, a, j), [job], [message]).then(**again)
-    for key, comp in settings:
-        comp.input(lambda v, k=key: save_setting(ctx, k, v), [comp], [message]).then(**again)
+    row_picked = table.select(pick_row, None, job)
+    row_picked.then(refresh, [job, signature], outputs, show_progress="hidden")
+    # One event for the action buttons and one for the options, each telling its trigger by the event's
+    # target: the browser matches every component against every event at load (24 events before, 4 now).
+    actions = {button.elem_id: action for action, button in buttons.items() if action != "clone"}  # clone: app.py
+
+    def act(job_id, evt: gr.EventData):
+        return run_action(ctx, actions[evt.target.elem_id], job_id)
+
+    gr.on([buttons[a].click for a in actions.values()], act, [job], [message]).then(**again)
+    keys = {comp.elem_id: (key, i) for i, (key, comp) in enumerate(settings)}
+
+    def save(use_uv, auto_resume, grace, pool, cpu_jobs, evt: gr.EventData):  # _queue_options' order
+        key, i = keys[evt.target.elem_id]
+        return save_setting(ctx, key, (use_uv, auto_resume, grace, pool, cpu_jobs)[i])
+
+    gr.on([comp.input for _, comp in settings], save, [comp for _, comp in settings], [message]).then(**again)
+
+    def load_settings():
+        return [ctx.store.get_setting(key) for key, _ in settings]
+
+    options_box.expand(load_settings, None, [comp for _, comp in settings], show_progress="hidden")  # read when shown
     return QueueTab(job, buttons["clone"], timer, outputs, refresh, signature, [comp for _, comp in settings],
-                    lambda: [ctx.store.get_setting(key) for key, _ in settings])
+                    load_settings, row_picked)

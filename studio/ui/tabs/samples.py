@@ -142,8 +142,9 @@ def build_samples_tab(ctx: StudioContext) -> SamplesTab:
     outputs = [job, step, prompt, summary, gallery, audio_row, *players, texts, meta, signature]
     inputs = [job, step, prompt, signature]
     timer.tick(refresh, inputs, outputs, show_progress="hidden")
-    for comp in (job, step, prompt):
-        comp.input(refresh, [job, step, prompt, gr.State("")], outputs, show_progress="hidden")
-    job.change(refresh, inputs, outputs, show_progress="hidden")
+    # The user's picks; a job set from elsewhere (the Queue tab, the refresh's own fallback) is read by the
+    # next refresh (the tab's own when it is opened), not by a second one chained on `change`.
+    gr.on([comp.input for comp in (job, step, prompt)], refresh, [job, step, prompt, gr.State("")], outputs,
+          show_progress="hidden")
     refresh_btn.click(refresh, [job, step, prompt, gr.State("")], outputs)
     return SamplesTab(job, timer, refresh, inputs, outputs)

@@ -128,8 +128,7 @@ def _wire_presets(tab: TrainTab, preset_info, load_btn, revert_btn, confirm_row,
     vis = dict(fn=visibility, inputs=tab.context_components(), outputs=form.components + form.box_list)
     for trigger in (load_btn.click, confirm_yes.click):
         trigger(load, [tab.preset], tab.load_outputs + [tab.message]).then(**vis)
-    for comp in tab.context_components():
-        comp.input(**vis)
+    gr.on([comp.input for comp in tab.context_components()], **vis)  # one event for the three
     confirm_yes.click(lambda: gr.update(visible=False), None, confirm_row)
     revert_btn.click(lambda: gr.update(visible=True), None, confirm_row)
     confirm_no.click(lambda: gr.update(visible=False), None, confirm_row)
@@ -168,10 +167,11 @@ def _wire_live(tab: TrainTab) -> None:
             return gr.skip()
         return summary_markdown(estimate(config), config)
 
-    for path in dict.fromkeys(ESTIMATE_PATHS + VRAM_PATHS):
-        if form.has(path):
-            form.component(path).input(summary, form.components, tab.summary, trigger_mode="always_last",
-                                       show_progress="hidden")
+    # One event for every setting the estimate reads (36 of them): the browser matches each component
+    # against each event at load, and one event per setting also let two edits refresh at once.
+    triggers = [form.component(path).input for path in dict.fromkeys(ESTIMATE_PATHS + VRAM_PATHS) if form.has(path)]
+    if triggers:
+        gr.on(triggers, summary, form.components, tab.summary, trigger_mode="always_last", show_progress="hidden")
 
     def follow_family(old_family, *values):
         """Settings still at the old family's default take the new family's default (e.g. resolution)."""
