@@ -39,8 +39,9 @@ class ModelSection(Section):
                         "makers ship it, with model.extras_path), or `tiny:<family>` for the built-in offline "
                         "test model.",
                         widget="path")
-    variant: str = setting("", "Family variant. ACE-Step: turbo / base / sft. Causal LM: sft (chat "
-                           "fine-tuning) or pretrain (plain text). Empty for image families.",
+    variant: str = setting("", "Family variant. Flux: dev (guidance-distilled, trained with its guidance "
+                           "embedding) or schnell (step-distilled). ACE-Step: turbo / base / sft. Causal LM: sft "
+                           "(chat fine-tuning) or pretrain (plain text). Empty for the other families.",
                            families=tuple(f for f in ALL_FAMILIES if FAMILIES[f].variants), widget="variant")
     base_variant: Literal["", "turbo", "base", "sft"] = setting(
         "", "ACE-Step fine-tune (a variant that is not turbo, base or sft): the official variant it was "
