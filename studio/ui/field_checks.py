@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import gradio as gr
 
 from studio.ui import train_actions as act
-from studio.ui.forms import SchemaForm, error_updates, field_elem_id, nearest_path
+from studio.ui.forms import SchemaForm, error_updates, field_elem_id, nearest_path, quiet
 
 # The browser side: any focus leaving a form field (text, number, slider, dropdown) or a change of a
 # checkbox / choice notes the field's elem_id and, after the UI has its new value, presses the trigger.
@@ -78,5 +78,5 @@ def wire_field_checks(form: SchemaForm) -> gr.State:
         return [*updates, new]
 
     trigger.click(run, [shown, *form.components, touched], [*form.components, shown], js=PASS_TOUCHED,
-                  trigger_mode="always_last", show_progress="hidden")
+                  trigger_mode="always_last", **quiet(touched))
     return shown

@@ -62,5 +62,5 @@ def wire_config_files(ctx, tab, upload, export, file, visibility: dict) -> None:
         out.write_text(json.dumps(config, indent=2), encoding="utf-8")
         return gr.update(value=str(out), visible=True), f"Exported the form's config to `{out}`."
 
-    upload.upload(do_import, [upload], tab.load_outputs + [tab.message]).then(**visibility)
+    upload.upload(do_import, [upload], tab.load_outputs + [tab.message], show_progress_on=tab.message).then(**visibility)
     export.click(do_export, tab.form.components, [file, tab.message])

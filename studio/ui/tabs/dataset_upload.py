@@ -78,7 +78,7 @@ def connect_panel(ctx, panel: UploadPanel, path_box, scan, scan_inputs: list, sc
                    [stale[0], panel.gallery, stale[1]], show_progress="hidden")
     panel.upload.click(lambda n, f: upload(ctx, n, f), [panel.name, panel.files], [panel.message, path_box, ok]) \
         .then(lambda worked, *v: scan(*v) if worked else [gr.skip()] * len(scan_outputs), [ok, *scan_inputs],
-              scan_outputs)
+              scan_outputs, show_progress_on=stale[1])
     panel.gallery.select(pick, [panel.shown, path_box], [panel.image, panel.caption])
     panel.save.click(save_caption, [path_box, panel.image, panel.caption], [panel.message])
 

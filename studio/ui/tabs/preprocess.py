@@ -16,7 +16,7 @@ from studio.ui import train_actions as act
 from studio.ui.context import StudioContext
 from studio.ui.dataset_view import SCAN_COLUMNS, cache_state, scan_dataset
 from studio.ui.form_spec import config_from_values, field_specs, from_ui, get_path, set_path
-from studio.ui.forms import CONTEXT_PATHS, build_form, error_updates, value_updates, visibility_updates
+from studio.ui.forms import CONTEXT_PATHS, build_form, error_updates, quiet, value_updates, visibility_updates
 from studio.ui.tabs.dataset_upload import build_upload_panel, connect_panel, preview
 from studio.ui.tabs.train import TrainTab
 
@@ -96,7 +96,8 @@ def _lay_out(ctx: StudioContext, train: TrainTab) -> None:
 
     context_comps = [form.component(p) for p, _ in CONTEXT_PATHS if p in own_paths]
     if context_comps:  # one event for them all (each event weighs on the browser at load)
-        gr.on([comp.input for comp in context_comps], visibility, context_comps, form.components + form.box_list)
+        gr.on([comp.input for comp in context_comps], visibility, context_comps, form.components + form.box_list,
+              **quiet(message))
 
     _connect(ctx, train, form, copy_btn, scan_btn, queue_btn, state_btn, message, bad_files, state, panel)
 
@@ -115,7 +116,7 @@ def _connect(ctx: StudioContext, train: TrainTab, form, copy_btn, scan_btn, queu
         merged = [{**value, **visible} for value, visible in zip(values, shown)]
         return [*merged, *shown[len(values):], "Copied the dataset and model settings from the Train tab."]
 
-    copy_btn.click(copy_from_train, train_comps, form.components + form.box_list + [message])
+    copy_btn.click(copy_from_train, train_comps, form.components + form.box_list + [message], show_progress_on=message)
 
     def checked(values: tuple):
         train_values, own = values[:len(train_comps)], values[len(train_comps):]
@@ -157,9 +158,9 @@ def _connect(ctx: StudioContext, train: TrainTab, form, copy_btn, scan_btn, queu
 
     inputs = [*train_comps, *form.components]
     scan_outputs = [message, bad_files, *form.components, panel.gallery, panel.shown]
-    scan_btn.click(scan, inputs, scan_outputs)
+    scan_btn.click(scan, inputs, scan_outputs, show_progress_on=message)
     connect_panel(ctx, panel, form.component("data.path"), scan, inputs, scan_outputs, [bad_files, message])
-    queue_btn.click(queue, inputs, [message, *form.components])
+    queue_btn.click(queue, inputs, [message, *form.components], show_progress_on=message)
     state_btn.click(show_state, inputs, [state])
 
 

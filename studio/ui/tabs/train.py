@@ -15,7 +15,7 @@ from studio.ui.machine_commands import build_machine_commands
 from studio.config.vram import GPU_SIZES_GB
 from studio.ui.estimates import ESTIMATE_PATHS, VRAM_PATHS, estimate, fit_to_gpu, summary_markdown
 from studio.ui.form_spec import config_from_values, default_values, field_specs, get_path, same_ui_value
-from studio.ui.forms import (CONTEXT_PATHS, SchemaForm, build_form, error_updates, value_updates,
+from studio.ui.forms import (CONTEXT_PATHS, SchemaForm, build_form, error_updates, quiet, value_updates,
                              visibility_updates)
 from studio.ui.tabs.config_files import build_config_files, wire_config_files
 
@@ -125,9 +125,10 @@ def _wire_presets(tab: TrainTab, preset_info, load_btn, revert_btn, confirm_row,
     def visibility(*context):
         return visibility_updates(form, *context_values(form, context))
 
-    vis = dict(fn=visibility, inputs=tab.context_components(), outputs=form.components + form.box_list)
+    vis = dict(fn=visibility, inputs=tab.context_components(), outputs=form.components + form.box_list,
+               **quiet(tab.message))
     for trigger in (load_btn.click, confirm_yes.click):
-        trigger(load, [tab.preset], tab.load_outputs + [tab.message]).then(**vis)
+        trigger(load, [tab.preset], tab.load_outputs + [tab.message], show_progress_on=tab.message).then(**vis)
     gr.on([comp.input for comp in tab.context_components()], **vis)  # one event for the three
     confirm_yes.click(lambda: gr.update(visible=False), None, confirm_row)
     revert_btn.click(lambda: gr.update(visible=True), None, confirm_row)
@@ -186,7 +187,7 @@ def _wire_live(tab: TrainTab) -> None:
 
     if form.has("model.family"):
         form.component("model.family").input(follow_family, [tab.family, *form.components],
-                                             [*form.components, tab.family]).then(
+                                             [*form.components, tab.family], **quiet(tab.summary)).then(
             summary, form.components, tab.summary)
 
 
@@ -204,7 +205,8 @@ def _wire_gpu_fit(tab: TrainTab, gpu_pick, fit_btn, vis: dict) -> None:
             return [gr.skip()] * len(tab.load_outputs) + [message]
         return [*tab.load_updates(fitted, base), message]
 
-    fit_btn.click(fit, [gpu_pick, tab.base, *tab.form.components], tab.load_outputs + [tab.message]).then(**vis)
+    fit_btn.click(fit, [gpu_pick, tab.base, *tab.form.components], tab.load_outputs + [tab.message],
+                  show_progress_on=tab.message).then(**vis)
 
 
 def _wire_queueing(ctx: StudioContext, tab: TrainTab, preview, preview_box, preview_btn, add_btn, start_btn,
@@ -222,7 +224,7 @@ def _wire_queueing(ctx: StudioContext, tab: TrainTab, preview, preview_box, prev
                 *error_updates(form, checked.problems), all_shown(checked.problems)]
 
     preview_btn.click(show_preview, [tab.base, *form.components],
-                      [preview, preview_box, tab.message, *form.components, shown])
+                      [preview, preview_box, tab.message, *form.components, shown], show_progress_on=tab.message)
 
     def queue(start_now, preset_name, keep_temporary, base, *values):
         checked = act.check_values(values)
@@ -251,5 +253,5 @@ def _wire_queueing(ctx: StudioContext, tab: TrainTab, preview, preview_box, prev
 
     inputs = [tab.preset, temporary, tab.base, *form.components]
     outputs = [tab.message, tab.base, *form.components, shown]
-    add_btn.click(lambda *a: queue(False, *a), inputs, outputs)
-    tab.started = start_btn.click(lambda *a: queue(True, *a), inputs, outputs)
+    add_btn.click(lambda *a: queue(False, *a), inputs, outputs, show_progress_on=tab.message)
+    tab.started = start_btn.click(lambda *a: queue(True, *a), inputs, outputs, show_progress_on=tab.message)
