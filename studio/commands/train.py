@@ -98,7 +98,8 @@ def plan_memory(cfg):
     """Decide `memory.gradient_checkpointing=auto` from the memory estimate and note the estimate and the
     decision (printed at start, recorded in training_args.json). The fit check itself ran in `load_job`."""
     from studio.config.model_shapes import model_for
-    from studio.config.vram import checkpointing_for, estimate_vram, fit_problems, gpu_memory, gpu_text
+    from studio.config.vram import estimate_vram, gpu_text
+    from studio.config.vram_fit import checkpointing_for, fit_problems, gpu_memory
     from studio.families.paths import resolve_model_path
 
     folder = resolve_model_path(cfg.model.path) if cfg.model.path.startswith("tiny:") else None

@@ -9,7 +9,8 @@ import sys
 from studio.config.errors import ConfigError
 from studio.config.loader import load_config
 from studio.config.model_shapes import local_model_folder, model_for
-from studio.config.vram import GIB, checkpointing_for, estimate_vram, fitting_changes, gpu_memory
+from studio.config.vram import GIB, estimate_vram
+from studio.config.vram_fit import checkpointing_for, fitting_changes, gpu_memory
 
 
 def vram_report(cfg, gpu_gb: float | None = None) -> dict:

@@ -61,7 +61,7 @@ def preflight_problems(cfg, kind: str = "train") -> list[tuple[str, str]]:
     if kind == "train":
         problems += reuse_problems(cfg)
         if not problems:  # the memory check reads the model folder: only for an otherwise runnable job
-            from studio.config.vram import fit_problems
+            from studio.config.vram_fit import fit_problems
 
             problems += fit_problems(cfg)[0]
     return problems

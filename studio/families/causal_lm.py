@@ -89,7 +89,7 @@ class CausalLmFamily(CausalLmExportMixin, ModelFamily):
         if bnb is not None:
             from peft import prepare_model_for_kbit_training
 
-            from studio.config.vram import checkpointing_for
+            from studio.config.vram_fit import checkpointing_for
 
             # Casts norms to fp32 and lets gradients reach the adapters through the frozen 4/8-bit base.
             model = prepare_model_for_kbit_training(

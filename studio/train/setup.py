@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import torch
 
 from studio.adapters import AdapterHandle, inject_adapter
-from studio.config.vram import checkpointing_for
+from studio.config.vram_fit import checkpointing_for
 from studio.data.sampler import EpochSampler
 from studio.families.base import ModelFamily, build_family
 from studio.runfolder.device import weight_dtype

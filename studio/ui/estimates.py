@@ -178,7 +178,8 @@ def vram_markdown(config: dict) -> str:
 def fit_to_gpu(config: dict, gpu_gb: float) -> tuple[dict | None, str]:
     """The VRAM picker: `config` with the settings that fit a card of `gpu_gb` GB merged in, and a message
     listing them; (None, reason) when there is no estimate."""
-    from studio.config.vram import propose_for_gpu, size_text
+    from studio.config.vram import size_text
+    from studio.config.vram_fit import propose_for_gpu
     from studio.ui.form_spec import set_path
 
     cfg, model = _job_and_model(config)

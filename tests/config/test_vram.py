@@ -9,8 +9,8 @@ import pytest
 
 from studio.config import ConfigError, load_config
 from studio.config.model_shapes import model_from_shapes, read_model
-from studio.config.vram import (GIB, checkpointing_for, decide_checkpointing, estimate_vram, fit_problems,
-                                fitting_changes)
+from studio.config.vram import GIB, decide_checkpointing, estimate_vram
+from studio.config.vram_fit import checkpointing_for, fit_problems, fitting_changes
 from studio.registry.families import FAMILIES, demo_config
 
 # Peaks measured by `python -m bench --gpu` on an NVIDIA H200 (bf16, LoRA rank 32, the studio's loop;
@@ -176,7 +176,7 @@ def test_vram_command_prints_the_breakdown(tmp_path):
 
 def test_picker_proposes_fitting_settings_per_family(real_size):
     from studio.config.model_shapes import Part
-    from studio.config.vram import propose_for_gpu
+    from studio.config.vram_fit import propose_for_gpu
 
     # SDXL at batch 4 on a 12 GB card: encoders cached, checkpointing; on an 80 GB card only the size.
     unet = real_size["sdxl"].trained  # + SDXL's two CLIP text encoders and VAE (parameter counts)

@@ -12,7 +12,7 @@ from studio.ui import train_actions as act
 from studio.ui.context import StudioContext
 from studio.ui.field_checks import all_shown, wire_field_checks
 from studio.ui.machine_commands import build_machine_commands
-from studio.config.vram import GPU_SIZES_GB
+from studio.config.vram_fit import GPU_SIZES_GB
 from studio.ui.estimates import ESTIMATE_PATHS, VRAM_PATHS, estimate, fit_to_gpu, summary_markdown
 from studio.ui.form_spec import config_from_values, default_values, field_specs, get_path, same_ui_value
 from studio.ui.forms import (CONTEXT_PATHS, SchemaForm, build_form, error_updates, quiet, value_updates,
