@@ -72,7 +72,7 @@ class AnimaFamily(FlowFamily):
     def load(self) -> None:
         from diffusers import AnimaModularPipeline
 
-        from studio.families.single_file import is_single_file
+        from studio.config.single_file import is_single_file
 
         torch_resize_fallback()
         self.checked_model_path()
@@ -104,7 +104,8 @@ class AnimaFamily(FlowFamily):
     def load_transformer(self, weights: dict, options: dict, conditioner=None) -> torch.nn.Module:
         """The DiT from `model.path`; from a single file, the file's LLM adapter also goes into
         `conditioner` (diffusers keeps it as the separate `text_conditioner`)."""
-        from studio.families.single_file import is_single_file, load_llm_adapter, load_transformer
+        from studio.config.single_file import is_single_file
+        from studio.families.single_file import load_llm_adapter, load_transformer
 
         path = resolve_model_path(self.cfg.model.path)
         if not is_single_file(path):

@@ -62,7 +62,8 @@ class FlowFamily(FlowExportMixin, ImageFamilyMixin, ModelFamily):
     def parts_path(self) -> str:
         """Where everything but the transformer loads from: `model.path` itself, or for a single transformer
         file `model.extras_path` (empty: the repository diffusers infers from the file)."""
-        from studio.families.single_file import extras_source, is_single_file
+        from studio.config.single_file import is_single_file
+        from studio.families.single_file import extras_source
 
         path = resolve_model_path(self.cfg.model.path)
         return extras_source(self.cfg, path) if is_single_file(path) else path
@@ -73,7 +74,8 @@ class FlowFamily(FlowExportMixin, ImageFamilyMixin, ModelFamily):
         `options`: quantization and placement (studio/families/quantize.py)."""
         import diffusers
 
-        from studio.families.single_file import is_single_file, load_transformer
+        from studio.config.single_file import is_single_file
+        from studio.families.single_file import load_transformer
 
         path = resolve_model_path(self.cfg.model.path)
         if not is_single_file(path):

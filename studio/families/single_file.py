@@ -24,7 +24,6 @@ from pathlib import Path
 import torch
 
 from studio.config.single_file import ANIMA_ADAPTER, COMFY_PREFIX, NAMES_BY_CLASS, default_extras, header
-from studio.config.single_file import is_single_file  # noqa: F401 - the families' name for it
 
 FLUX_WIDTH = 3072  # the width diffusers' Flux converter assumes (`inner_dim`)
 
