@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import gradio as gr
 
 from studio.ui import train_actions as act
+from studio.ui.form_events import on_form
 from studio.ui.forms import SchemaForm, error_updates, field_elem_id, nearest_path, quiet
 
 # The browser side: any focus leaving a form field (text, number, slider, dropdown) or a change of a
@@ -32,7 +33,7 @@ WATCH_FIELDS = """() => {
   document.addEventListener('focusout', report, true);
   document.addEventListener('change', report, true);
 }"""
-# Hands the touched field's elem_id to the check (the last input), the form values unchanged.
+# Hands the touched field's elem_id to the check (the last input), the other inputs unchanged.
 PASS_TOUCHED = "(...args) => [...args.slice(0, -1), window.studioTouched || '']"
 
 
@@ -77,6 +78,6 @@ def wire_field_checks(form: SchemaForm) -> gr.State:
         updates, new = check_edit(form, state, elem_id, list(values))
         return [*updates, new]
 
-    trigger.click(run, [shown, *form.components, touched], [*form.components, shown], js=PASS_TOUCHED,
-                  trigger_mode="always_last", **quiet(touched))
+    on_form(trigger.click, run, [shown, form, touched], [*form.components, shown], js=PASS_TOUCHED,
+            trigger_mode="always_last", **quiet(touched))
     return shown

@@ -114,6 +114,7 @@ class SchemaForm:
     components: list[gr.components.Component]
     boxes: dict[str, list[Any]] = field(default_factory=dict)  # section -> [accordion, advanced accordion?]
     box_paths: list[tuple[Any, list[str]]] = field(default_factory=list)  # box -> the paths inside it
+    packed: Any = None  # hidden box the values travel in to a server function (see form_events.py)
 
     def component(self, path: str) -> gr.components.Component:
         return self.components[[s.path for s in self.specs].index(path)]
@@ -155,6 +156,8 @@ def build_form(values: dict[str, Any], sections: tuple[str, ...] | None = None, 
         form.box_paths.append((box, [s.path for s in members]))
         form.boxes[section] = [box]
     form.components = [made[s.path] for s in specs]
+    # Rendered (the browser keeps the value of a rendered component only); the CSS class hides it.
+    form.packed = gr.Textbox(visible=True, elem_classes=["studio-hidden"], container=False, show_label=False)
     return form
 
 

@@ -3,6 +3,7 @@ for every machine, built by `studio.distributed.machine_commands` (the lines the
 job starts), updated as the settings change."""
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import gradio as gr
@@ -11,6 +12,7 @@ from studio.config import ConfigError, finalize_job, validate
 from studio.distributed import machine_commands
 from studio.runfolder import CONFIG_FILE
 from studio.ui.form_spec import config_from_values, get_path
+from studio.ui.form_events import on_form
 from studio.ui.forms import SchemaForm
 
 # The settings the commands depend on; any change to them redraws the block.
@@ -53,5 +55,6 @@ def build_machine_commands(form: SchemaForm) -> gr.Markdown:
     # One event for the five settings: a preset load changes them all at once, one redraw (not five).
     triggers = [form.component(path).change for path in WATCHED if form.has(path)]
     if triggers:
-        gr.on(triggers, redraw, form.components, block, trigger_mode="always_last", show_progress="hidden")
+        on_form(partial(gr.on, triggers), redraw, [form], block, trigger_mode="always_last",
+                show_progress="hidden")
     return block

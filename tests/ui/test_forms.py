@@ -1,6 +1,11 @@
 """The Train form is generated from the schema and loses nothing: for every preset, config -> form
-values -> (through each component, as the browser would) -> config gives the same config."""
+values -> (through each component, as the browser would) -> config gives the same config. Its values
+reach server functions as one packed input (studio/ui/form_events.py) that gives the same values, and
+no server event of the page takes the form's fields as inputs (each such event left every later tab
+switch slower in the browser)."""
 from __future__ import annotations
+
+import json
 
 import gradio as gr
 import pandas as pd
@@ -10,6 +15,7 @@ from studio.config import validate
 from studio.config.presets import list_presets
 from studio.ui.form_spec import (config_from_values, field_specs, same_ui_value, spec_by_path,
                                  values_from_config)
+from studio.ui.form_events import unpack
 from studio.ui.forms import build_form, error_updates, visibility_updates
 from studio.ui.train_actions import check_values, preset_config
 
@@ -145,3 +151,48 @@ def test_auto_on_off_setting_round_trips():
     assert spec.choices == ("auto", "on", "off") and spec.default == "auto"
     for value in ("auto", True, False):
         assert from_ui(spec, to_ui(spec, value)) == value
+
+
+def browser_payload(component, value):
+    """What the browser holds for `value` and sends back: the component's postprocessed value as JSON."""
+    shown = component.postprocess(value)
+    return shown.model_dump() if hasattr(shown, "model_dump") else shown
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_packed_values_give_the_preset_back(name, form, home):
+    config = preset_config(name)
+    packed = json.dumps([browser_payload(c, v) for c, v in zip(form.components, values_from_config(config))])
+    assert validate(config_from_values(unpack(form, packed))).model_dump(mode="json") == config
+
+
+def test_tables_arrive_as_gradio_would_hand_them_over(form, home):
+    """The prompt table goes through the Dataframe's own data model and preprocess (a pandas frame)."""
+    config = preset_config("tiny-sd15-lora")
+    config["sampling"]["prompts"] = [{"prompt": "a red circle", "seed": 3}]
+    values = values_from_config(config)
+    packed = json.dumps([browser_payload(c, v) for c, v in zip(form.components, values)])
+    table = unpack(form, packed)[[s.path for s in form.specs].index("sampling.prompts")]
+    assert list(table["prompt"]) == ["a red circle"] and int(table["seed"][0]) == 3
+
+
+def test_a_stale_page_is_told_to_reload(form):
+    with pytest.raises(ValueError, match="reload the page"):
+        unpack(form, json.dumps([1, 2, 3]))
+
+
+def test_no_server_event_takes_the_form_fields(home):
+    """Every event of the studio's page that reads the Train form gets its packed box; the fields are
+    inputs only of browser-side packing steps (no request, no loading status)."""
+    from studio.queue import JobStore
+    from studio.ui.app import build_app
+    from studio.ui.context import StudioContext
+
+    demo = build_app(StudioContext(store=JobStore(home / "queue.db")), {"share": False, "auth": None})
+    server = [fn for fn in demo.fns.values() if fn.fn is not None]
+    widest = max(server, key=lambda fn: len(fn.inputs))
+    assert len(widest.inputs) < 20, (widest.name, len(widest.inputs))
+    packing = [fn for fn in demo.fns.values() if fn.fn is None and len(fn.inputs) > 100]
+    assert packing and all(fn.js for fn in packing)
+    names = {fn.name for fn in server}
+    assert {"run", "show_preview", "summary", "fit", "save"} <= names

@@ -11,6 +11,7 @@ import gradio as gr
 from studio.config import ConfigError, load_config
 from studio.ui import train_actions as act
 from studio.ui.files import EXPORTS_DIR
+from studio.ui.form_events import on_form
 
 MAX_CONFIG_BYTES = 1_000_000
 
@@ -63,4 +64,4 @@ def wire_config_files(ctx, tab, upload, export, file, visibility: dict) -> None:
         return gr.update(value=str(out), visible=True), f"Exported the form's config to `{out}`."
 
     upload.upload(do_import, [upload], tab.load_outputs + [tab.message], show_progress_on=tab.message).then(**visibility)
-    export.click(do_export, tab.form.components, [file, tab.message])
+    on_form(export.click, do_export, [tab.form], [file, tab.message])

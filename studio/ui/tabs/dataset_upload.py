@@ -9,6 +9,7 @@ import gradio as gr
 
 from studio.ui.files import (UPLOAD_SUFFIXES, UploadError, dataset_images, read_caption, save_upload,
                              write_caption)
+from studio.ui.form_events import on_form
 
 
 @dataclass
@@ -76,9 +77,10 @@ def connect_panel(ctx, panel: UploadPanel, path_box, scan, scan_inputs: list, sc
     ok = gr.State(False)
     path_box.input(lambda: (gr.update(visible=False), gr.update(visible=False), ""), None,
                    [stale[0], panel.gallery, stale[1]], show_progress="hidden")
-    panel.upload.click(lambda n, f: upload(ctx, n, f), [panel.name, panel.files], [panel.message, path_box, ok]) \
-        .then(lambda worked, *v: scan(*v) if worked else [gr.skip()] * len(scan_outputs), [ok, *scan_inputs],
-              scan_outputs, show_progress_on=stale[1])
+    uploaded = panel.upload.click(lambda n, f: upload(ctx, n, f), [panel.name, panel.files],
+                                  [panel.message, path_box, ok])
+    on_form(uploaded.then, lambda worked, *v: scan(*v) if worked else [gr.skip()] * len(scan_outputs),
+            [ok, *scan_inputs], scan_outputs, show_progress_on=stale[1])
     panel.gallery.select(pick, [panel.shown, path_box], [panel.image, panel.caption])
     panel.save.click(save_caption, [path_box, panel.image, panel.caption], [panel.message])
 

@@ -15,6 +15,7 @@ from studio.queue import QueueError
 from studio.ui import train_actions as act
 from studio.ui.context import StudioContext
 from studio.ui.dataset_view import SCAN_COLUMNS, cache_state, scan_dataset
+from studio.ui.form_events import on_form
 from studio.ui.form_spec import config_from_values, field_specs, from_ui, get_path, set_path
 from studio.ui.forms import CONTEXT_PATHS, build_form, error_updates, quiet, value_updates, visibility_updates
 from studio.ui.tabs.dataset_upload import build_upload_panel, connect_panel, preview
@@ -116,7 +117,8 @@ def _connect(ctx: StudioContext, train: TrainTab, form, copy_btn, scan_btn, queu
         merged = [{**value, **visible} for value, visible in zip(values, shown)]
         return [*merged, *shown[len(values):], "Copied the dataset and model settings from the Train tab."]
 
-    copy_btn.click(copy_from_train, train_comps, form.components + form.box_list + [message], show_progress_on=message)
+    on_form(copy_btn.click, copy_from_train, [train.form], form.components + form.box_list + [message],
+            show_progress_on=message)
 
     def checked(values: tuple):
         train_values, own = values[:len(train_comps)], values[len(train_comps):]
@@ -156,12 +158,12 @@ def _connect(ctx: StudioContext, train: TrainTab, form, copy_btn, scan_btn, queu
         cfg, problems = checked(values)
         return act.problems_markdown(problems) if cfg is None else cache_state(ctx.store, cfg)
 
-    inputs = [*train_comps, *form.components]
+    inputs = [train.form, form]
     scan_outputs = [message, bad_files, *form.components, panel.gallery, panel.shown]
-    scan_btn.click(scan, inputs, scan_outputs, show_progress_on=message)
+    on_form(scan_btn.click, scan, inputs, scan_outputs, show_progress_on=message)
     connect_panel(ctx, panel, form.component("data.path"), scan, inputs, scan_outputs, [bad_files, message])
-    queue_btn.click(queue, inputs, [message, *form.components], show_progress_on=message)
-    state_btn.click(show_state, inputs, [state])
+    on_form(queue_btn.click, queue, inputs, [message, *form.components], show_progress_on=message)
+    on_form(state_btn.click, show_state, inputs, [state])
 
 
 def _context(config: dict) -> tuple[str, str, str]:

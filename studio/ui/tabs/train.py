@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import gradio as gr
@@ -14,6 +15,7 @@ from studio.ui.field_checks import all_shown, wire_field_checks
 from studio.ui.machine_commands import build_machine_commands
 from studio.config.vram_fit import GPU_SIZES_GB
 from studio.ui.estimates import ESTIMATE_PATHS, VRAM_PATHS, estimate, fit_to_gpu, summary_markdown
+from studio.ui.form_events import on_form
 from studio.ui.form_spec import config_from_values, default_values, field_specs, get_path, same_ui_value
 from studio.ui.forms import (CONTEXT_PATHS, SchemaForm, build_form, error_updates, quiet, value_updates,
                              visibility_updates)
@@ -144,7 +146,7 @@ def _wire_presets(tab: TrainTab, preset_info, load_btn, revert_btn, confirm_row,
         base = act.preset_config(name.strip())
         return gr.update(choices=act.preset_choices(), value=name.strip()), message, base
 
-    save_btn.click(save, [save_name, save_desc, *form.components], [tab.preset, tab.message, tab.base])
+    on_form(save_btn.click, save, [save_name, save_desc, form], [tab.preset, tab.message, tab.base])
 
     def delete(name):
         try:
@@ -172,7 +174,8 @@ def _wire_live(tab: TrainTab) -> None:
     # against each event at load, and one event per setting also let two edits refresh at once.
     triggers = [form.component(path).input for path in dict.fromkeys(ESTIMATE_PATHS + VRAM_PATHS) if form.has(path)]
     if triggers:
-        gr.on(triggers, summary, form.components, tab.summary, trigger_mode="always_last", show_progress="hidden")
+        on_form(partial(gr.on, triggers), summary, [form], tab.summary, trigger_mode="always_last",
+                show_progress="hidden")
 
     def follow_family(old_family, *values):
         """Settings still at the old family's default take the new family's default (e.g. resolution)."""
@@ -186,9 +189,9 @@ def _wire_live(tab: TrainTab) -> None:
         return [*out, new_family]
 
     if form.has("model.family"):
-        form.component("model.family").input(follow_family, [tab.family, *form.components],
-                                             [*form.components, tab.family], **quiet(tab.summary)).then(
-            summary, form.components, tab.summary)
+        followed = on_form(form.component("model.family").input, follow_family, [tab.family, form],
+                           [*form.components, tab.family], **quiet(tab.summary))
+        on_form(followed.then, summary, [form], tab.summary)
 
 
 def _wire_gpu_fit(tab: TrainTab, gpu_pick, fit_btn, vis: dict) -> None:
@@ -205,8 +208,8 @@ def _wire_gpu_fit(tab: TrainTab, gpu_pick, fit_btn, vis: dict) -> None:
             return [gr.skip()] * len(tab.load_outputs) + [message]
         return [*tab.load_updates(fitted, base), message]
 
-    fit_btn.click(fit, [gpu_pick, tab.base, *tab.form.components], tab.load_outputs + [tab.message],
-                  show_progress_on=tab.message).then(**vis)
+    on_form(fit_btn.click, fit, [gpu_pick, tab.base, tab.form], tab.load_outputs + [tab.message],
+            show_progress_on=tab.message).then(**vis)
 
 
 def _wire_queueing(ctx: StudioContext, tab: TrainTab, preview, preview_box, preview_btn, add_btn, start_btn,
@@ -223,8 +226,8 @@ def _wire_queueing(ctx: StudioContext, tab: TrainTab, preview, preview_box, prev
         return [text, gr.update(open=True), "\n\n".join(p for p in parts if p),
                 *error_updates(form, checked.problems), all_shown(checked.problems)]
 
-    preview_btn.click(show_preview, [tab.base, *form.components],
-                      [preview, preview_box, tab.message, *form.components, shown], show_progress_on=tab.message)
+    on_form(preview_btn.click, show_preview, [tab.base, form],
+            [preview, preview_box, tab.message, *form.components, shown], show_progress_on=tab.message)
 
     def queue(start_now, preset_name, keep_temporary, base, *values):
         checked = act.check_values(values)
@@ -251,7 +254,7 @@ def _wire_queueing(ctx: StudioContext, tab: TrainTab, preview, preview_box, prev
             message += f"\n\nNote: {state}."
         return [message, new_base, *error_updates(form, {}), all_shown({})]
 
-    inputs = [tab.preset, temporary, tab.base, *form.components]
+    inputs = [tab.preset, temporary, tab.base, form]
     outputs = [tab.message, tab.base, *form.components, shown]
-    add_btn.click(lambda *a: queue(False, *a), inputs, outputs, show_progress_on=tab.message)
-    tab.started = start_btn.click(lambda *a: queue(True, *a), inputs, outputs, show_progress_on=tab.message)
+    on_form(add_btn.click, lambda *a: queue(False, *a), inputs, outputs, show_progress_on=tab.message)
+    tab.started = on_form(start_btn.click, lambda *a: queue(True, *a), inputs, outputs, show_progress_on=tab.message)
