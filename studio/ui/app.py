@@ -170,9 +170,7 @@ def timers_js(active: list[bool]) -> str:
 def _wire_across_tabs(ctx, tabs, train, queue, monitor, samples) -> None:
     import gradio as gr
 
-    from studio.ui.forms import quiet, visibility_updates
     from studio.ui.jobs import get_job
-    from studio.ui.tabs.train import context_values
 
     def clone_into_form(job_id):
         job = get_job(ctx.store, job_id)
@@ -184,11 +182,8 @@ def _wire_across_tabs(ctx, tabs, train, queue, monitor, samples) -> None:
                 f"Loaded the settings of job #{job.id} {job.name}; edit them and queue the new job.",
                 gr.Tabs(selected="train")]
 
-    form = train.form
     queue.clone_btn.click(clone_into_form, [queue.job], [*train.load_outputs, train.message, tabs],
-                          show_progress_on=train.message).then(
-        lambda *c: visibility_updates(form, *context_values(form, c)), train.context_components(),
-        form.components + form.box_list, **quiet(train.message))
+                          show_progress_on=train.message)
     # The job the user picks in the Queue tab is the one Monitor and Samples show (set in the browser, no
     # request; each refreshes when opened). A pick the Queue's refresh makes by itself is not passed on:
     # Monitor and Samples make the same one on their own.

@@ -189,6 +189,21 @@ def visibility_updates(form: SchemaForm, family: str, adapter_type: str, variant
     return comps + boxes
 
 
+def context_of(config: dict) -> tuple[str, ...]:
+    """The values of CONTEXT_PATHS in a config (their fallbacks where unset), for `visibility_updates`."""
+    from studio.ui.form_spec import get_path
+
+    return tuple(str(get_path(config, p, d) or d) for p, d in CONTEXT_PATHS)
+
+
+def loaded_updates(form: SchemaForm, config: dict) -> list[Any]:
+    """Every field set from `config` and shown or hidden as its family, adapter... say, then every
+    folding box: one update per component, so a load is one request (no visibility pass after it)."""
+    shown = visibility_updates(form, *context_of(config))
+    fields = [{**value, **visible} for value, visible in zip(value_updates(form, config), shown)]
+    return [*fields, *shown[len(fields):]]
+
+
 def _variant_update(family: str, variant: str) -> dict[str, Any]:
     """The family's variants; a value the new family does not take goes back to its default."""
     picker = variant_choices(family)

@@ -1,6 +1,8 @@
 """The Train form in a real browser: a field's problem shows when the field is left (rank 0 is kept
 and named, not turned into 1), fixing it clears it; the instance prompt shows only with its strategy;
-several machines show one command per machine. Screenshots go to tests/ui/screenshots/."""
+several machines show one command per machine; a family switch brings the new family's defaults, its
+fields and its summary, and loading a preset brings its own back in one step. Screenshots go to
+tests/ui/screenshots/."""
 from __future__ import annotations
 
 import re
@@ -53,4 +55,20 @@ def test_train_form_checks_while_editing(studio_server):
         expect(machines).to_contain_text("distributed.machine_rank=0")
         machines.scroll_into_view_if_needed()
         shot(page, "train-machines")
+
+        # A family switch: settings still at the old family's defaults take the new one's (accumulation 1 -> 4),
+        # the image settings hide, the LLM's show, and the summary counts the new batch.
+        accumulation, summary = box(page, "cfg-training-gradient-accumulation-steps"), page.locator("#train-summary")
+        expect(summary).to_contain_text("× 1 accumulation")
+        choose(page, "cfg-model-family", "causal_lm")
+        expect(accumulation).to_have_value("4")
+        expect(summary).to_contain_text("× 4 accumulation")
+        expect(page.locator("#cfg-data-resolution")).to_be_hidden()
+        expect(page.locator("#cfg-model-variant")).to_be_visible()
+        page.click("#train-load")  # the SD 1.5 preset again: its values and its fields, one request
+        expect(page.locator("#train-message")).to_contain_text("Loaded preset")
+        expect(accumulation).to_have_value("1")
+        expect(summary).to_contain_text("× 1 accumulation")
+        expect(page.locator("#cfg-data-resolution")).to_be_visible()
+        expect(page.locator("#cfg-model-variant")).to_be_hidden()
         browser.close()

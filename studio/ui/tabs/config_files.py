@@ -41,7 +41,7 @@ def read_config_file(path: str) -> dict:
     return load_config(data).model_dump(mode="json")
 
 
-def wire_config_files(ctx, tab, upload, export, file, visibility: dict) -> None:
+def wire_config_files(ctx, tab, upload, export, file) -> None:
     def do_import(uploaded):
         path = getattr(uploaded, "name", uploaded)
         try:
@@ -63,5 +63,5 @@ def wire_config_files(ctx, tab, upload, export, file, visibility: dict) -> None:
         out.write_text(json.dumps(config, indent=2), encoding="utf-8")
         return gr.update(value=str(out), visible=True), f"Exported the form's config to `{out}`."
 
-    upload.upload(do_import, [upload], tab.load_outputs + [tab.message], show_progress_on=tab.message).then(**visibility)
+    upload.upload(do_import, [upload], tab.load_outputs + [tab.message], show_progress_on=tab.message)
     on_form(export.click, do_export, [tab.form], [file, tab.message])

@@ -17,7 +17,7 @@ from studio.ui.context import StudioContext
 from studio.ui.dataset_view import SCAN_COLUMNS, cache_state, scan_dataset
 from studio.ui.form_events import on_form
 from studio.ui.form_spec import config_from_values, field_specs, from_ui, get_path, set_path
-from studio.ui.forms import CONTEXT_PATHS, build_form, error_updates, quiet, value_updates, visibility_updates
+from studio.ui.forms import CONTEXT_PATHS, build_form, error_updates, loaded_updates, quiet, visibility_updates
 from studio.ui.tabs.dataset_upload import build_upload_panel, connect_panel, preview
 from studio.ui.tabs.train import TrainTab
 
@@ -112,10 +112,7 @@ def _connect(ctx: StudioContext, train: TrainTab, form, copy_btn, scan_btn, queu
             config = config_from_values(list(train_values))
         except ConfigError as err:
             return [gr.skip()] * (len(form.components) + len(form.box_list)) + [act.problems_markdown(err.by_field)]
-        values = value_updates(form, config)
-        shown = visibility_updates(form, *_context(config))  # one per component, then one per box
-        merged = [{**value, **visible} for value, visible in zip(values, shown)]
-        return [*merged, *shown[len(values):], "Copied the dataset and model settings from the Train tab."]
+        return [*loaded_updates(form, config), "Copied the dataset and model settings from the Train tab."]
 
     on_form(copy_btn.click, copy_from_train, [train.form], form.components + form.box_list + [message],
             show_progress_on=message)
@@ -165,6 +162,3 @@ def _connect(ctx: StudioContext, train: TrainTab, form, copy_btn, scan_btn, queu
     on_form(queue_btn.click, queue, inputs, [message, *form.components], show_progress_on=message)
     on_form(state_btn.click, show_state, inputs, [state])
 
-
-def _context(config: dict) -> tuple[str, str, str]:
-    return tuple(str(get_path(config, p, d) or d) for p, d in CONTEXT_PATHS)

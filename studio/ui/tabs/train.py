@@ -17,7 +17,7 @@ from studio.config.vram_fit import GPU_SIZES_GB
 from studio.ui.estimates import ESTIMATE_PATHS, VRAM_PATHS, estimate, fit_to_gpu, summary_markdown
 from studio.ui.form_events import on_form
 from studio.ui.form_spec import config_from_values, default_values, field_specs, get_path, same_ui_value
-from studio.ui.forms import (CONTEXT_PATHS, SchemaForm, build_form, error_updates, quiet, value_updates,
+from studio.ui.forms import (CONTEXT_PATHS, SchemaForm, build_form, error_updates, loaded_updates, quiet,
                              visibility_updates)
 from studio.ui.tabs.config_files import build_config_files, wire_config_files
 
@@ -34,11 +34,12 @@ class TrainTab:
 
     @property
     def load_outputs(self) -> list:
-        return [*self.form.components, self.base, self.family, self.summary]
+        return [*self.form.components, *self.form.box_list, self.base, self.family, self.summary]
 
     def load_updates(self, config: dict, base: dict | None) -> list:
+        """The form set from `config` (fields shown as it says), its preset, family and summary."""
         family = get_path(config, "model.family", "sd15")
-        return [*value_updates(self.form, config), base, family, summary_markdown(estimate(config), config)]
+        return [*loaded_updates(self.form, config), base, family, summary_markdown(estimate(config), config)]
 
     def context_components(self) -> list:
         return [self.form.component(p) for p, _ in CONTEXT_PATHS if self.form.has(p)]
@@ -100,39 +101,40 @@ def build_train_tab(ctx: StudioContext) -> TrainTab:
                 start_btn = gr.Button("Start now", variant="primary", size="sm", elem_id="train-start")
             message = gr.Markdown(elem_id="train-message")
     tab = TrainTab(form, preset, gr.State(base), gr.State(initial.get("model.family", "sd15")), summary, message)
-    vis = _wire_presets(tab, preset_info, load_btn, revert_btn, confirm_row, confirm_yes, confirm_no,
-                        save_name, save_desc, save_btn, delete_btn)
-    wire_config_files(ctx, tab, *config_files, vis)
+    _wire_presets(tab, preset_info, load_btn, revert_btn, confirm_row, confirm_yes, confirm_no,
+                  save_name, save_desc, save_btn, delete_btn)
+    wire_config_files(ctx, tab, *config_files)
     _wire_live(tab)
     shown = wire_field_checks(form)
-    _wire_gpu_fit(tab, gpu_pick, fit_btn, vis)
+    _wire_gpu_fit(tab, gpu_pick, fit_btn)
     _wire_queueing(ctx, tab, preview, preview_box, preview_btn, add_btn, start_btn, temporary, shown)
     return tab
 
 
 def _wire_presets(tab: TrainTab, preset_info, load_btn, revert_btn, confirm_row, confirm_yes, confirm_no,
-                  save_name, save_desc, save_btn, delete_btn) -> dict:
-    """Wire the preset controls; returns the event spec that re-applies the form's visibility rules."""
+                  save_name, save_desc, save_btn, delete_btn) -> None:
+    """Wire the preset controls, and the visibility rules when the family, adapter... are edited."""
     form = tab.form
 
     def load(name):
+        """Load and Revert (confirmed): the preset into the form; the revert question goes away."""
+        hide = gr.update(visible=False)
         if not name:
-            return [gr.skip()] * len(tab.load_outputs) + ["Choose a preset first."]
+            return [gr.skip()] * len(tab.load_outputs) + ["Choose a preset first.", hide]
         try:
             config = act.preset_config(name)
         except ConfigError as err:
-            return [gr.skip()] * len(tab.load_outputs) + [act.problems_markdown(err.by_field)]
-        return [*tab.load_updates(config, config), f"Loaded preset **{name}**."]
+            return [gr.skip()] * len(tab.load_outputs) + [act.problems_markdown(err.by_field), hide]
+        return [*tab.load_updates(config, config), f"Loaded preset **{name}**.", hide]
 
     def visibility(*context):
         return visibility_updates(form, *context_values(form, context))
 
-    vis = dict(fn=visibility, inputs=tab.context_components(), outputs=form.components + form.box_list,
-               **quiet(tab.message))
-    for trigger in (load_btn.click, confirm_yes.click):
-        trigger(load, [tab.preset], tab.load_outputs + [tab.message], show_progress_on=tab.message).then(**vis)
-    gr.on([comp.input for comp in tab.context_components()], **vis)  # one event for the three
-    confirm_yes.click(lambda: gr.update(visible=False), None, confirm_row)
+    gr.on([load_btn.click, confirm_yes.click], load, [tab.preset], tab.load_outputs + [tab.message, confirm_row],
+          show_progress_on=tab.message)
+    # Editing the family, adapter or a `when` setting by hand: one event for them all.
+    gr.on([comp.input for comp in tab.context_components()], visibility, tab.context_components(),
+          form.components + form.box_list, **quiet(tab.message))
     revert_btn.click(lambda: gr.update(visible=True), None, confirm_row)
     confirm_no.click(lambda: gr.update(visible=False), None, confirm_row)
     tab.preset.change(lambda n: (act.preset_description(n), gr.update(interactive=act.preset_kind(n) == "user")),
@@ -156,7 +158,6 @@ def _wire_presets(tab: TrainTab, preset_info, load_btn, revert_btn, confirm_row,
         return gr.update(choices=act.preset_choices(), value=act.default_preset()), message
 
     delete_btn.click(delete, [tab.preset], [tab.preset, tab.message])
-    return vis
 
 
 def _wire_live(tab: TrainTab) -> None:
@@ -171,30 +172,34 @@ def _wire_live(tab: TrainTab) -> None:
         return summary_markdown(estimate(config), config)
 
     # One event for every setting the estimate reads (36 of them): the browser matches each component
-    # against each event at load, and one event per setting also let two edits refresh at once.
-    triggers = [form.component(path).input for path in dict.fromkeys(ESTIMATE_PATHS + VRAM_PATHS) if form.has(path)]
+    # against each event at load, and one event per setting also let two edits refresh at once. A family
+    # switch refreshes it below, after its defaults are in.
+    triggers = [form.component(path).input for path in dict.fromkeys(ESTIMATE_PATHS + VRAM_PATHS)
+                if form.has(path) and path != "model.family"]
     if triggers:
         on_form(partial(gr.on, triggers), summary, [form], tab.summary, trigger_mode="always_last",
                 show_progress="hidden")
 
     def follow_family(old_family, *values):
-        """Settings still at the old family's default take the new family's default (e.g. resolution)."""
+        """Settings still at the old family's default take the new family's default (e.g. resolution);
+        the summary follows the form as it is then."""
         new_family = values[[s.path for s in form.specs].index("model.family")]
         old, new = default_values(old_family), default_values(new_family)
         out: list[Any] = []
-        for spec, value in zip(form.specs, values):
+        now = list(values)
+        for i, (spec, value) in enumerate(zip(form.specs, values)):
             changed = not same_ui_value(old[spec.path], new[spec.path])
-            out.append(gr.update(value=new[spec.path]) if changed and same_ui_value(value, old[spec.path])
-                       else gr.skip())
-        return [*out, new_family]
+            follows = changed and same_ui_value(value, old[spec.path])
+            out.append(gr.update(value=new[spec.path]) if follows else gr.skip())
+            now[i] = new[spec.path] if follows else value
+        return [*out, new_family, summary(*now)]
 
     if form.has("model.family"):
-        followed = on_form(form.component("model.family").input, follow_family, [tab.family, form],
-                           [*form.components, tab.family], **quiet(tab.summary))
-        on_form(followed.then, summary, [form], tab.summary)
+        on_form(form.component("model.family").input, follow_family, [tab.family, form],
+                [*form.components, tab.family, tab.summary], **quiet(tab.summary))
 
 
-def _wire_gpu_fit(tab: TrainTab, gpu_pick, fit_btn, vis: dict) -> None:
+def _wire_gpu_fit(tab: TrainTab, gpu_pick, fit_btn) -> None:
     """The VRAM picker (issue #19): the chosen card's size and the settings that fit it go into the form."""
     def fit(gpu, base, *values):
         if not gpu:
@@ -209,7 +214,7 @@ def _wire_gpu_fit(tab: TrainTab, gpu_pick, fit_btn, vis: dict) -> None:
         return [*tab.load_updates(fitted, base), message]
 
     on_form(fit_btn.click, fit, [gpu_pick, tab.base, tab.form], tab.load_outputs + [tab.message],
-            show_progress_on=tab.message).then(**vis)
+            show_progress_on=tab.message)
 
 
 def _wire_queueing(ctx: StudioContext, tab: TrainTab, preview, preview_box, preview_btn, add_btn, start_btn,
