@@ -48,11 +48,12 @@ class ProgressLog:
                      "elapsed_s": round(self.elapsed(), 2), "eta_s": self.eta(step), **extra,
                      "time": time.time()})
 
-    def tick(self, step: int, epoch: int) -> None:
-        """A step between `logging_steps` records: where the run is, without the loss (reading the loss
-        every step would make a GPU wait for each step to finish)."""
+    def tick(self, step: int, epoch: int, lr: float | None = None) -> None:
+        """A step between `logging_steps` records: where the run is and its learning rate (the scheduler's,
+        on the host), without the loss (reading it every step would make a GPU wait for each step; the
+        next logging step's record carries it)."""
         self._write({"step": step, "total": self.total, "epoch": epoch, "elapsed_s": round(self.elapsed(), 2),
-                     "eta_s": self.eta(step), "time": time.time()})
+                     "eta_s": self.eta(step), **({"lr": lr} if lr is not None else {}), "time": time.time()})
 
     def event(self, name: Event | str, **fields) -> None:
         self._write({"event": str(Event(name)), "time": time.time(), **fields})

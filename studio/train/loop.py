@@ -44,8 +44,10 @@ class Loop:
         self.step = self.epoch = self.batches_done = 0
         self.last_save_time = time.time()
         self.stopper = EarlyStopper(self.cfg.evaluation, run_dir)
-        self.window_loss: torch.Tensor | None = None
-        self.window_count = 0
+        # The losses since the last logging step, on the device: one per batch, and how many batches made
+        # each optimizer step (read at the logging step: one host sync per logging_steps, not per step).
+        self.window_losses: list[torch.Tensor] = []
+        self.window_steps: list[int] = []
         self.last_loss = float("nan")
         # Collected once: walking the network's parameters costs milliseconds, too much for every step.
         self.trainable = t.adapter.trainable_params()
@@ -178,12 +180,10 @@ class Loop:
                 prof.lap("forward")
                 self.backward(loss / accum)
                 prof.lap("backward")
-            # Stays on the device: no host sync until a logging step reads it.
-            detached = loss.detach().float()
-            self.window_loss = detached if self.window_loss is None else self.window_loss + detached
-            self.window_count += 1
+            self.window_losses.append(loss.detach().float())  # stays on the device until a logging step
             if not sync:
                 continue
+            self.window_steps.append(len(self.window_losses) - sum(self.window_steps))
             grad_norm = self.optimizer_step()
             prof.lap("optimizer")
             outcome = self.after_step(grad_norm)
@@ -220,7 +220,8 @@ class Loop:
         if self.step % cfg.logging.logging_steps == 0 or self.step == self.t.total_steps:
             self.log_step(grad_norm)
         else:
-            self.progress.tick(self.step, self.epoch)  # the Monitor moves every step (main process only)
+            # The Monitor moves every step (main process only); the loss comes with the next logging step.
+            self.progress.tick(self.step, self.epoch, self.t.scheduler.get_last_lr()[0])
             if self.bar is not None:
                 self.bar.update(1)
         ck = cfg.checkpointing
@@ -251,23 +252,36 @@ class Loop:
             self.run_eval()
 
     # ---- reporting -----------------------------------------------------------------------------
-    def _check_finite(self) -> None:
-        """Every rank calls this at the same points and sees the same (reduced) value: all stop together."""
-        if self.window_loss is not None:
-            self.window_loss = mean_over_ranks(self.t.accelerator, self.window_loss)
-        if self.window_loss is not None and not math.isfinite(float(self.window_loss)):
-            raise NonFiniteLoss(f"the loss became {float(self.window_loss)} at step {self.step}; lower "
+    def _window(self) -> tuple[float, list[float]]:
+        """The mean loss since the last logging step and each optimizer step's own (the mean of its
+        batches), averaged over the processes. Every rank calls this at the same points and sees the
+        same values: a non-finite loss stops all of them together."""
+        if not self.window_losses:
+            return self.last_loss, []
+        batches = mean_over_ranks(self.t.accelerator, torch.stack(self.window_losses)).cpu()
+        loss = float(batches.mean())
+        if not math.isfinite(loss):
+            raise NonFiniteLoss(f"the loss became {loss} at step {self.step}; lower "
                                 "training.learning_rate, enable clipping (training.max_grad_norm) or check the data; "
                                 f"{last_good_note(self.run_dir)}")
+        per_step = [float(part.mean()) for part in torch.split(batches, self.window_steps)] if self.window_steps else []
+        return loss, per_step
+
+    def _check_finite(self) -> None:
+        """Before a save and at the end: a non-finite loss since the last logging step stops the run."""
+        self._window()
 
     def log_step(self, grad_norm) -> None:
-        self._check_finite()
-        loss = float(self.window_loss) / max(1, self.window_count) if self.window_loss is not None else self.last_loss
-        self.window_loss, self.window_count, self.last_loss = None, 0, loss
+        loss, per_step = self._window()
+        self.window_losses, self.window_steps, self.last_loss = [], [], loss
         lr = self.t.scheduler.get_last_lr()[0]
         extra = {"grad_norm": round(float(grad_norm), 6)} if grad_norm is not None else {}
-        self.progress.step(self.step, self.epoch, loss, lr, **extra)
-        self.track({"train/loss": loss, "train/lr": lr, **{f"train/{k}": v for k, v in extra.items()}}, self.step)
+        # Each step's own loss rides along (the Monitor draws them); `loss` stays the window's mean.
+        self.progress.step(self.step, self.epoch, loss, lr, step_losses=[round(v, 6) for v in per_step], **extra)
+        for step, value in enumerate(per_step[:-1], self.step - len(per_step) + 1):  # trackers: each at its step
+            self.track({"train/step_loss": value}, step)
+        self.track({"train/loss": loss, "train/lr": lr, **{f"train/{k}": v for k, v in extra.items()},
+                    **({"train/step_loss": per_step[-1]} if per_step else {})}, self.step)
         if self.bar is not None:
             self.bar.update(self.step - self.bar.n)
             self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", refresh=False)

@@ -27,7 +27,9 @@ class RunFeed:
     run_dir: str = ""
     progress_offset: int = 0
     console_offset: int = -1  # -1: not read yet
-    steps: list[tuple[int, float, float]] = field(default_factory=list)  # (step, loss, lr)
+    steps: list[tuple[int, float, float]] = field(default_factory=list)  # (step, loss, lr) at logging steps
+    step_losses: list[tuple[int, float]] = field(default_factory=list)  # (step, that step's own loss), every step
+    lrs: list[tuple[int, float]] = field(default_factory=list)  # (step, learning rate), every step
     evals: list[tuple[int, float]] = field(default_factory=list)  # (step, eval loss)
     events: list[str] = field(default_factory=list)
     last: dict | None = None  # newest step record
@@ -47,6 +49,9 @@ def _describe(rec: dict) -> str:
         return f"{step}checkpoint {Path(rec.get('path', '')).name}"
     if name == Event.SAMPLE:
         return f"{step}sample “{rec.get('prompt', '')}”"
+    if name == Event.SAVED:
+        verdict = {True: ", checked", False: ", does not match the trained model"}.get(rec.get("verified"), "")
+        return f"{step}saved {rec.get('format', '')} {Path(rec.get('path', '')).name}{verdict}"
     if name == Event.EVAL:
         return f"{step}eval loss {rec.get('loss', rec.get('eval_loss', '?'))}"
     if name in (Event.WARNING, Event.ERROR):
@@ -64,7 +69,7 @@ def read_new_progress(feed: RunFeed) -> bool:
     except OSError:
         return False
     if size < feed.progress_offset:  # replaced (a retry archives the old log): start over
-        feed.progress_offset, feed.steps, feed.evals, feed.events = 0, [], [], []
+        feed.progress_offset, feed.steps, feed.step_losses, feed.lrs, feed.evals, feed.events = 0, [], [], [], [], []
         feed.last = feed.final = None
     if size == feed.progress_offset:
         return False
@@ -73,8 +78,13 @@ def read_new_progress(feed: RunFeed) -> bool:
         if is_step(rec):
             feed.last = {**(feed.last or {}), **rec}  # a per-step tick has no loss: keep the last one
             feed.phase = ""
+            if rec.get("lr") is not None:
+                feed.lrs.append((int(rec["step"]), float(rec["lr"])))
             if rec.get("loss") is not None:
-                feed.steps.append((int(rec["step"]), float(rec["loss"]), float(rec.get("lr") or 0.0)))
+                step = int(rec["step"])
+                feed.steps.append((step, float(rec["loss"]), float(rec.get("lr") or 0.0)))
+                each = rec.get("step_losses") or []  # the steps since the last logging step, in order
+                feed.step_losses += [(step - len(each) + 1 + i, float(v)) for i, v in enumerate(each)]
             continue
         name = rec.get("event")
         if name == Event.EVAL and isinstance(rec.get("loss", rec.get("eval_loss")), (int, float)):
@@ -139,14 +149,22 @@ def _thin(rows: list) -> list:
     return [rows[int(i * stride)] for i in range(MAX_POINTS)] + [rows[-1]]
 
 
+# Each step's own loss light (it is noisy: diffusion losses swing with the sampled timestep), the
+# logging window's mean strong, the eval loss apart.
+LOSS_COLORS = {"train, each step": "#c7d2fe", "train": "#4338ca", "eval": "#ea580c"}
+
+
 def loss_frame(feed: RunFeed) -> pd.DataFrame:
-    rows = [(s, loss, "train") for s, loss, _ in _thin(feed.steps)]
+    """Each step's own loss (a thin, noisy line), the mean over each logging window, and the eval loss."""
+    each = feed.step_losses if len(feed.step_losses) > len(feed.steps) else []  # logging every step: one line
+    rows = [(s, loss, "train, each step") for s, loss in _thin(each)]
+    rows += [(s, loss, "train") for s, loss, _ in _thin(feed.steps)]
     rows += [(s, loss, "eval") for s, loss in _thin(feed.evals)]
     return pd.DataFrame(rows, columns=["step", "loss", "series"])
 
 
 def lr_frame(feed: RunFeed) -> pd.DataFrame:
-    return pd.DataFrame([(s, lr) for s, _, lr in _thin(feed.steps)], columns=["step", "learning rate"])
+    return pd.DataFrame(_thin(feed.lrs), columns=["step", "learning rate"])
 
 
 def clock(seconds) -> str:

@@ -190,3 +190,24 @@ def test_wandb_online_without_a_key_fails_before_the_model_loads(tmp_path):
     assert failed and "logging.report_to" in failed[-1]["message"], records[-3:]
     assert "WANDB_API_KEY" in failed[-1]["message"] and "logging.trackers_offline" in failed[-1]["message"]
     assert not [r for r in records if r.get("event") == "loading"]  # no model was loaded first
+
+
+def test_each_step_has_its_own_loss_between_logging_steps(tmp_path):
+    """logging_steps=2 with 2 batches per step: each record carries the loss of both its steps (each
+    the mean of its batches), the record's loss is their mean, and TensorBoard has every step."""
+    run_dir = tmp_path / "run"
+    result = run_studio("train", PRESET, "--set", f"job.output_dir={run_dir}", *SHORT,
+                        "--set", "logging.logging_steps=2", "--set", "training.gradient_accumulation_steps=2",
+                        "--set", "training.batch_size=1", timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    records = [r for r in read_progress(run_dir) if "loss" in r and "event" not in r]
+    assert [r["step"] for r in records] == [2, 4]
+    each = {}
+    for rec in records:
+        assert len(rec["step_losses"]) == 2
+        assert rec["loss"] == pytest.approx(sum(rec["step_losses"]) / 2, rel=1e-5)
+        each.update({rec["step"] - 1: rec["step_losses"][0], rec["step"]: rec["step_losses"][1]})
+    assert len(set(each.values())) == 4  # four different steps, not one value repeated
+    scalars = _tensorboard_scalars(run_dir / "runs")
+    assert scalars["train/step_loss"] == pytest.approx(each, rel=1e-5)
+    assert scalars["train/loss"] == pytest.approx({r["step"]: r["loss"] for r in records}, rel=1e-5)

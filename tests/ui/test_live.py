@@ -7,7 +7,7 @@ import urllib.request
 
 from studio.ui.estimates import estimate
 from studio.ui.jobs import LastProgress, queue_frame
-from studio.ui.live import RunFeed, loss_frame, progress_html, read_new_console, read_new_progress
+from studio.ui.live import RunFeed, loss_frame, lr_frame, progress_html, read_new_console, read_new_progress
 from studio.ui.train_actions import preset_config
 
 
@@ -44,6 +44,32 @@ def test_feed_reads_only_what_was_appended(tmp_path):
     again = RunFeed(job_id=1, run_dir=str(tmp_path))
     read_new_progress(again)
     assert again.steps == feed.steps
+
+
+def test_the_loss_chart_has_every_step_between_logging_steps(tmp_path):
+    """Each record carries its steps' own losses: the chart draws them (a point per step) beside the
+    logging window's mean; with logging every step the two would be the same line, so one is drawn."""
+    log = tmp_path / "progress.jsonl"
+    append(log, {**step(3, 0.5), "step_losses": [0.6, 0.5, 0.4]}, {"step": 4, "total": 20, "epoch": 0},
+           {**step(6, 0.2), "step_losses": [0.3, 0.2, 0.1]})
+    feed = RunFeed(job_id=1, run_dir=str(tmp_path))
+    read_new_progress(feed)
+    frame = loss_frame(feed)
+    each = frame[frame["series"] == "train, each step"]
+    assert list(each["step"]) == [1, 2, 3, 4, 5, 6] and list(each["loss"]) == [0.6, 0.5, 0.4, 0.3, 0.2, 0.1]
+    assert list(frame[frame["series"] == "train"]["step"]) == [3, 6]
+    assert list(lr_frame(feed)["step"]) == [3, 6]  # a tick without the learning rate adds no point
+    append(log, {"step": 7, "total": 20, "epoch": 0, "lr": 5e-4},
+           {"event": "saved", "step": 7, "format": "kohya", "path": "/r/x_kohya.safetensors", "verified": True})
+    read_new_progress(feed)
+    assert list(lr_frame(feed)["learning rate"]) == [1e-3, 1e-3, 5e-4]  # ticks carry it: every step
+    assert feed.events[-1] == "step 7: saved kohya x_kohya.safetensors, checked"
+    every = tmp_path / "every"
+    every.mkdir()
+    append(every / "progress.jsonl", *({**step(n, 0.5), "step_losses": [0.5]} for n in (1, 2)))
+    feed = RunFeed(job_id=2, run_dir=str(every))
+    read_new_progress(feed)
+    assert set(loss_frame(feed)["series"]) == {"train"}
 
 
 def test_feed_starts_over_when_the_log_is_replaced(tmp_path):

@@ -82,8 +82,9 @@ class EvaluationSection(Section):
 
 
 class LoggingSection(Section):
-    logging_steps: int = setting(10, "Record loss and learning rate every this many steps (progress file, "
-                                 "TensorBoard, console). Smaller refreshes the monitor more often.",
+    logging_steps: int = setting(10, "Write the loss every this many steps (progress file, trackers, console): "
+                                 "the mean over those steps, plus each step's own loss. The loss is read "
+                                 "from the GPU once per this many steps; smaller shows it sooner.",
                                  ge=1, le=100_000)
     log_dir: str = setting("", "TensorBoard folder. Empty = `runs/` inside the run folder.",
                            group="advanced", widget="path")

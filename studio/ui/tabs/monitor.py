@@ -13,8 +13,8 @@ from studio.runfolder.layout import TENSORBOARD_DIR
 from studio.ui.context import StudioContext
 from studio.ui.download_panel import build_download_panel
 from studio.ui.jobs import default_job_id, get_job, job_choices, picker_update
-from studio.ui.live import (RunFeed, console_text, loss_frame, lr_frame, progress_html, read_new_console,
-                            read_new_progress)
+from studio.ui.live import (LOSS_COLORS, RunFeed, console_text, loss_frame, lr_frame, progress_html,
+                            read_new_console, read_new_progress)
 from studio.ui.step_plot import STEP_AXIS, StepPlot, plot_update
 from studio.ui.tensorboard import delete_event_files, event_files
 
@@ -171,7 +171,7 @@ def build_monitor_tab(ctx: StudioContext) -> MonitorTab:
     message = gr.Markdown(elem_id="monitor-message")
     with gr.Row():
         loss_plot = StepPlot(y="loss", color="series", title="Loss", elem_id="monitor-loss", height=260,
-                             **STEP_AXIS)
+                             color_map=LOSS_COLORS, **STEP_AXIS)
         lr_plot = StepPlot(y="learning rate", title="Learning rate", elem_id="monitor-lr", height=260, **STEP_AXIS)
     with gr.Row(equal_height=False):
         console = gr.Textbox(label="Console (tail of console.log)", lines=14, max_lines=14, autoscroll=True,
