@@ -1,5 +1,6 @@
 """Playground: generate jobs through the real queue worker from two sources of one tiny SD 1.5 run, same
-seed; the written diffusers code reproduces the picture; bad requests name their field."""
+seed; the written diffusers code reproduces the picture; a chat message to a tiny SFT run, whose written
+transformers code gives the same answer; bad requests name their field."""
 from __future__ import annotations
 
 import json
@@ -101,3 +102,33 @@ def test_the_tab_shows_queued_requests_at_once(studio_home):
     assert playground_refresh(ctx, run.id, batch["value"], out[-1])[1] == {"__type__": "update"}  # unchanged: skip
     bad, _ = queue_generate(ctx, run.id, [], "a red circle", "", 7, 3, -1, 64, 0.7)
     assert "playground.sources" in bad
+
+
+def test_a_chat_with_a_trained_llm_and_its_code(tmp_path):
+    """The LLM Playground: a chat message to two sources of a tiny SFT run, through the real worker; each
+    answer carries its settings, and its "copy as code" (transformers + PEFT alone) gives the same text."""
+    from studio.queue import JobStore, Worker
+
+    run_dir = tmp_path / "llm"
+    result = run_studio("train", str(REPO / "presets/tiny-llm-sft.json"), "--set", f"job.output_dir={run_dir}",
+                        "--set", "training.max_steps=4", "--set", "checkpointing.save_steps=2",
+                        "--set", "job.name=llm", timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    run_config = json.loads((run_dir / "training_args.json").read_text())["config"]
+    store = JobStore(tmp_path / "queue.db")
+    for cfg in playground_configs(run_config, ["checkpoint-2", "final"], "Hello, who are you?", seed=3,
+                                  sampling={"max_new_tokens": 12}, batch="chat"):
+        store.add(cfg, kind="generate")
+    finished = Worker(store, poll_s=0.2).run_until_empty()
+    assert [j.status for j in finished] == ["completed", "completed"], [j.error for j in finished]
+    results = read_batch(run_dir, "chat")
+    assert [r["source"] for r in results] == ["checkpoint-2", "final"]
+    for r in results:
+        assert r["settings"]["prompt"] == "Hello, who are you?" and r["settings"]["max_new_tokens"] == 12
+        script = tmp_path / f"{r['source']}.py"
+        script.write_text(r["code"])
+        out = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True,
+                             timeout=300, env={**os.environ, "PYTHONPATH": ""})
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert out.stdout.strip() == Path(r["path"]).read_text(encoding="utf-8").strip()
+    assert any(Path(r["path"]).read_text(encoding="utf-8").strip() for r in results)  # not two empty answers
