@@ -37,6 +37,8 @@ class RunFeed:
     phase: str = ""  # what the newest non-step event says the run is doing (saving, exporting, ...)
     console: list[str] = field(default_factory=list)
     choices_signature: str = ""
+    plotted: tuple = ()  # the chart data last sent (counts of points), see `charts_due`
+    settling: bool = False  # the charts changed on the last tick: send them once more
 
     def reset(self, job_id: int | None, run_dir: str) -> "RunFeed":
         return RunFeed(job_id=job_id, run_dir=run_dir, choices_signature=self.choices_signature)
@@ -164,7 +166,21 @@ def loss_frame(feed: RunFeed) -> pd.DataFrame:
 
 
 def lr_frame(feed: RunFeed) -> pd.DataFrame:
-    return pd.DataFrame(_thin(feed.lrs), columns=["step", "learning rate"])
+    """The learning rate of every step up to the newest loss point: both charts share their x range, so
+    they are redrawn together at logging steps (a new x range rebuilds a chart in the browser)."""
+    last = feed.steps[-1][0] if feed.steps else 0
+    return pd.DataFrame(_thin([(s, lr) for s, lr in feed.lrs if s <= last]), columns=["step", "learning rate"])
+
+
+def charts_due(feed: RunFeed, fresh: bool) -> bool:
+    """Whether this tick sends the charts: when their points changed, and once more on the next tick.
+    Gradio's chart rebuilds itself when its x range changes and drops data sent while it rebuilds
+    (gradio 6.31, NativePlot), so the last change is sent again once the rebuild is done."""
+    shape = (len(feed.steps), len(feed.step_losses), len(feed.evals))  # the plotted rates follow feed.steps
+    changed = fresh or shape != feed.plotted
+    due = changed or feed.settling
+    feed.plotted, feed.settling = shape, changed
+    return due
 
 
 def clock(seconds) -> str:

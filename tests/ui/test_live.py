@@ -59,17 +59,38 @@ def test_the_loss_chart_has_every_step_between_logging_steps(tmp_path):
     assert list(each["step"]) == [1, 2, 3, 4, 5, 6] and list(each["loss"]) == [0.6, 0.5, 0.4, 0.3, 0.2, 0.1]
     assert list(frame[frame["series"] == "train"]["step"]) == [3, 6]
     assert list(lr_frame(feed)["step"]) == [3, 6]  # a tick without the learning rate adds no point
-    append(log, {"step": 7, "total": 20, "epoch": 0, "lr": 5e-4},
-           {"event": "saved", "step": 7, "format": "kohya", "path": "/r/x_kohya.safetensors", "verified": True})
+    append(log, {"step": 7, "total": 20, "epoch": 0, "lr": 5e-4})
     read_new_progress(feed)
-    assert list(lr_frame(feed)["learning rate"]) == [1e-3, 1e-3, 5e-4]  # ticks carry it: every step
-    assert feed.events[-1] == "step 7: saved kohya x_kohya.safetensors, checked"
+    assert list(lr_frame(feed)["step"]) == [3, 6]  # up to the newest loss point: the charts share their x range
+    append(log, {**step(8, 0.1), "lr": 2e-4, "step_losses": [0.1, 0.1]},
+           {"event": "saved", "step": 8, "format": "kohya", "path": "/r/x_kohya.safetensors", "verified": True})
+    read_new_progress(feed)
+    assert list(lr_frame(feed)["learning rate"]) == [1e-3, 1e-3, 5e-4, 2e-4]  # ticks carry it: every step
+    assert feed.events[-1] == "step 8: saved kohya x_kohya.safetensors, checked"
     every = tmp_path / "every"
     every.mkdir()
     append(every / "progress.jsonl", *({**step(n, 0.5), "step_losses": [0.5]} for n in (1, 2)))
     feed = RunFeed(job_id=2, run_dir=str(every))
     read_new_progress(feed)
     assert set(loss_frame(feed)["series"]) == {"train"}
+
+
+def test_charts_are_sent_when_their_points_change_and_once_more(tmp_path):
+    """A tick without new points sends no chart, except the one right after a change: Gradio's chart drops
+    data that arrives while it rebuilds for a new x range, so the last change is sent again."""
+    from studio.ui.live import charts_due
+
+    log = tmp_path / "progress.jsonl"
+    feed = RunFeed(job_id=1, run_dir=str(tmp_path))
+    read_new_progress(feed)
+    assert charts_due(feed, fresh=True) and charts_due(feed, fresh=False)  # a new page, then once more
+    assert not charts_due(feed, fresh=False)
+    append(log, step(5, 0.9))
+    read_new_progress(feed)
+    assert charts_due(feed, fresh=False) and charts_due(feed, fresh=False) and not charts_due(feed, fresh=False)
+    append(log, {"step": 6, "total": 20, "epoch": 0, "lr": 1e-3})  # a tick: no new chart point
+    read_new_progress(feed)
+    assert not charts_due(feed, fresh=False)
 
 
 def test_feed_starts_over_when_the_log_is_replaced(tmp_path):

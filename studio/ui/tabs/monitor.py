@@ -13,8 +13,8 @@ from studio.runfolder.layout import TENSORBOARD_DIR
 from studio.ui.context import StudioContext
 from studio.ui.download_panel import build_download_panel
 from studio.ui.jobs import default_job_id, get_job, job_choices, picker_update
-from studio.ui.live import (LOSS_COLORS, RunFeed, console_text, loss_frame, lr_frame, progress_html,
-                            read_new_console, read_new_progress)
+from studio.ui.live import (LOSS_COLORS, RunFeed, charts_due, console_text, loss_frame, lr_frame,
+                            progress_html, read_new_console, read_new_progress)
 from studio.ui.step_plot import STEP_AXIS, StepPlot, plot_update
 from studio.ui.tensorboard import delete_event_files, event_files
 
@@ -93,9 +93,10 @@ def monitor_tick(ctx: StudioContext, job_id, feed: RunFeed, everything: bool = F
     if fresh:  # another job, or a new page: read its files from the start
         feed = feed.reset(job.id, job.run_dir)
     feed.choices_signature = signature
-    new_steps = read_new_progress(feed) or fresh
+    read_new_progress(feed)
     new_console = read_new_console(feed) or fresh
-    plots = [plot_update(loss_frame(feed), "series"), plot_update(lr_frame(feed))] if new_steps else [gr.skip(), gr.skip()]
+    plots = ([plot_update(loss_frame(feed), "series"), plot_update(lr_frame(feed))] if charts_due(feed, fresh)
+             else [gr.skip(), gr.skip()])
     text = console_text(feed, everything) if new_console else gr.skip()
     recent = "\n".join(f"- {e}" for e in reversed(feed.events[-12:])) or "*No events yet.*"
     return [choice_update, progress_html(feed, job.status), *plots, text, "**Events**\n\n" + recent, feed,

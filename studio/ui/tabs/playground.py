@@ -50,7 +50,8 @@ def family_of(job) -> str:
 
 
 def pick_run(ctx: StudioContext, run_id):
-    """Sources of the run (two preselected: the first checkpoint and the newest), fields for its family."""
+    """Sources of the run (two preselected: the first checkpoint and the newest), fields for its family
+    (a language model has no negative prompt, steps or guidance; it has a reply length and temperature)."""
     job = get_job(ctx.store, run_id)
     sources = adapter_sources(Path(job.run_dir)) if job else []
     chosen = sources if len(sources) <= 2 else [sources[0], sources[-1]]
@@ -59,7 +60,7 @@ def pick_run(ctx: StudioContext, run_id):
     image, text = kind == "images", kind == "text"
     batches = list_batches(Path(job.run_dir)) if job else []
     return [gr.update(choices=sources, value=chosen), gr.update(visible=image), gr.update(visible=not text),
-            gr.update(visible=text), gr.update(visible=text),
+            gr.update(visible=not text), gr.update(visible=text), gr.update(visible=text),
             gr.update(label="Chat message" if text else "Prompt"),
             gr.update(choices=batches, value=batches[0] if batches else None)]
 
@@ -181,7 +182,7 @@ def build_playground_tab(ctx: StudioContext) -> PlaygroundTab:
     outputs = [summary, views, signature]
     inputs = [run, batch, signature]
     run.change(lambda r: pick_run(ctx, r), [run],
-               [sources, negative, guidance, max_tokens, temperature, prompt, batch])
+               [sources, negative, steps, guidance, max_tokens, temperature, prompt, batch])
     batch.change(refresh, [run, batch, gr.State("")], outputs, show_progress="hidden")
     timer.tick(refresh, inputs, outputs, show_progress="hidden")
     generate.click(lambda *a: queue_generate(ctx, *a),
