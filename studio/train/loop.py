@@ -264,7 +264,10 @@ class Loop:
             raise NonFiniteLoss(f"the loss became {loss} at step {self.step}; lower "
                                 "training.learning_rate, enable clipping (training.max_grad_norm) or check the data; "
                                 f"{last_good_note(self.run_dir)}")
-        per_step = [float(part.mean()) for part in torch.split(batches, self.window_steps)] if self.window_steps else []
+        # Batches after the last optimizer step (none where this is called: after a step or an epoch's end)
+        # belong to the next one.
+        done = sum(self.window_steps)
+        per_step = [float(part.mean()) for part in torch.split(batches[:done], self.window_steps)] if done else []
         return loss, per_step
 
     def _check_finite(self) -> None:

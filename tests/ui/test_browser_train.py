@@ -1,7 +1,7 @@
 """The Train form in a real browser: a field's problem shows when the field is left (rank 0 is kept
 and named, not turned into 1), fixing it clears it; the instance prompt shows only with its strategy;
 several machines show one command per machine; a family switch brings the new family's defaults, its
-fields and its summary, and loading a preset brings its own back in one step. Screenshots go to
+fields and its summary, and loading a preset (or reverting to it) brings its own back in one step. Screenshots go to
 tests/ui/screenshots/."""
 from __future__ import annotations
 
@@ -71,4 +71,10 @@ def test_train_form_checks_while_editing(studio_server):
         expect(summary).to_contain_text("× 1 accumulation")
         expect(page.locator("#cfg-data-resolution")).to_be_visible()
         expect(page.locator("#cfg-model-variant")).to_be_hidden()
+        box(page, "cfg-training-max-steps").fill("7")  # an edit, then "Revert to preset defaults" and confirm
+        page.click("#train-revert")
+        expect(page.locator("#train-revert-confirm")).to_be_visible()
+        page.click("#train-revert-yes")
+        expect(box(page, "cfg-training-max-steps")).to_have_value("20")
+        expect(page.locator("#train-revert-confirm")).to_be_hidden()
         browser.close()
