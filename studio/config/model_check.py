@@ -7,9 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from studio.config.single_file import SUFFIX as SINGLE_FILE
 from studio.registry.families import FAMILIES
-
-SINGLE_FILE = ".safetensors"
 
 
 def _expected(parts: tuple[str, ...]) -> str:

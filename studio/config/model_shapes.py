@@ -129,8 +129,10 @@ def hub_model(repo_id: str, revision: str = "") -> ModelInfo | None:
 def model_for(cfg, folder: str | Path | None = None, hub: bool = False) -> ModelInfo | None:
     """The job's model shapes (read once per folder and modification time), or None when unknown. `hub`:
     a hub id not in the local cache is asked from the hub (headers only), for the CLI and the train command."""
+    from studio.config.single_file import names_single_file
+
     path = cfg.model.path
-    if path.lower().endswith(".safetensors") and cfg.model.extras_path.strip():
+    if names_single_file(path) and cfg.model.extras_path.strip():
         path = cfg.model.extras_path  # a single transformer file: its architecture is that of its parts' model
     folder = Path(folder) if folder is not None else local_model_folder(path)
     if folder is None:

@@ -26,8 +26,13 @@ DIFFUSERS_TYPES = {"flux": ("flux-dev", "flux-schnell"), "sd3": ("sd3", "sd35"),
 FIXED_EXTRAS = {"anima": "circlestone-labs/Anima-Base-v1.0-Diffusers"}
 
 
+def names_single_file(path: str) -> bool:
+    """Whether `path` names one .safetensors file (by its name; the disk is not read)."""
+    return Path(path.strip()).suffix.lower() == SUFFIX
+
+
 def is_single_file(path: str) -> bool:
-    return Path(path).suffix.lower() == SUFFIX and Path(path).expanduser().is_file()
+    return names_single_file(path) and Path(path).expanduser().is_file()
 
 
 class _Shape:
@@ -74,6 +79,12 @@ def default_extras(family: str, shapes: dict) -> str | None:
     return DIFFUSERS_DEFAULT_PIPELINE_PATHS[model_type]["pretrained_model_name_or_path"]
 
 
+def unknown_release(family: str, name: str) -> str:
+    """What to say when `default_extras` cannot tell where a file's other parts come from."""
+    return (f"diffusers cannot tell which {family} release {name} is; give the diffusers folder or hub id its "
+            "VAE, text encoders and transformer config come from")
+
+
 def file_problems(family: str, path: str, variant: str, extras: str) -> list[tuple[str, str]]:
     """A single-file `model.path` checked from its header: readable, this family's transformer in its
     original layout, the Flux variant it is, and where its other parts come from."""
@@ -102,8 +113,5 @@ def file_problems(family: str, path: str, variant: str, extras: str) -> list[tup
             out.append(("model.variant", f"{name} has a guidance embedding (a dev-type model): set "
                         "model.variant 'dev'"))
     if not extras.strip() and default_extras(family, shapes) is None:
-        out.append(("model.extras_path", f"diffusers cannot tell which {family} release {name} is; give the "
-                    "diffusers folder or hub id its VAE, text encoders and transformer config come from"))
+        out.append(("model.extras_path", unknown_release(family, name)))
     return out
-
-

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import torch
 
-from studio.config.single_file import ANIMA_ADAPTER, COMFY_PREFIX, NAMES_BY_CLASS, default_extras, header
+from studio.config.single_file import (ANIMA_ADAPTER, COMFY_PREFIX, NAMES_BY_CLASS, default_extras, header,
+                                      unknown_release)
 
 FLUX_WIDTH = 3072  # the width diffusers' Flux converter assumes (`inner_dim`)
 
@@ -37,9 +38,7 @@ def extras_source(cfg, file: str) -> str:
         return resolve_model_path(extras)
     found = default_extras(cfg.model.family, header(file))
     if found is None:
-        raise ValueError(f"model.extras_path: diffusers cannot tell which {cfg.model.family} release "
-                         f"{Path(file).name} is; give the diffusers folder or hub id its VAE, text encoders "
-                         "and transformer config come from")
+        raise ValueError(f"model.extras_path: {unknown_release(cfg.model.family, Path(file).name)}")
     return found
 
 

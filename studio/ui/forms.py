@@ -189,6 +189,22 @@ def visibility_updates(form: SchemaForm, family: str, adapter_type: str, variant
     return comps + boxes
 
 
+def wire_visibility(form: SchemaForm, status: gr.components.Component) -> None:
+    """Editing a setting that decides which others apply (family, adapter, variant, a `when` setting) shows
+    and hides the form's fields and boxes: one event for all of them (each event weighs on the browser at
+    load), its loading status kept on `status`."""
+    present = [p for p, _ in CONTEXT_PATHS if form.has(p)]
+    if not present:
+        return
+
+    def visibility(*values):
+        given = dict(zip(present, values))
+        return visibility_updates(form, *(str(given.get(p, d) or d) for p, d in CONTEXT_PATHS))
+
+    deciders = [form.component(p) for p in present]
+    gr.on([comp.input for comp in deciders], visibility, deciders, form.components + form.box_list, **quiet(status))
+
+
 def context_of(config: dict) -> tuple[str, ...]:
     """The values of CONTEXT_PATHS in a config (their fallbacks where unset), for `visibility_updates`."""
     from studio.ui.form_spec import get_path

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from studio.config.fields import Section, setting
+from studio.config.single_file import file_problems, is_single_file, names_single_file
 
 FLOW_FAMILIES = ("sd3", "flux", "zimage", "anima")
 # VAE down-sampling (x8) x transformer patch (SD3: 2x2 patches; Flux: 2x2 latent packing).
@@ -131,14 +132,12 @@ def model_folder_problems(family: str, path: str, variant: str = "", t5_path: st
     transformer file is read from its header, and the folder of its other parts (`extras`) checked the
     same way. A hub id or a missing path is left to the preflight and the loader."""
     root = Path(path).expanduser()
-    if root.suffix.lower() == ".safetensors" and root.is_file():
-        from studio.config.single_file import file_problems
-
+    if is_single_file(path):
         problems = file_problems(family, str(root), variant, extras)
         if extras.strip() and not extras.startswith("tiny:"):
             problems += model_folder_problems(family, extras, "", t5_path, field="model.extras_path")
         return problems
-    if root.suffix.lower() == ".safetensors" and field == "model.extras_path":
+    if names_single_file(path) and field == "model.extras_path":
         return [(field, f"{root.name}: give the diffusers folder or hub id of the other parts, not a file")]
     if not root.is_dir():
         return []

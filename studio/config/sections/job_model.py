@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Literal
 
 from studio.config.fields import ALL_FAMILIES, TRAINABLE_FAMILIES, IMAGE_FAMILIES, Section, setting
+from studio.config.single_file import names_single_file
 from studio.registry.families import FAMILIES, family_ids
 
 # Families whose frozen base can load quantized (diffusers / transformers quantization configs).
@@ -109,7 +110,7 @@ class ModelSection(Section):
         elif self.path.lower().endswith(".gguf"):
             out.append(("model.path", "a .gguf file is an inference-only format and cannot be trained; "
                         "point to the original Hugging Face model folder (config.json + .safetensors)"))
-        if self.extras_path.strip() and not self.path.strip().lower().endswith(".safetensors"):
+        if self.extras_path.strip() and not names_single_file(self.path):
             out.append(("model.extras_path", "is used only when model.path is a single .safetensors file; a "
                         "folder or hub id brings its own parts: leave it empty"))
         return out + self._quantization_problems(cfg)

@@ -38,7 +38,6 @@ FOLLOW_CONSOLE = """() => {
 class MonitorTab:
     job: gr.Dropdown
     timer: gr.Timer
-    feed: gr.State
     tick: object  # (job_id, feed, everything) -> updates of `outputs`
     outputs: list
     inputs: list
@@ -201,4 +200,4 @@ def build_monitor_tab(ctx: StudioContext) -> MonitorTab:
         lambda j: tensorboard_status(ctx, get_job(ctx.store, j)), [job], [tb_status])
     for button, what in ((stop_btn, "STOP"), (save_btn, "SAVE"), (sample_btn, "SAMPLE")):
         button.click(lambda j, w=what: control_request(ctx, j, w), [job], [message])
-    return MonitorTab(job, timer, feed, tick, outputs, inputs)
+    return MonitorTab(job, timer, tick, outputs, inputs)

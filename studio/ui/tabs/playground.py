@@ -32,8 +32,6 @@ class PlaygroundTab:
     run: gr.Dropdown
     timer: gr.Timer
     refresh: object  # (run) -> the run picker with the runs there are now
-    inputs: list
-    outputs: list
 
 
 def run_choices(ctx: StudioContext) -> list[tuple[str, int]]:
@@ -193,4 +191,4 @@ def build_playground_tab(ctx: StudioContext) -> PlaygroundTab:
         ids = [c[1] for c in choices]
         return gr.update(choices=choices, value=current if current in ids else (ids[0] if ids else None))
 
-    return PlaygroundTab(run, timer, offer_runs, inputs, outputs)
+    return PlaygroundTab(run, timer, offer_runs)

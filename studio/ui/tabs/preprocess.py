@@ -17,7 +17,7 @@ from studio.ui.context import StudioContext
 from studio.ui.dataset_view import SCAN_COLUMNS, cache_state, scan_dataset
 from studio.ui.form_events import on_form
 from studio.ui.form_spec import config_from_values, field_specs, from_ui, get_path, set_path
-from studio.ui.forms import CONTEXT_PATHS, build_form, error_updates, loaded_updates, quiet, visibility_updates
+from studio.ui.forms import build_form, error_updates, loaded_updates, wire_visibility
 from studio.ui.tabs.dataset_upload import build_upload_panel, connect_panel, preview
 from studio.ui.tabs.train import TrainTab
 
@@ -88,18 +88,7 @@ def _lay_out(ctx: StudioContext, train: TrainTab) -> None:
     bad_files = gr.Dataframe(headers=SCAN_COLUMNS, interactive=False, wrap=True, elem_id="pre-bad-files",
                              label="Files with problems", visible=False)
     state = gr.Markdown(elem_id="pre-cache-state")
-    own_paths = [s.path for s in form.specs]
-
-    def visibility(*context):
-        present = dict(zip([p for p, _ in CONTEXT_PATHS if p in own_paths], context))
-        values = tuple(str(present.get(p, d) or d) for p, d in CONTEXT_PATHS)
-        return visibility_updates(form, *values)
-
-    context_comps = [form.component(p) for p, _ in CONTEXT_PATHS if p in own_paths]
-    if context_comps:  # one event for them all (each event weighs on the browser at load)
-        gr.on([comp.input for comp in context_comps], visibility, context_comps, form.components + form.box_list,
-              **quiet(message))
-
+    wire_visibility(form, message)
     _connect(ctx, train, form, copy_btn, scan_btn, queue_btn, state_btn, message, bad_files, state, panel)
 
 

@@ -33,10 +33,7 @@ class QueueTab:
     timer: gr.Timer
     refresh_outputs: list
     refresh: object  # (job_id, signature) -> updates for refresh_outputs
-    signature: gr.State  # the table last sent to this browser (unchanged tables are not resent)
-    settings_outputs: list
-    load_settings: object  # () -> the queue options' current values
-    row_picked: object = None  # the event of a click on a table row (it sets `job`)
+    row_picked: object  # the event of a click on a table row (it sets `job`)
 
 
 def job_detail(job: Job | None) -> str:
@@ -201,5 +198,4 @@ def build_queue_tab(ctx: StudioContext) -> QueueTab:
         return [ctx.store.get_setting(key) for key, _ in settings]
 
     options_box.expand(load_settings, None, [comp for _, comp in settings], show_progress="hidden")  # read when shown
-    return QueueTab(job, buttons["clone"], timer, outputs, refresh, signature, [comp for _, comp in settings],
-                    load_settings, row_picked)
+    return QueueTab(job, buttons["clone"], timer, outputs, refresh, row_picked)

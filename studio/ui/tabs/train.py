@@ -17,8 +17,7 @@ from studio.config.vram_fit import GPU_SIZES_GB
 from studio.ui.estimates import ESTIMATE_PATHS, VRAM_PATHS, estimate, fit_to_gpu, summary_markdown
 from studio.ui.form_events import on_form
 from studio.ui.form_spec import config_from_values, default_values, field_specs, get_path, same_ui_value
-from studio.ui.forms import (CONTEXT_PATHS, SchemaForm, build_form, error_updates, loaded_updates, quiet,
-                             visibility_updates)
+from studio.ui.forms import SchemaForm, build_form, error_updates, loaded_updates, quiet, wire_visibility
 from studio.ui.tabs.config_files import build_config_files, wire_config_files
 
 
@@ -40,14 +39,6 @@ class TrainTab:
         """The form set from `config` (fields shown as it says), its preset, family and summary."""
         family = get_path(config, "model.family", "sd15")
         return [*loaded_updates(self.form, config), base, family, summary_markdown(estimate(config), config)]
-
-    def context_components(self) -> list:
-        return [self.form.component(p) for p, _ in CONTEXT_PATHS if self.form.has(p)]
-
-
-def context_values(form: SchemaForm, values: tuple) -> tuple[str, str, str]:
-    present = {p: v for p, v in zip([p for p, _ in CONTEXT_PATHS if form.has(p)], values)}
-    return tuple(str(present.get(p, d) or d) for p, d in CONTEXT_PATHS)
 
 
 def build_train_tab(ctx: StudioContext) -> TrainTab:
@@ -127,14 +118,9 @@ def _wire_presets(tab: TrainTab, preset_info, load_btn, revert_btn, confirm_row,
             return [gr.skip()] * len(tab.load_outputs) + [act.problems_markdown(err.by_field), hide]
         return [*tab.load_updates(config, config), f"Loaded preset **{name}**.", hide]
 
-    def visibility(*context):
-        return visibility_updates(form, *context_values(form, context))
-
     gr.on([load_btn.click, confirm_yes.click], load, [tab.preset], tab.load_outputs + [tab.message, confirm_row],
           show_progress_on=tab.message)
-    # Editing the family, adapter or a `when` setting by hand: one event for them all.
-    gr.on([comp.input for comp in tab.context_components()], visibility, tab.context_components(),
-          form.components + form.box_list, **quiet(tab.message))
+    wire_visibility(form, tab.message)
     revert_btn.click(lambda: gr.update(visible=True), None, confirm_row)
     confirm_no.click(lambda: gr.update(visible=False), None, confirm_row)
     tab.preset.change(lambda n: (act.preset_description(n), gr.update(interactive=act.preset_kind(n) == "user")),
